@@ -1,0 +1,36 @@
+"""VGGT / PAGE-4D network: config, builder, checkpoint loading and mask-logit helpers."""
+
+from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
+from .config import (
+    PRESETS,
+    CameraHeadConfig,
+    DinoConfig,
+    DPTConfig,
+    MaskHeadConfig,
+    ModelConfig,
+    TrackHeadConfig,
+    config_from_reference,
+    preset,
+)
+from .mask_heads import MaskHeadOutput
+from .vggt import PAGE4DModel, build_model, upsample_mask_logits
+
+__all__ = [
+    "PRESETS",
+    "CameraHeadConfig",
+    "CheckpointError",
+    "DPTConfig",
+    "DinoConfig",
+    "LoadReport",
+    "MaskHeadConfig",
+    "MaskHeadOutput",
+    "ModelConfig",
+    "PAGE4DModel",
+    "TrackHeadConfig",
+    "build_model",
+    "config_from_reference",
+    "load_checkpoint",
+    "preset",
+    "read_state_dict",
+    "upsample_mask_logits",
+]

@@ -1,0 +1,121 @@
+"""VGGT's alternating-attention aggregator, with PAGE-4D's mask head and masked global blocks.
+
+Per frame: `[camera token, register tokens, patch tokens]` (P tokens). Frame blocks attend within a
+frame over `[B*S, P, C]`; global blocks attend across all frames over `[B, S*P, C]`. Frame 0 gets its own
+camera/register tokens (it defines the world frame). Each (frame, global) pair's outputs are
+concatenated into `[B, S, P, 2C]` for the heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .block import Block
+from .config import ModelConfig
+from .mask_heads import MaskHeadOutput, build_mask_head
+from .patch_embed import ConvPatchEmbed, DinoV2
+from .rope import RotaryPositionEmbedding2D, patch_positions
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AggregatorOutput:
+    tokens: list[torch.Tensor]  # one [B, S, P, 2C] tensor per block pair
+    patch_start_idx: int
+    mask: MaskHeadOutput | None
+
+
+def first_and_rest(token: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+    """`[1, 2, X, C]` learned tokens -> `[B*S, X, C]`: index 0 for frame 0, index 1 for frames 1..S-1."""
+    first = token[:, :1].expand(batch, 1, *token.shape[2:])
+    rest = token[:, 1:].expand(batch, frames - 1, *token.shape[2:])
+    return torch.cat([first, rest], dim=1).reshape(batch * frames, *token.shape[2:])
+
+
+class Aggregator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.embed_dim
+        if cfg.patch_embed == "conv":
+            self.patch_embed = ConvPatchEmbed(cfg.patch_size, c)
+        else:
+            d = cfg.dino
+            if d.embed_dim != c:
+                raise ValueError(f"DINOv2 width {d.embed_dim} must equal aggregator embed_dim {c}")
+            self.patch_embed = DinoV2(cfg.patch_size, d.embed_dim, d.depth, d.num_heads, d.num_register_tokens,
+                                      d.pos_embed_img_size, d.init_values)
+        self.rope = RotaryPositionEmbedding2D(cfg.rope_freq) if cfg.rope_freq > 0 else None
+
+        def make_block() -> Block:
+            return Block(c, cfg.num_heads, cfg.mlp_ratio, cfg.init_values, qk_norm=cfg.qk_norm, rope=self.rope)
+
+        self.frame_blocks = nn.ModuleList([make_block() for _ in range(cfg.depth)])
+        self.global_blocks = nn.ModuleList([make_block() for _ in range(cfg.depth)])
+        self.camera_token = nn.Parameter(torch.randn(1, 2, 1, c) * 1e-6)
+        self.register_token = nn.Parameter(torch.randn(1, 2, cfg.num_register_tokens, c) * 1e-6)
+        self.patch_start_idx = cfg.patch_start_idx
+        if cfg.mask_head is not None:
+            self.spatial_mask_head = build_mask_head(c, cfg.mask_head)
+            self.masked_global_blocks = frozenset(cfg.mask_head.masked_global_blocks)
+        else:
+            self.spatial_mask_head = None
+            self.masked_global_blocks = frozenset()
+        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False)
+        self.gradient_checkpointing = False
+
+    def _run(self, block: Block, x: torch.Tensor, pos, bias) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training:
+            return torch.utils.checkpoint.checkpoint(block, x, pos, bias, use_reentrant=False)
+        return block(x, pos=pos, bias=bias)
+
+    def forward(self, images: torch.Tensor) -> AggregatorOutput:
+        """images: `[B, S, 3, H, W]` in [0, 1]."""
+        b, s, _, h, w = images.shape
+        p_size = self.cfg.patch_size
+        grid_h, grid_w = h // p_size, w // p_size
+        x = ((images - self._mean.to(images.dtype)) / self._std.to(images.dtype)).reshape(b * s, 3, h, w)
+        patches = self.patch_embed(x)
+        tokens = torch.cat(
+            [first_and_rest(self.camera_token, b, s), first_and_rest(self.register_token, b, s), patches], dim=1
+        )
+        p, c = tokens.shape[1], tokens.shape[2]
+        pos = None
+        if self.rope is not None:
+            pos = patch_positions(b * s, grid_h, grid_w, self.patch_start_idx, images.device)
+
+        mask: MaskHeadOutput | None = None
+        bias = None
+        outputs = []
+        mask_cfg = self.cfg.mask_head
+        for i in range(self.cfg.depth // self.cfg.aa_block_size):
+            frame_out, global_out = [], []
+            for kind in self.cfg.aa_order:
+                if kind == "frame":
+                    tokens = tokens.reshape(b * s, p, c)
+                    for _ in range(self.cfg.aa_block_size):
+                        idx = len(frame_out) + i * self.cfg.aa_block_size
+                        tokens = self._run(self.frame_blocks[idx], tokens, pos, None)
+                        frame_out.append(tokens.reshape(b, s, p, c))
+                    if self.spatial_mask_head is not None and i == mask_cfg.mask_after_block:
+                        head_in = tokens.reshape(b, s, p, c)
+                        if mask_cfg.detach_input:
+                            head_in = head_in.detach()
+                        mask = self.spatial_mask_head(head_in, self.patch_start_idx, grid_h, grid_w)
+                        bias = mask.attention_bias(self.patch_start_idx, p)
+                else:
+                    tokens = tokens.reshape(b, s * p, c)
+                    gpos = pos.reshape(b, s * p, 2) if pos is not None else None
+                    for _ in range(self.cfg.aa_block_size):
+                        idx = len(global_out) + i * self.cfg.aa_block_size
+                        use_bias = bias if idx in self.masked_global_blocks else None
+                        tokens = self._run(self.global_blocks[idx], tokens, gpos, use_bias)
+                        global_out.append(tokens.reshape(b, s, p, c))
+            outputs.extend(torch.cat([f, g], dim=-1) for f, g in zip(frame_out, global_out, strict=True))
+        return AggregatorOutput(tokens=outputs, patch_start_idx=self.patch_start_idx, mask=mask)

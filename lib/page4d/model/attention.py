@@ -1,0 +1,108 @@
+"""Multi-head attention with qk-norm, RoPE and PAGE-4D's row-gated key bias.
+
+PAGE-4D biases the attention logits of global blocks as `q.k / sqrt(d) + r_i * c_j`: a per-query gain
+`r_i` (non-zero only on camera/register rows) times a per-key value `c_j` (from the mask head, zero on
+special keys). The originals realised this by appending a channel to q and k and padding the head
+dimension to a multiple of 8. Here only the few gated rows are recomputed with an explicit bias of
+shape `[B, 1, R, N]` (R = gated rows), so memory stays O(R * N) = O(S * N) instead of O(N^2), and the
+bias-free rows run through plain SDPA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import RotaryPositionEmbedding2D
+
+
+@dataclass
+class RowGatedKeyBias:
+    """Additive logit bias `gain[b, i] * key_bias[b, j]`, non-zero only on the query rows `rows`.
+
+    rows: `[R]` indices into the N tokens; row_gain: `[B, R]`; key_bias: `[B, N]`.
+    """
+
+    rows: torch.Tensor
+    row_gain: torch.Tensor
+    key_bias: torch.Tensor
+
+    def dense(self, num_tokens: int) -> torch.Tensor:
+        """The explicit `[B, 1, N, N]` bias (reference and tests only: O(N^2) memory)."""
+        gain = self.key_bias.new_zeros(self.key_bias.shape[0], num_tokens)
+        gain[:, self.rows] = self.row_gain
+        return (gain[:, :, None] * self.key_bias[:, None, :])[:, None]
+
+
+def masked_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: RowGatedKeyBias | None) -> torch.Tensor:
+    """SDPA over `[B, heads, N, d]`; rows listed in `bias` get `gain_i * key_bias_j` added to their logits."""
+    out = F.scaled_dot_product_attention(q, k, v)
+    if bias is None:
+        return out
+    q_rows = q.index_select(2, bias.rows)
+    row_bias = (bias.row_gain[:, :, None] * bias.key_bias[:, None, :])[:, None].to(q.dtype)
+    out_rows = F.scaled_dot_product_attention(q_rows, k, v, attn_mask=row_bias)
+    return out.index_copy(2, bias.rows, out_rows)
+
+
+def augmented_channel_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: RowGatedKeyBias
+) -> torch.Tensor:
+    """The originals' formulation (one extra channel, head dim padded to a multiple of 8); for benchmarks."""
+    b, h, n, d = q.shape
+    gain = q.new_zeros(b, n)
+    gain[:, bias.rows] = bias.row_gain.to(q.dtype)
+    d_aug = ((d + 1 + 7) // 8) * 8
+    pad = d_aug - d - 1
+    q_aug = torch.cat(
+        [q * (d_aug / d) ** 0.5, (gain * d_aug**0.5)[:, None, :, None].expand(b, h, n, 1), q.new_zeros(b, h, n, pad)],
+        dim=-1,
+    )
+    k_aug = torch.cat(
+        [k, bias.key_bias.to(q.dtype)[:, None, :, None].expand(b, h, n, 1), k.new_zeros(b, h, n, pad)], dim=-1
+    )
+    v_aug = torch.cat([v, v.new_zeros(b, h, n, d_aug - d)], dim=-1)
+    return F.scaled_dot_product_attention(q_aug, k_aug, v_aug)[..., :d]
+
+
+class Attention(nn.Module):
+    """`qkv` projection, optional per-head LayerNorm on q and k, optional 2D RoPE, SDPA, output projection."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        qk_norm: bool = False,
+        rope: RotaryPositionEmbedding2D | None = None,
+        norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.rope = rope
+
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor | None = None, bias: RowGatedKeyBias | None = None
+    ) -> torch.Tensor:
+        """x: `[B, N, C]`; pos: `[B, N, 2]` (needed with RoPE); returns `[B, N, C]`."""
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            if pos is None:
+                raise ValueError("this attention layer uses RoPE and needs token positions")
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        out = masked_sdpa(q, k, v, bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))

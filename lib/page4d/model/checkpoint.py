@@ -1,0 +1,106 @@
+"""Loading released checkpoints (VGGT-1B `model.pt`, PAGE-4D `checkpoint_*.pt` with weights under "model").
+
+One visible function maps a file or dict onto the model, checks every key and shape, and fails loudly
+with a report instead of loading partially by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
+
+
+@dataclass
+class LoadReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, checkpoint, model
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def only_mask_head_missing(self) -> bool:
+        """True for a plain VGGT checkpoint loaded into a PAGE-4D model: the mask head starts fresh."""
+        return (bool(self.missing) and not self.unexpected and not self.mismatched
+                and all(k.startswith(MASK_HEAD_PREFIX) for k in self.missing))
+
+    def summary(self, limit: int = 10) -> str:
+        if self.ok:
+            return "all keys matched"
+        lines = []
+        if self.only_mask_head_missing:
+            lines.append(f"checkpoint has no PAGE-4D mask head: {len(self.missing)} '{MASK_HEAD_PREFIX}*' "
+                         "parameters keep their fresh initialisation")
+        for name, items in (("missing from checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected)):
+            if items:
+                more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+                lines.append(f"{len(items)} {name}: {', '.join(items[:limit])}{more}")
+        for key, ck, md in self.mismatched[:limit]:
+            lines.append(f"shape mismatch {key}: checkpoint {ck} vs model {md}")
+        return "\n".join(lines)
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
+    """A raw state dict, or one stored under "model" (PAGE-4D training checkpoints)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        where = str(path)
+    else:
+        obj, where = source, "<dict>"
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{where}: expected a dict, got {type(obj).__name__}")
+    if "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{where}: entries that are not tensors: {bad[:5]}")
+    # Checkpoints saved from DistributedDataParallel / torch.compile prefix every key.
+    for prefix in ("module.", "_orig_mod."):
+        if obj and all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def compare_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
+    own = model.state_dict()
+    report = LoadReport(
+        missing=sorted(k for k in own if k not in state),
+        unexpected=sorted(k for k in state if k not in own),
+    )
+    report.mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape))
+                         for k in sorted(own) if k in state and state[k].shape != own[k].shape]
+    return report
+
+
+def load_checkpoint(model: nn.Module, source: str | Path | dict, strict: bool = True,
+                    allow_missing_mask_head: bool = False) -> LoadReport:
+    """Load weights; raise `CheckpointError` with the report unless every key and shape matches.
+
+    `allow_missing_mask_head=True` accepts a plain VGGT checkpoint in a PAGE-4D model (only the mask head
+    is missing); `strict=False` loads what matches and returns the report for the caller to print.
+    """
+    state = read_state_dict(source)
+    report = compare_state_dict(model, state)
+    acceptable = report.ok or (allow_missing_mask_head and report.only_mask_head_missing)
+    if strict and not acceptable:
+        raise CheckpointError(f"checkpoint does not match the model:\n{report.summary()}")
+    if report.mismatched and strict:
+        raise CheckpointError(report.summary())
+    mismatched = {k for k, _, _ in report.mismatched}
+    model.load_state_dict({k: v for k, v in state.items() if k not in mismatched and k not in report.unexpected},
+                          strict=False)
+    return report

@@ -1,0 +1,174 @@
+"""PAGE-4D dynamic-mask heads: per-patch logits that bias camera/register attention away from motion.
+
+Both heads read the patch tokens after an early frame block (detached by default, as in the originals)
+and return a `MaskHeadOutput`. Its `dynamic_logits` follow this project's sign rule:
+`sigmoid(dynamic_logits)` is the per-patch suppression probability the attention actually uses, so a BCE
+target of 1 (= dynamic) strengthens suppression. The raw conv-stack output stays in `raw_logits`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import RowGatedKeyBias
+from .config import MaskHeadConfig
+
+
+@dataclass
+class MaskHeadOutput:
+    """What a mask head produced for one forward pass.
+
+    raw_logits: `[B*S, 1, h, w]` output of the head's conv stack (`m_logit` in the originals).
+    head_input: `[B*S, C, h, w]` tensor fed to the conv stack.
+    dynamic_logits: `[B, S, 1, h, w]`, `sigmoid(.)` = suppression probability (1 = dynamic).
+    query_gain: `[B, S*P]` per-query-row gain r_i (non-zero on camera/register rows only).
+    key_bias: `[B, S*P]` per-key value c_j (zero on camera/register keys).
+    """
+
+    raw_logits: torch.Tensor
+    head_input: torch.Tensor
+    dynamic_logits: torch.Tensor
+    query_gain: torch.Tensor
+    key_bias: torch.Tensor
+
+    def attention_bias(self, patch_start: int, tokens_per_frame: int) -> RowGatedKeyBias:
+        """The `RowGatedKeyBias` for global attention over `S*P` tokens (rows = special tokens)."""
+        b, n = self.query_gain.shape
+        frames = n // tokens_per_frame
+        rows = (
+            torch.arange(frames, device=self.query_gain.device)[:, None] * tokens_per_frame
+            + torch.arange(patch_start, device=self.query_gain.device)[None, :]
+        ).reshape(-1)
+        return RowGatedKeyBias(rows=rows, row_gain=self.query_gain[:, rows], key_bias=self.key_bias)
+
+
+def _patch_grid(tokens: torch.Tensor, patch_start: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """`[B, S, P, C]` tokens -> `[B*S, C, h, w]` patch feature map."""
+    b, s, p, c = tokens.shape
+    if p - patch_start != grid_h * grid_w:
+        raise ValueError(f"{p - patch_start} patch tokens do not form a {grid_h}x{grid_w} grid")
+    return tokens.reshape(b * s, p, c)[:, patch_start:].transpose(1, 2).reshape(b * s, c, grid_h, grid_w)
+
+
+def _special_rows(b: int, s: int, p: int, patch_start: int, value, like: torch.Tensor) -> torch.Tensor:
+    gain = like.new_zeros(b, s, p)
+    gain[:, :, :patch_start] = value
+    return gain.reshape(b, s * p)
+
+
+class Fin10MaskHead(nn.Module):
+    """MV_PAGE4D's `SpatialMaskHead_IMP`: depthwise 3x3 -> GELU -> depthwise 3x3 -> GELU -> 1x1.
+
+    Attention bias: `c_j = soft_mask_bias * clamp(alpha * sigmoid(-m_j / tau), 0, 1)` on patch keys, applied
+    with gain 1 on camera/register rows. A large `m` means "keep", so the dynamic logit is `-m / tau`.
+    """
+
+    def __init__(self, dim: int, cfg: MaskHeadConfig) -> None:
+        super().__init__()
+        self.head0 = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1, groups=dim),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, 3, padding=1, groups=dim),
+            nn.GELU(),
+            nn.Conv2d(dim, 1, 1),
+        )
+        self.alpha_logit = nn.Parameter(torch.tensor(float(cfg.alpha_init)).log())
+        self.tau_logit = nn.Parameter(torch.tensor(float(cfg.tau_init)).log())
+        self.soft_mask_bias = cfg.soft_mask_bias
+        self.eps = 1e-6
+
+    def temperature(self) -> torch.Tensor:
+        return torch.clamp(F.softplus(self.tau_logit) + self.eps, min=1e-3)
+
+    def alpha(self) -> torch.Tensor:
+        return F.softplus(self.alpha_logit) + self.eps
+
+    def forward(self, tokens: torch.Tensor, patch_start: int, grid_h: int, grid_w: int) -> MaskHeadOutput:
+        b, s, p, _ = tokens.shape
+        head_input = _patch_grid(tokens, patch_start, grid_h, grid_w)
+        raw = self.head0(head_input)
+        dynamic = -raw / self.temperature()
+        suppress = torch.sigmoid(dynamic).reshape(b, s, grid_h * grid_w)
+        key_bias = tokens.new_zeros(b, s, p)
+        key_bias[:, :, patch_start:] = torch.clamp(self.alpha() * suppress, 0.0, 1.0) * self.soft_mask_bias
+        return MaskHeadOutput(
+            raw_logits=raw,
+            head_input=head_input,
+            dynamic_logits=dynamic.reshape(b, s, 1, grid_h, grid_w),
+            query_gain=_special_rows(b, s, p, patch_start, 1.0, tokens),
+            key_bias=key_bias.reshape(b, s * p),
+        )
+
+
+def hold_schedule(step: float, hold_start: int, hold_end: int) -> float:
+    """PAGE-4D's gain schedule: 1 before `hold_start`, cosine decay to 0 at `hold_end`, 0 after."""
+    if step < hold_start:
+        return 1.0
+    if step >= hold_end:
+        return 0.0
+    u = (step - hold_start) / float(hold_end - hold_start)
+    return 0.5 * (1.0 + math.cos(math.pi * u))
+
+
+class OfficialMaskHead(nn.Module):
+    """PAGE-4D release head: per-channel spatial standardisation, depthwise 3x3 -> GELU -> 1x1 (K) -> GELU
+    -> 1x1, then `m = sigmoid(x + mean_c(standardised)) - 0.5` on patch keys with gain `scale * schedule`.
+
+    `m` near +0.5 means "attend more", so the dynamic logit is minus the pre-sigmoid value. The schedule
+    step advances once per training-mode forward, exactly as in the release.
+    """
+
+    def __init__(self, dim: int, cfg: MaskHeadConfig) -> None:
+        super().__init__()
+        k = cfg.pointwise_channels
+        self.head0 = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1, groups=dim),
+            nn.GELU(),
+            nn.Conv2d(dim, k, 1),
+            nn.GELU(),
+            nn.Conv2d(k, 1, 1),
+        )
+        self.scale = cfg.scale
+        self.hold_start = cfg.hold_start
+        self.hold_end = cfg.hold_end
+        self.step = 0.0
+
+    def gain(self) -> float:
+        return hold_schedule(self.step, self.hold_start, self.hold_end) * self.scale
+
+    @staticmethod
+    def standardize(x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = x.std(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+        return (x - mean) / std
+
+    def forward(self, tokens: torch.Tensor, patch_start: int, grid_h: int, grid_w: int) -> MaskHeadOutput:
+        if self.training:
+            self.step += 1.0
+        b, s, p, _ = tokens.shape
+        head_input = self.standardize(_patch_grid(tokens, patch_start, grid_h, grid_w))
+        raw = self.head0(head_input)
+        pre = raw + head_input.mean(dim=1, keepdim=True).detach()
+        keep = (torch.sigmoid(pre) - 0.5).reshape(b, s, grid_h * grid_w)
+        key_bias = tokens.new_zeros(b, s, p)
+        key_bias[:, :, patch_start:] = keep
+        return MaskHeadOutput(
+            raw_logits=raw,
+            head_input=head_input,
+            dynamic_logits=(-pre).reshape(b, s, 1, grid_h, grid_w),
+            query_gain=_special_rows(b, s, p, patch_start, self.gain(), tokens),
+            key_bias=key_bias.reshape(b, s * p),
+        )
+
+
+def build_mask_head(dim: int, cfg: MaskHeadConfig) -> nn.Module:
+    if cfg.variant == "fin10":
+        return Fin10MaskHead(dim, cfg)
+    if cfg.variant == "official":
+        return OfficialMaskHead(dim, cfg)
+    raise ValueError(f"unknown mask head variant {cfg.variant!r}")

@@ -1,0 +1,150 @@
+"""The full network: aggregator + camera / depth / point / track heads (+ PAGE-4D mask head).
+
+`PAGE4DModel(images)` returns VGGT's prediction dict plus `mask_logits` when a mask head exists.
+Inputs `[B, S, 3, H, W]` give per-frame outputs `[B, S, ...]` and `mask_logits [B, S, 1, h, w]`;
+multi-view inputs `[B, T, V, 3, H, W]` are flattened time-outer / view-inner (`s = t*V + v`) and every
+per-frame output comes back as `[B, T, V, ...]`, with `mask_logits [B, T, V, h, w]`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .aggregator import Aggregator
+from .camera_head import CameraHead
+from .config import ModelConfig
+from .dpt_head import DPTHead
+
+PER_FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf")
+
+
+def validate_images(images: torch.Tensor, patch_size: int) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim not in (4, 5, 6):
+        raise ValueError(
+            f"images must be [S,3,H,W], [B,S,3,H,W] or [B,T,V,3,H,W]; got rank {images.ndim} {tuple(images.shape)}"
+        )
+    c, h, w = images.shape[-3:]
+    if c != 3:
+        raise ValueError(f"images must have 3 (RGB) channels in dim -3, got {c} in shape {tuple(images.shape)}")
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"image height and width must be multiples of {patch_size}, got H={h}, W={w}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+
+
+class PAGE4DModel(nn.Module):
+    """VGGT (no mask head) or PAGE-4D (fin10 / official mask head); attribute names match the checkpoints."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim_in = 2 * cfg.embed_dim
+        self.aggregator = Aggregator(cfg)
+        self.camera_head = CameraHead(dim_in, cfg.camera_head) if cfg.camera_head is not None else None
+        self.point_head = self.depth_head = None
+        if cfg.dpt is not None:
+            d = cfg.dpt
+            if d.enable_point:
+                self.point_head = DPTHead(dim_in, cfg.patch_size, d.features, d.out_channels, d.intermediate_layer_idx,
+                                          output_dim=4, activation=d.point_activation,
+                                          conf_activation=d.point_conf_activation)
+            if d.enable_depth:
+                self.depth_head = DPTHead(dim_in, cfg.patch_size, d.features, d.out_channels, d.intermediate_layer_idx,
+                                          output_dim=2, activation=d.depth_activation,
+                                          conf_activation=d.depth_conf_activation)
+        self.track_head = None
+        if cfg.track_head is not None:
+            from .track_head import TrackHead
+
+            self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head)
+
+    @property
+    def has_mask_head(self) -> bool:
+        return self.aggregator.spatial_mask_head is not None
+
+    def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None,
+                return_internals: bool = False) -> dict:
+        """images in [0, 1]; query_points `[B, N, 2]` (or `[N, 2]`) pixel coordinates in the first frame.
+
+        With `return_internals`, also returns `aggregated_tokens_list`, `patch_start_idx` and `mask_head`
+        (the `MaskHeadOutput`, including the raw conv output and the attention-bias tensors).
+        """
+        validate_images(images, self.cfg.patch_size)
+        if images.ndim == 4:
+            images = images.unsqueeze(0)
+        multiview = images.shape[:3] if images.ndim == 6 else None
+        if multiview is not None:
+            b, t, v = multiview
+            images = images.reshape(b, t * v, *images.shape[3:])
+        if query_points is not None:
+            if query_points.ndim == 2:
+                query_points = query_points.unsqueeze(0)
+            if query_points.ndim != 3 or query_points.shape[-1] != 2 or query_points.shape[0] != images.shape[0]:
+                raise ValueError(f"query_points must be [B, N, 2] with B={images.shape[0]}, got "
+                                 f"{tuple(query_points.shape)}")
+
+        agg = self.aggregator(images)
+        tokens = agg.tokens
+        pred: dict = {}
+        if self.camera_head is not None:
+            pose_list = self.camera_head(tokens)
+            pred["pose_enc"] = pose_list[-1]
+            pred["pose_enc_list"] = pose_list
+        if self.depth_head is not None:
+            pred["depth"], pred["depth_conf"] = self.depth_head(tokens, images, agg.patch_start_idx)
+        if self.point_head is not None:
+            pred["world_points"], pred["world_points_conf"] = self.point_head(tokens, images, agg.patch_start_idx)
+        if self.track_head is not None and query_points is not None:
+            track_list, vis, conf = self.track_head(tokens, images, agg.patch_start_idx, query_points)
+            pred["track"], pred["track_list"], pred["vis"], pred["conf"] = track_list[-1], track_list, vis, conf
+        if agg.mask is not None:
+            pred["mask_logits"] = agg.mask.dynamic_logits
+        if return_internals:
+            pred["aggregated_tokens_list"] = tokens
+            pred["patch_start_idx"] = agg.patch_start_idx
+            pred["mask_head"] = agg.mask
+        if multiview is not None:
+            pred = _to_multiview(pred, *multiview)
+        return pred
+
+
+def _to_multiview(pred: dict, b: int, t: int, v: int) -> dict:
+    """Reshape per-frame outputs `[B, T*V, ...]` to `[B, T, V, ...]`; `mask_logits` drops its channel dim."""
+    out = dict(pred)
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(b, t, v, *x.shape[2:])
+
+    for key in PER_FRAME_KEYS:
+        if key in out:
+            out[key] = split(out[key])
+    for key in ("pose_enc_list", "track_list"):
+        if key in out:
+            out[key] = [split(x) for x in out[key]]
+    if "mask_logits" in out:
+        out["mask_logits"] = split(out["mask_logits"][:, :, 0])
+    return out
+
+
+def upsample_mask_logits(mask_logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly upsample patch-grid logits `[..., h, w]` (or `[B,S,1,h,w]`) to `[..., H, W]`.
+
+    Logits (not probabilities) are interpolated, so thresholding at 0 stays consistent with p = 0.5.
+    """
+    if mask_logits.ndim < 3:
+        raise ValueError(f"mask_logits must have at least 3 dims [..., h, w], got {tuple(mask_logits.shape)}")
+    lead = mask_logits.shape[:-2]
+    flat = mask_logits.reshape(-1, 1, *mask_logits.shape[-2:])
+    up = F.interpolate(flat, size=tuple(image_hw), mode="bilinear", align_corners=False)
+    return up.reshape(*lead, *image_hw)
+
+
+def build_model(config: ModelConfig) -> PAGE4DModel:
+    """Build the network described by `config` (random weights; load a checkpoint separately)."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"build_model expects a ModelConfig, got {type(config).__name__}")
+    return PAGE4DModel(config)

@@ -1,0 +1,20 @@
+"""Shared test helpers: where ../shared lives (read-only reference data; never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PAGE4D_SHARED", REPO_ROOT.parent / "shared"))
+FIXTURES = Path(os.environ.get("PAGE4D_REFERENCE_FIXTURES", SHARED / "fixtures"))
+MV_SCENE = SHARED / "data" / "mv_scene"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"reference fixtures not found at {FIXTURES} (set PAGE4D_REFERENCE_FIXTURES)")
+    return FIXTURES
