@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 import pytest
-
-from page4d.model import build_model, config_from_reference
+import torch
 from conftest import FIXTURES
+from page4d.model import build_model, config_from_reference
 
 FIXTURE_FILES = sorted(FIXTURES.glob("*.pt")) if FIXTURES.is_dir() else []
 REL_TOL = 1e-9
@@ -35,7 +34,8 @@ def ours_for(name: str, pred: dict, ref_outputs: dict):
 def compare(name: str, ours, ref) -> list[str]:
     if isinstance(ref, (list, tuple)):
         assert len(ours) == len(ref), f"{name}: {len(ours)} items vs {len(ref)}"
-        return [e for i, (o, r) in enumerate(zip(ours, ref)) for e in compare(f"{name}[{i}]", o, r)]
+        pairs = enumerate(zip(ours, ref, strict=True))
+        return [e for i, (o, r) in pairs for e in compare(f"{name}[{i}]", o, r)]
     if isinstance(ref, torch.Tensor):
         assert ours.shape == ref.shape, f"{name}: shape {tuple(ours.shape)} vs reference {tuple(ref.shape)}"
         if ref.dtype == torch.bool:
@@ -70,7 +70,7 @@ def test_every_reference_output_matches(case):
 
 
 def test_mask_logits_follow_the_sign_rule(case):
-    """sigmoid(mask_logits) is the suppression probability the attention used (fin10: -m/tau; official: -pre)."""
+    """sigmoid(mask_logits) is the suppression the attention used (fin10: -m/tau; official: -pre)."""
     data, model, pred = case
     mask_cfg = model.cfg.mask_head
     if mask_cfg is None:
@@ -85,13 +85,13 @@ def test_mask_logits_follow_the_sign_rule(case):
         head = model.aggregator.spatial_mask_head
         expected = (-m / head.temperature()).reshape(logits.shape)
         # the attention's key bias is soft_mask_bias * clamp(alpha * sigmoid(logit)) on patch keys
-        key_bias = ref["mask_head_return"][0].reshape(b, s, -1)[:, :, model.cfg.patch_start_idx:]
+        key_bias = ref["mask_head_return"][0].reshape(b, s, -1)[:, :, model.cfg.patch_start_idx :]
         suppress = torch.sigmoid(logits).reshape(b, s, -1)
         assert torch.allclose(key_bias, -0.5 * torch.clamp(head.alpha() * suppress, 0, 1), atol=1e-12)
     else:
         pre = m + ref["mask_head_input"].mean(dim=1, keepdim=True)
         expected = (-pre).reshape(logits.shape)
         # key value m = sigmoid(pre) - 0.5 = 0.5 - sigmoid(mask_logits)
-        keys = ref["mask_head_return"][1].reshape(b, s, -1)[:, :, model.cfg.patch_start_idx:]
+        keys = ref["mask_head_return"][1].reshape(b, s, -1)[:, :, model.cfg.patch_start_idx :]
         assert torch.allclose(keys, 0.5 - torch.sigmoid(logits).reshape(b, s, -1), atol=1e-12)
     assert rel_err(logits, expected) <= REL_TOL

@@ -48,12 +48,21 @@ class Aggregator(nn.Module):
             d = cfg.dino
             if d.embed_dim != c:
                 raise ValueError(f"DINOv2 width {d.embed_dim} must equal aggregator embed_dim {c}")
-            self.patch_embed = DinoV2(cfg.patch_size, d.embed_dim, d.depth, d.num_heads, d.num_register_tokens,
-                                      d.pos_embed_img_size, d.init_values)
+            self.patch_embed = DinoV2(
+                cfg.patch_size,
+                d.embed_dim,
+                d.depth,
+                d.num_heads,
+                d.num_register_tokens,
+                d.pos_embed_img_size,
+                d.init_values,
+            )
         self.rope = RotaryPositionEmbedding2D(cfg.rope_freq) if cfg.rope_freq > 0 else None
 
         def make_block() -> Block:
-            return Block(c, cfg.num_heads, cfg.mlp_ratio, cfg.init_values, qk_norm=cfg.qk_norm, rope=self.rope)
+            return Block(
+                c, cfg.num_heads, cfg.mlp_ratio, cfg.init_values, qk_norm=cfg.qk_norm, rope=self.rope
+            )
 
         self.frame_blocks = nn.ModuleList([make_block() for _ in range(cfg.depth)])
         self.global_blocks = nn.ModuleList([make_block() for _ in range(cfg.depth)])
@@ -66,8 +75,12 @@ class Aggregator(nn.Module):
         else:
             self.spatial_mask_head = None
             self.masked_global_blocks = frozenset()
-        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "_mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "_std", torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False
+        )
         self.gradient_checkpointing = False
 
     def _run(self, block: Block, x: torch.Tensor, pos, bias) -> torch.Tensor:
@@ -83,7 +96,8 @@ class Aggregator(nn.Module):
         x = ((images - self._mean.to(images.dtype)) / self._std.to(images.dtype)).reshape(b * s, 3, h, w)
         patches = self.patch_embed(x)
         tokens = torch.cat(
-            [first_and_rest(self.camera_token, b, s), first_and_rest(self.register_token, b, s), patches], dim=1
+            [first_and_rest(self.camera_token, b, s), first_and_rest(self.register_token, b, s), patches],
+            dim=1,
         )
         p, c = tokens.shape[1], tokens.shape[2]
         pos = None

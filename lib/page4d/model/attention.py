@@ -37,7 +37,9 @@ class RowGatedKeyBias:
         return (gain[:, :, None] * self.key_bias[:, None, :])[:, None]
 
 
-def masked_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: RowGatedKeyBias | None) -> torch.Tensor:
+def masked_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: RowGatedKeyBias | None
+) -> torch.Tensor:
     """SDPA over `[B, heads, N, d]`; rows listed in `bias` get `gain_i * key_bias_j` added to their logits."""
     out = F.scaled_dot_product_attention(q, k, v)
     if bias is None:
@@ -58,7 +60,11 @@ def augmented_channel_sdpa(
     d_aug = ((d + 1 + 7) // 8) * 8
     pad = d_aug - d - 1
     q_aug = torch.cat(
-        [q * (d_aug / d) ** 0.5, (gain * d_aug**0.5)[:, None, :, None].expand(b, h, n, 1), q.new_zeros(b, h, n, pad)],
+        [
+            q * (d_aug / d) ** 0.5,
+            (gain * d_aug**0.5)[:, None, :, None].expand(b, h, n, 1),
+            q.new_zeros(b, h, n, pad),
+        ],
         dim=-1,
     )
     k_aug = torch.cat(

@@ -23,7 +23,9 @@ class LayerScale(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> GELU -> fc2 (key names `fc1`, `fc2` as in timm / VGGT)."""
 
-    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, bias: bool = True):
+    def __init__(
+        self, in_features: int, hidden_features: int, out_features: int | None = None, bias: bool = True
+    ):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
         self.act = nn.GELU()

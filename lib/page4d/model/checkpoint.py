@@ -28,17 +28,26 @@ class LoadReport:
     @property
     def only_mask_head_missing(self) -> bool:
         """True for a plain VGGT checkpoint loaded into a PAGE-4D model: the mask head starts fresh."""
-        return (bool(self.missing) and not self.unexpected and not self.mismatched
-                and all(k.startswith(MASK_HEAD_PREFIX) for k in self.missing))
+        return (
+            bool(self.missing)
+            and not self.unexpected
+            and not self.mismatched
+            and all(k.startswith(MASK_HEAD_PREFIX) for k in self.missing)
+        )
 
     def summary(self, limit: int = 10) -> str:
         if self.ok:
             return "all keys matched"
         lines = []
         if self.only_mask_head_missing:
-            lines.append(f"checkpoint has no PAGE-4D mask head: {len(self.missing)} '{MASK_HEAD_PREFIX}*' "
-                         "parameters keep their fresh initialisation")
-        for name, items in (("missing from checkpoint", self.missing), ("unexpected in checkpoint", self.unexpected)):
+            lines.append(
+                f"checkpoint has no PAGE-4D mask head: {len(self.missing)} '{MASK_HEAD_PREFIX}*' "
+                "parameters keep their fresh initialisation"
+            )
+        for name, items in (
+            ("missing from checkpoint", self.missing),
+            ("unexpected in checkpoint", self.unexpected),
+        ):
             if items:
                 more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
                 lines.append(f"{len(items)} {name}: {', '.join(items[:limit])}{more}")
@@ -71,7 +80,7 @@ def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
     # Checkpoints saved from DistributedDataParallel / torch.compile prefix every key.
     for prefix in ("module.", "_orig_mod."):
         if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
 
 
@@ -81,13 +90,17 @@ def compare_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> Load
         missing=sorted(k for k in own if k not in state),
         unexpected=sorted(k for k in state if k not in own),
     )
-    report.mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape))
-                         for k in sorted(own) if k in state and state[k].shape != own[k].shape]
+    report.mismatched = [
+        (k, tuple(state[k].shape), tuple(own[k].shape))
+        for k in sorted(own)
+        if k in state and state[k].shape != own[k].shape
+    ]
     return report
 
 
-def load_checkpoint(model: nn.Module, source: str | Path | dict, strict: bool = True,
-                    allow_missing_mask_head: bool = False) -> LoadReport:
+def load_checkpoint(
+    model: nn.Module, source: str | Path | dict, strict: bool = True, allow_missing_mask_head: bool = False
+) -> LoadReport:
     """Load weights; raise `CheckpointError` with the report unless every key and shape matches.
 
     `allow_missing_mask_head=True` accepts a plain VGGT checkpoint in a PAGE-4D model (only the mask head
@@ -101,6 +114,7 @@ def load_checkpoint(model: nn.Module, source: str | Path | dict, strict: bool = 
     if report.mismatched and strict:
         raise CheckpointError(report.summary())
     mismatched = {k for k, _, _ in report.mismatched}
-    model.load_state_dict({k: v for k, v in state.items() if k not in mismatched and k not in report.unexpected},
-                          strict=False)
+    model.load_state_dict(
+        {k: v for k, v in state.items() if k not in mismatched and k not in report.unexpected}, strict=False
+    )
     return report

@@ -141,7 +141,9 @@ class ModelConfig:
                 )
         for head in (self.dpt, self.track_head):
             if head is not None and any(not 0 <= i < self.depth for i in head.intermediate_layer_idx):
-                raise ValueError(f"intermediate_layer_idx {head.intermediate_layer_idx} outside 0..{self.depth - 1}")
+                raise ValueError(
+                    f"intermediate_layer_idx {head.intermediate_layer_idx} outside 0..{self.depth - 1}"
+                )
 
     @property
     def patch_start_idx(self) -> int:
@@ -156,13 +158,19 @@ def _vggt_1b() -> ModelConfig:
 
 
 def _page4d_fin10_1b() -> ModelConfig:
-    return ModelConfig(mask_head=MaskHeadConfig(variant="fin10", mask_after_block=7,
-                                                masked_global_blocks=tuple(range(8, 24))))
+    return ModelConfig(
+        mask_head=MaskHeadConfig(
+            variant="fin10", mask_after_block=7, masked_global_blocks=tuple(range(8, 24))
+        )
+    )
 
 
 def _page4d_official_1b() -> ModelConfig:
-    return ModelConfig(mask_head=MaskHeadConfig(variant="official", mask_after_block=9,
-                                                masked_global_blocks=tuple(range(10, 20)), scale=64.0))
+    return ModelConfig(
+        mask_head=MaskHeadConfig(
+            variant="official", mask_after_block=9, masked_global_blocks=tuple(range(10, 20)), scale=64.0
+        )
+    )
 
 
 def _tiny() -> ModelConfig:
@@ -203,8 +211,14 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
     dino = None
     if ref["patch_embed"] == "dinov2":
         d = ref["dino_patch_embed"]
-        dino = DinoConfig(d["depth"], d["num_heads"], d["embed_dim"], d["num_register_tokens"],
-                          d["pos_embed_img_size"], d["init_values"])
+        dino = DinoConfig(
+            d["depth"],
+            d["num_heads"],
+            d["embed_dim"],
+            d["num_register_tokens"],
+            d["pos_embed_img_size"],
+            d["init_values"],
+        )
     cam = ref.get("camera_head")
     camera = None
     if cam is not None:
@@ -212,26 +226,50 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
             raise ValueError(f"unsupported pose encoding {cam['pose_encoding_type']!r}")
         if cam["dim_in"] != 2 * ref["embed_dim"]:
             raise ValueError(f"camera_head.dim_in {cam['dim_in']} != 2 * embed_dim {ref['embed_dim']}")
-        camera = CameraHeadConfig(cam["trunk_depth"], cam["num_heads"], cam["mlp_ratio"], cam["init_values"],
-                                  4, cam["trans_act"], cam["quat_act"], cam["fl_act"])
+        camera = CameraHeadConfig(
+            cam["trunk_depth"],
+            cam["num_heads"],
+            cam["mlp_ratio"],
+            cam["init_values"],
+            4,
+            cam["trans_act"],
+            cam["quat_act"],
+            cam["fl_act"],
+        )
     dpt_ref = ref.get("dpt_heads")
     dpt = None
     if dpt_ref is not None:
         if dpt_ref["point"]["output_dim"] != 4 or dpt_ref["depth"]["output_dim"] != 2:
             raise ValueError("reference DPT heads must have output_dim 4 (points) and 2 (depth)")
-        dpt = DPTConfig(dpt_ref["features"], tuple(dpt_ref["out_channels"]), tuple(dpt_ref["intermediate_layer_idx"]),
-                        dpt_ref["point"]["activation"], dpt_ref["point"]["conf_activation"],
-                        dpt_ref["depth"]["activation"], dpt_ref["depth"]["conf_activation"])
+        dpt = DPTConfig(
+            dpt_ref["features"],
+            tuple(dpt_ref["out_channels"]),
+            tuple(dpt_ref["intermediate_layer_idx"]),
+            dpt_ref["point"]["activation"],
+            dpt_ref["point"]["conf_activation"],
+            dpt_ref["depth"]["activation"],
+            dpt_ref["depth"]["conf_activation"],
+        )
     trk_ref = ref.get("track_head")
     track = None
     if trk_ref is not None:
         fe = trk_ref["feature_extractor"]
         if fe.get("pos_embed", False):
             raise ValueError("the track feature extractor has no position embedding in VGGT")
-        track = TrackHeadConfig(trk_ref["features"], tuple(fe["out_channels"]), tuple(fe["intermediate_layer_idx"]),
-                                fe["down_ratio"], trk_ref["iters"], trk_ref["hidden_size"], trk_ref["stride"],
-                                trk_ref["corr_levels"], trk_ref["corr_radius"], trk_ref["predict_conf"],
-                                trk_ref["tracker_depth"], trk_ref["latent_dim"])
+        track = TrackHeadConfig(
+            trk_ref["features"],
+            tuple(fe["out_channels"]),
+            tuple(fe["intermediate_layer_idx"]),
+            fe["down_ratio"],
+            trk_ref["iters"],
+            trk_ref["hidden_size"],
+            trk_ref["stride"],
+            trk_ref["corr_levels"],
+            trk_ref["corr_radius"],
+            trk_ref["predict_conf"],
+            trk_ref["tracker_depth"],
+            trk_ref["latent_dim"],
+        )
     mask_ref = ref.get("mask_head")
     mask = None
     if mask_ref is not None:
@@ -239,21 +277,44 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
         expected = {"page4d_mask": "fin10", "page4d_official": "official"}.get(kind)
         if variant != expected:
             raise ValueError(f"kind {kind!r} with mask variant {variant!r}")
-        common = dict(variant=variant, mask_after_block=mask_ref["mask_after_block"],
-                      masked_global_blocks=tuple(mask_ref["masked_global_blocks"]))
+        common = dict(
+            variant=variant,
+            mask_after_block=mask_ref["mask_after_block"],
+            masked_global_blocks=tuple(mask_ref["masked_global_blocks"]),
+        )
         if variant == "fin10":
-            mask = MaskHeadConfig(**common, alpha_init=mask_ref["alpha_init"], tau_init=mask_ref["tau_init"],
-                                  soft_mask_bias=mask_ref["soft_mask_bias"])
+            mask = MaskHeadConfig(
+                **common,
+                alpha_init=mask_ref["alpha_init"],
+                tau_init=mask_ref["tau_init"],
+                soft_mask_bias=mask_ref["soft_mask_bias"],
+            )
         else:
-            mask = MaskHeadConfig(**common, pointwise_channels=mask_ref["pointwise_channels"],
-                                  scale=mask_ref["scale"], hold_start=mask_ref["hold_start"],
-                                  hold_end=mask_ref["hold_end"])
+            mask = MaskHeadConfig(
+                **common,
+                pointwise_channels=mask_ref["pointwise_channels"],
+                scale=mask_ref["scale"],
+                hold_start=mask_ref["hold_start"],
+                hold_end=mask_ref["hold_end"],
+            )
     elif kind != "vggt":
         raise ValueError(f"kind {kind!r} needs a mask_head entry")
     return ModelConfig(
-        embed_dim=ref["embed_dim"], depth=ref["depth"], num_heads=ref["num_heads"],
-        num_register_tokens=ref["num_register_tokens"], patch_size=ref["patch_size"], mlp_ratio=ref["mlp_ratio"],
-        qk_norm=ref["qk_norm"], rope_freq=ref["rope_freq"], init_values=ref["init_values"],
-        aa_order=tuple(ref["aa_order"]), aa_block_size=ref["aa_block_size"], patch_embed=ref["patch_embed"],
-        dino=dino, camera_head=camera, dpt=dpt, track_head=track, mask_head=mask,
+        embed_dim=ref["embed_dim"],
+        depth=ref["depth"],
+        num_heads=ref["num_heads"],
+        num_register_tokens=ref["num_register_tokens"],
+        patch_size=ref["patch_size"],
+        mlp_ratio=ref["mlp_ratio"],
+        qk_norm=ref["qk_norm"],
+        rope_freq=ref["rope_freq"],
+        init_values=ref["init_values"],
+        aa_order=tuple(ref["aa_order"]),
+        aa_block_size=ref["aa_block_size"],
+        patch_embed=ref["patch_embed"],
+        dino=dino,
+        camera_head=camera,
+        dpt=dpt,
+        track_head=track,
+        mask_head=mask,
     )

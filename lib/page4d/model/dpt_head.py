@@ -15,9 +15,12 @@ def uv_grid(width: int, height: int, aspect_ratio: float, dtype: torch.dtype, de
     """`[H, W, 2]` pixel-centre coordinates spanning a unit-diagonal box of the given aspect ratio."""
     diag = (aspect_ratio**2 + 1.0) ** 0.5
     span_x, span_y = aspect_ratio / diag, 1.0 / diag
-    xs = torch.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device)
-    ys = torch.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype,
-                        device=device)
+    xs = torch.linspace(
+        -span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device
+    )
+    ys = torch.linspace(
+        -span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype, device=device
+    )
     uu, vv = torch.meshgrid(xs, ys, indexing="xy")
     return torch.stack([uu, vv], dim=-1)
 
@@ -39,7 +42,9 @@ def grid_position_embedding(x: torch.Tensor, image_w: int, image_h: int, ratio: 
     return x + emb
 
 
-def activate_head(out: torch.Tensor, activation: str, conf_activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+def activate_head(
+    out: torch.Tensor, activation: str, conf_activation: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`[N, D+1, H, W]` -> (values `[N, H, W, D]`, confidence `[N, H, W]`)."""
     fmap = out.permute(0, 2, 3, 1)
     values, conf = fmap[..., :-1], fmap[..., -1]
@@ -160,7 +165,10 @@ class DPTHead(nn.Module):
         """
         s = images.shape[1]
         chunk = self.frames_chunk_size or s
-        parts = [self._decode(tokens_list, images, patch_start_idx, i, min(i + chunk, s)) for i in range(0, s, chunk)]
+        parts = [
+            self._decode(tokens_list, images, patch_start_idx, i, min(i + chunk, s))
+            for i in range(0, s, chunk)
+        ]
         if self.feature_only:
             return torch.cat(parts, dim=1)
         return torch.cat([v for v, _ in parts], dim=1), torch.cat([c for _, c in parts], dim=1)

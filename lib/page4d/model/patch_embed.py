@@ -62,7 +62,9 @@ class DinoV2(nn.Module):
         nn.init.normal_(self.cls_token, std=1e-6)
         nn.init.normal_(self.register_tokens, std=1e-6)
 
-    def interpolate_pos_embed(self, num_patches: int, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    def interpolate_pos_embed(
+        self, num_patches: int, height: int, width: int, dtype: torch.dtype
+    ) -> torch.Tensor:
         """Bicubic (antialiased) resize of the square position grid to `(H/p, W/p)`.
 
         As in DINOv2, the resize runs in float32 whatever the model dtype, and the table is used as

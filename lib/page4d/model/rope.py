@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def patch_positions(batch: int, grid_h: int, grid_w: int, num_special: int, device: torch.device) -> torch.Tensor:
+def patch_positions(
+    batch: int, grid_h: int, grid_w: int, num_special: int, device: torch.device
+) -> torch.Tensor:
     """Integer (row, col) positions for `[special tokens, patches]`, shape `[batch, num_special + h*w, 2]`."""
     rows = torch.arange(grid_h, device=device)
     cols = torch.arange(grid_w, device=device)
@@ -46,7 +48,9 @@ class RotaryPositionEmbedding2D(nn.Module):
         first, second = x.chunk(2, dim=-1)
         return torch.cat([-second, first], dim=-1)
 
-    def _rotate(self, x: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _rotate(
+        self, x: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
         cos_p = F.embedding(pos, cos)[:, None]
         sin_p = F.embedding(pos, sin)[:, None]
         return x * cos_p + self._rotate_half(x) * sin_p
@@ -58,6 +62,9 @@ class RotaryPositionEmbedding2D(nn.Module):
         cos, sin = self._tables(half, int(positions.max()) + 1, x.device, x.dtype)
         rows, cols = x.chunk(2, dim=-1)
         return torch.cat(
-            [self._rotate(rows, positions[..., 0], cos, sin), self._rotate(cols, positions[..., 1], cos, sin)],
+            [
+                self._rotate(rows, positions[..., 0], cos, sin),
+                self._rotate(cols, positions[..., 1], cos, sin),
+            ],
             dim=-1,
         )

@@ -15,17 +15,33 @@ class TrackHead(nn.Module):
         super().__init__()
         self.iters = cfg.iters
         self.feature_extractor = DPTHead(
-            dim_in, patch_size, cfg.features, cfg.out_channels, cfg.intermediate_layer_idx,
-            pos_embed=False, feature_only=True, down_ratio=cfg.down_ratio,
+            dim_in,
+            patch_size,
+            cfg.features,
+            cfg.out_channels,
+            cfg.intermediate_layer_idx,
+            pos_embed=False,
+            feature_only=True,
+            down_ratio=cfg.down_ratio,
         )
         self.tracker = TrackPredictor(
-            stride=cfg.stride, corr_levels=cfg.corr_levels, corr_radius=cfg.corr_radius,
-            latent_dim=cfg.latent_dim, hidden_size=cfg.hidden_size, depth=cfg.tracker_depth,
+            stride=cfg.stride,
+            corr_levels=cfg.corr_levels,
+            corr_radius=cfg.corr_radius,
+            latent_dim=cfg.latent_dim,
+            hidden_size=cfg.hidden_size,
+            depth=cfg.tracker_depth,
             predict_conf=cfg.predict_conf,
         )
 
-    def forward(self, tokens_list: list[torch.Tensor], images: torch.Tensor, patch_start_idx: int,
-                query_points: torch.Tensor, iters: int | None = None):
-        """query_points `[B, N, 2]` pixels in frame 0 -> (tracks per iteration `[B,S,N,2]`, vis, conf `[B,S,N]`)."""
+    def forward(
+        self,
+        tokens_list: list[torch.Tensor],
+        images: torch.Tensor,
+        patch_start_idx: int,
+        query_points: torch.Tensor,
+        iters: int | None = None,
+    ):
+        """query_points `[B, N, 2]` pixels in frame 0 -> (tracks per iteration `[B,S,N,2]`, vis, conf)."""
         fmaps = self.feature_extractor(tokens_list, images, patch_start_idx)
         return self.tracker(query_points=query_points, fmaps=fmaps, iters=iters or self.iters)

@@ -16,8 +16,18 @@ from .aggregator import Aggregator
 from .camera_head import CameraHead
 from .config import ModelConfig
 from .dpt_head import DPTHead
+from .track_head import TrackHead
 
-PER_FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "track", "vis", "conf")
+PER_FRAME_KEYS = (
+    "pose_enc",
+    "depth",
+    "depth_conf",
+    "world_points",
+    "world_points_conf",
+    "track",
+    "vis",
+    "conf",
+)
 
 
 def validate_images(images: torch.Tensor, patch_size: int) -> None:
@@ -25,11 +35,14 @@ def validate_images(images: torch.Tensor, patch_size: int) -> None:
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.ndim not in (4, 5, 6):
         raise ValueError(
-            f"images must be [S,3,H,W], [B,S,3,H,W] or [B,T,V,3,H,W]; got rank {images.ndim} {tuple(images.shape)}"
+            "images must be [S,3,H,W], [B,S,3,H,W] or [B,T,V,3,H,W]; "
+            f"got rank {images.ndim} {tuple(images.shape)}"
         )
     c, h, w = images.shape[-3:]
     if c != 3:
-        raise ValueError(f"images must have 3 (RGB) channels in dim -3, got {c} in shape {tuple(images.shape)}")
+        raise ValueError(
+            f"images must have 3 (RGB) channels in dim -3, got {c} in shape {tuple(images.shape)}"
+        )
     if h % patch_size or w % patch_size:
         raise ValueError(f"image height and width must be multiples of {patch_size}, got H={h}, W={w}")
     if not images.is_floating_point():
@@ -49,25 +62,38 @@ class PAGE4DModel(nn.Module):
         if cfg.dpt is not None:
             d = cfg.dpt
             if d.enable_point:
-                self.point_head = DPTHead(dim_in, cfg.patch_size, d.features, d.out_channels, d.intermediate_layer_idx,
-                                          output_dim=4, activation=d.point_activation,
-                                          conf_activation=d.point_conf_activation)
+                self.point_head = DPTHead(
+                    dim_in,
+                    cfg.patch_size,
+                    d.features,
+                    d.out_channels,
+                    d.intermediate_layer_idx,
+                    output_dim=4,
+                    activation=d.point_activation,
+                    conf_activation=d.point_conf_activation,
+                )
             if d.enable_depth:
-                self.depth_head = DPTHead(dim_in, cfg.patch_size, d.features, d.out_channels, d.intermediate_layer_idx,
-                                          output_dim=2, activation=d.depth_activation,
-                                          conf_activation=d.depth_conf_activation)
+                self.depth_head = DPTHead(
+                    dim_in,
+                    cfg.patch_size,
+                    d.features,
+                    d.out_channels,
+                    d.intermediate_layer_idx,
+                    output_dim=2,
+                    activation=d.depth_activation,
+                    conf_activation=d.depth_conf_activation,
+                )
         self.track_head = None
         if cfg.track_head is not None:
-            from .track_head import TrackHead
-
             self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head)
 
     @property
     def has_mask_head(self) -> bool:
         return self.aggregator.spatial_mask_head is not None
 
-    def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None,
-                return_internals: bool = False) -> dict:
+    def forward(
+        self, images: torch.Tensor, query_points: torch.Tensor | None = None, return_internals: bool = False
+    ) -> dict:
         """images in [0, 1]; query_points `[B, N, 2]` (or `[N, 2]`) pixel coordinates in the first frame.
 
         With `return_internals`, also returns `aggregated_tokens_list`, `patch_start_idx` and `mask_head`
@@ -83,9 +109,15 @@ class PAGE4DModel(nn.Module):
         if query_points is not None:
             if query_points.ndim == 2:
                 query_points = query_points.unsqueeze(0)
-            if query_points.ndim != 3 or query_points.shape[-1] != 2 or query_points.shape[0] != images.shape[0]:
-                raise ValueError(f"query_points must be [B, N, 2] with B={images.shape[0]}, got "
-                                 f"{tuple(query_points.shape)}")
+            if (
+                query_points.ndim != 3
+                or query_points.shape[-1] != 2
+                or query_points.shape[0] != images.shape[0]
+            ):
+                raise ValueError(
+                    f"query_points must be [B, N, 2] with B={images.shape[0]}, got "
+                    f"{tuple(query_points.shape)}"
+                )
 
         agg = self.aggregator(images)
         tokens = agg.tokens
@@ -97,10 +129,17 @@ class PAGE4DModel(nn.Module):
         if self.depth_head is not None:
             pred["depth"], pred["depth_conf"] = self.depth_head(tokens, images, agg.patch_start_idx)
         if self.point_head is not None:
-            pred["world_points"], pred["world_points_conf"] = self.point_head(tokens, images, agg.patch_start_idx)
+            pred["world_points"], pred["world_points_conf"] = self.point_head(
+                tokens, images, agg.patch_start_idx
+            )
         if self.track_head is not None and query_points is not None:
             track_list, vis, conf = self.track_head(tokens, images, agg.patch_start_idx, query_points)
-            pred["track"], pred["track_list"], pred["vis"], pred["conf"] = track_list[-1], track_list, vis, conf
+            pred["track"], pred["track_list"], pred["vis"], pred["conf"] = (
+                track_list[-1],
+                track_list,
+                vis,
+                conf,
+            )
         if agg.mask is not None:
             pred["mask_logits"] = agg.mask.dynamic_logits
         if return_internals:
