@@ -39,7 +39,8 @@ def grid_position_embedding(x: torch.Tensor, image_w: int, image_h: int, ratio: 
     grid = uv_grid(w, h, image_w / image_h, x.dtype, x.device).reshape(-1, 2)
     emb = torch.cat([sincos_embed(c // 2, grid[:, 0]), sincos_embed(c // 2, grid[:, 1])], dim=-1)
     emb = (emb.reshape(h, w, c) * ratio).permute(2, 0, 1)[None]
-    return x + emb
+    # float32 table: exact for float32/64 models; rounded to the model dtype for bf16/fp16 ones
+    return x + emb.to(x.dtype)
 
 
 def activate_head(

@@ -1,0 +1,306 @@
+"""Evaluation metrics: dynamic-mask J / F (DAVIS), depth AbsRel / delta, camera ATE / RPE.
+
+All functions take torch tensors (numpy arrays are converted) and never modify their inputs.
+Conventions are spelled out next to each metric so that numbers in notebooks can be compared with
+the papers': DAVIS 2016/2017 for J and F, the usual monocular-depth protocol for AbsRel and
+delta < 1.25, and the TUM RGB-D / ``evo`` definitions for ATE and RPE (``evo`` itself pulls in
+pandas, seaborn and rosbags, so we match its definitions here instead of depending on it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from page4d.geometry import camera_centers, rotation_angle, umeyama_alignment
+
+__all__ = [
+    "boundary_f_measure",
+    "depth_metrics",
+    "jf_metrics",
+    "mask_boundaries",
+    "mask_iou",
+    "trajectory_metrics",
+]
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    return x
+
+
+def _require_finite(x: torch.Tensor, name: str) -> None:
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} (shape {tuple(x.shape)}) contains {bad} non-finite values (NaN/inf)")
+
+
+# --------------------------------------------------------------------------------------------------
+# masks: J and F
+# --------------------------------------------------------------------------------------------------
+def _binary_pair(pred: Any, gt: Any, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pred >= threshold`` and ``gt >= 0.5`` as bool ``[..., H, W]``; both must be in [0, 1]."""
+    p = _as_tensor(pred, "pred")
+    g = _as_tensor(gt, "gt")
+    if p.shape != g.shape or p.ndim < 2:
+        raise ValueError(
+            f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
+        )
+    for x, name in ((p, "pred"), (g, "gt")):
+        _require_finite(x, name)
+        if x.dtype != torch.bool and ((x < 0).any() or (x > 1).any()):
+            raise ValueError(
+                f"{name} (shape {tuple(x.shape)}) must be a probability or binary mask in [0, 1] "
+                f"(pass sigmoid(logits), not logits)"
+            )
+    pb = p if p.dtype == torch.bool else p >= threshold
+    gb = g if g.dtype == torch.bool else g >= 0.5
+    return pb, gb
+
+
+def mask_iou(pred: Any, gt: Any, threshold: float = 0.5) -> torch.Tensor:
+    """Region similarity J = |P & G| / |P | G| per frame.
+
+    pred: probabilities (or bool) ``[..., H, W]``, dynamic where ``>= threshold``; gt: ``[..., H, W]``
+    in [0, 1], dynamic where ``>= 0.5``. Returns float64 ``[...]``. Both empty -> 1.0 (DAVIS: nothing
+    to find, nothing found); one empty -> 0.0.
+    """
+    pb, gb = _binary_pair(pred, gt, threshold)
+    inter = (pb & gb).flatten(-2).sum(-1).double()
+    union = (pb | gb).flatten(-2).sum(-1).double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def mask_boundaries(mask: torch.Tensor) -> torch.Tensor:
+    """One-pixel boundary map (DAVIS ``seg2bmap`` rule) of bool masks ``[..., H, W]``.
+
+    A pixel is a boundary pixel if it differs from its right, bottom or bottom-right neighbour
+    (neighbours outside the image do not count), so each edge is marked once, on its top/left side.
+    """
+    m = _as_tensor(mask, "mask")
+    if m.dtype != torch.bool or m.ndim < 2:
+        raise ValueError(f"mask must be a bool tensor [..., H, W], got {m.dtype} {tuple(m.shape)}")
+    b = torch.zeros_like(m)
+    b[..., :, :-1] |= m[..., :, :-1] != m[..., :, 1:]
+    b[..., :-1, :] |= m[..., :-1, :] != m[..., 1:, :]
+    b[..., :-1, :-1] |= m[..., :-1, :-1] != m[..., 1:, 1:]
+    return b
+
+
+def _dilate_disk(b: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of ``[..., H, W]`` by the disk ``x^2 + y^2 <= r^2`` (skimage's ``disk(r)``)."""
+    h, w = b.shape[-2:]
+    r = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius**2).to(torch.float32)
+    flat = b.reshape(-1, 1, h, w).to(torch.float32)
+    out = F.conv2d(flat, disk[None, None], padding=radius) > 0.5
+    return out.reshape(b.shape)
+
+
+def _boundary_precision_recall(
+    pb: torch.Tensor, gb: torch.Tensor, bound_th: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h, w = pb.shape[-2:]
+    radius = int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.hypot(h, w)))
+    pred_b = mask_boundaries(pb)
+    gt_b = mask_boundaries(gb)
+    n_pred = pred_b.flatten(-2).sum(-1).double()
+    n_gt = gt_b.flatten(-2).sum(-1).double()
+    matched_pred = (pred_b & _dilate_disk(gt_b, radius)).flatten(-2).sum(-1).double()
+    matched_gt = (gt_b & _dilate_disk(pred_b, radius)).flatten(-2).sum(-1).double()
+    one, zero = torch.ones_like(n_pred), torch.zeros_like(n_pred)
+    # DAVIS: no predicted boundary -> precision 1; no GT boundary -> recall 1.
+    precision = torch.where(n_pred > 0, matched_pred / n_pred.clamp_min(1), one)
+    recall = torch.where(n_gt > 0, matched_gt / n_gt.clamp_min(1), one)
+    precision = torch.where((n_pred > 0) & (n_gt == 0), zero, precision)
+    recall = torch.where((n_pred == 0) & (n_gt > 0), zero, recall)
+    denom = precision + recall
+    f = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), zero)
+    return f, precision, recall
+
+
+def boundary_f_measure(pred: Any, gt: Any, threshold: float = 0.5, bound_th: float = 0.008) -> torch.Tensor:
+    """Contour accuracy F per frame (DAVIS).
+
+    pred / gt as in :func:`mask_iou`. Boundaries are 1-pixel maps (:func:`mask_boundaries`); a
+    predicted boundary pixel is correct if a GT boundary pixel lies within the tolerance, and vice
+    versa for recall. Tolerance: ``bound_th`` pixels if ``>= 1``, else ``ceil(bound_th * image
+    diagonal)`` (0.008 -> 4 px at 320x240), matched with a disk. F = 2PR / (P + R). Conventions:
+    both without boundary -> 1.0; exactly one without -> 0.0. Returns float64 ``[...]``.
+    """
+    pb, gb = _binary_pair(pred, gt, threshold)
+    return _boundary_precision_recall(pb, gb, bound_th)[0]
+
+
+def jf_metrics(
+    pred: Any, gt: Any, threshold: float = 0.5, valid: Any = None, bound_th: float = 0.008
+) -> dict[str, Any]:
+    """J, F and J&F per frame and aggregated over valid frames.
+
+    pred / gt ``[..., H, W]`` as in :func:`mask_iou`; valid: bool ``[...]`` (frames with GT) or None.
+    Returns per-frame float64 tensors ``J``, ``F``, ``JF`` (= (J + F) / 2) of shape ``[...]`` and
+    floats ``J_mean``, ``F_mean``, ``JF_mean`` (means over valid frames; DAVIS averages per
+    sequence first -- call this once per sequence for that), ``J_recall`` / ``F_recall`` (share of
+    valid frames above 0.5) and ``num_frames``.
+    """
+    pb, gb = _binary_pair(pred, gt, threshold)
+    j = mask_iou(pb, gb)
+    f = _boundary_precision_recall(pb, gb, bound_th)[0]
+    if valid is None:
+        v = torch.ones(j.shape, dtype=torch.bool)
+    else:
+        v = _as_tensor(valid, "valid")
+        if v.dtype != torch.bool or tuple(v.shape) != tuple(j.shape):
+            raise ValueError(
+                f"valid must be a bool tensor of shape {tuple(j.shape)}, got {v.dtype} {tuple(v.shape)}"
+            )
+    n = int(v.sum())
+    if n == 0:
+        raise ValueError("jf_metrics: no valid frame")
+    jv, fv = j[v], f[v]
+    return {
+        "J": j,
+        "F": f,
+        "JF": (j + f) / 2,
+        "J_mean": float(jv.mean()),
+        "F_mean": float(fv.mean()),
+        "JF_mean": float((jv.mean() + fv.mean()) / 2),
+        "J_recall": float((jv > 0.5).double().mean()),
+        "F_recall": float((fv > 0.5).double().mean()),
+        "num_frames": n,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# depth
+# --------------------------------------------------------------------------------------------------
+def depth_metrics(pred: Any, gt: Any, valid: Any = None, alignment: str = "median") -> dict[str, float]:
+    """AbsRel and delta < 1.25 of one sequence after per-sequence alignment.
+
+    pred, gt: ``[..., H, W]`` z-depth of **one sequence** (all given pixels share one alignment);
+    gt 0 (or non-finite) = invalid; valid: optional bool of the same shape, ANDed in. pred must be
+    finite. alignment: ``"median"`` -- ``pred * median(gt) / median(pred)`` (for scale-ambiguous
+    predictions); ``"scale_shift"`` -- least-squares ``s * pred + b`` in depth (not disparity) space;
+    ``"none"``. Metrics over valid pixels: ``abs_rel = mean(|a - g| / g)``, ``delta_1_25 = share of
+    max(a / g, g / a) < 1.25`` (an aligned depth <= 0 counts as a miss), ``rmse``. Also returns
+    ``scale``, ``shift`` and ``num_valid``.
+    """
+    p = _as_tensor(pred, "pred").double()
+    g = _as_tensor(gt, "gt").double()
+    if p.shape != g.shape or p.ndim < 2:
+        raise ValueError(
+            f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
+        )
+    _require_finite(p, "pred")
+    mask = torch.isfinite(g) & (g > 0)
+    if valid is not None:
+        v = _as_tensor(valid, "valid")
+        if v.dtype != torch.bool or v.shape != g.shape:
+            raise ValueError(
+                f"valid must be a bool tensor of shape {tuple(g.shape)}, got {v.dtype} {tuple(v.shape)}"
+            )
+        mask &= v
+    n = int(mask.sum())
+    if n == 0:
+        raise ValueError(f"depth_metrics: gt {tuple(g.shape)} has no valid pixel")
+    pv, gv = p[mask], g[mask]
+    if alignment == "median":
+        med_p = float(np.median(pv.numpy(force=True)))
+        if med_p <= 0:
+            raise ValueError(
+                f"depth_metrics: median of pred over valid pixels is {med_p}; cannot median-scale"
+            )
+        scale, shift = float(np.median(gv.numpy(force=True))) / med_p, 0.0
+    elif alignment == "scale_shift":
+        a = torch.stack((pv, torch.ones_like(pv)), dim=-1)
+        ata = a.T @ a
+        if float(torch.linalg.det(ata)) <= 1e-12 * float(ata[0, 0]) * n:
+            raise ValueError(
+                "depth_metrics: pred is constant over valid pixels; scale and shift are undetermined"
+            )
+        sol = torch.linalg.solve(ata, a.T @ gv)
+        scale, shift = float(sol[0]), float(sol[1])
+    elif alignment == "none":
+        scale, shift = 1.0, 0.0
+    else:
+        raise ValueError(f"alignment must be 'median', 'scale_shift' or 'none', got {alignment!r}")
+    aligned = scale * pv + shift
+    abs_rel = ((aligned - gv).abs() / gv).mean()
+    ratio = torch.where(aligned > 0, torch.maximum(aligned / gv, gv / aligned.clamp_min(1e-300)), torch.inf)
+    return {
+        "abs_rel": float(abs_rel),
+        "delta_1_25": float((ratio < 1.25).double().mean()),
+        "rmse": float(((aligned - gv) ** 2).mean().sqrt()),
+        "scale": scale,
+        "shift": shift,
+        "num_valid": n,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# trajectories
+# --------------------------------------------------------------------------------------------------
+def trajectory_metrics(pred_extrinsics: Any, gt_extrinsics: Any, align: str = "sim3") -> dict[str, float]:
+    """ATE and RPE of a camera trajectory, after aligning the prediction to the GT.
+
+    pred_extrinsics, gt_extrinsics: world-to-camera ``[N, 3, 4]`` of the same N frames (in order).
+    align: ``"sim3"`` (Umeyama with scale on the camera centres; for scale-free predictions),
+    ``"se3"`` (no scale) or ``"none"``; the alignment moves the whole predicted trajectory (centres
+    ``s R C + t``, camera-to-world rotations ``R R_c2w``). ``"sim3"`` / ``"se3"`` need >= 3 centres
+    not all on one line (``ValueError`` otherwise, as in evo).
+    Returned (GT units, degrees):
+      ``ate``: RMSE of camera-centre distances after alignment.
+      ``rpe_trans`` / ``rpe_rot_deg``: RMSE over consecutive pairs (i, i+1) of the translation norm /
+      rotation angle of ``E = (Q_i^-1 Q_{i+1})^-1 (P_i^-1 P_{i+1})`` with Q / P the GT / aligned
+      predicted camera-to-world poses (evo's ``rpe`` with delta 1 frame).
+      ``scale``: the alignment scale. ``num_frames``.
+    """
+    p = _as_tensor(pred_extrinsics, "pred_extrinsics").double()
+    g = _as_tensor(gt_extrinsics, "gt_extrinsics").double()
+    if p.ndim != 3 or tuple(p.shape[1:]) != (3, 4) or p.shape != g.shape:
+        raise ValueError(
+            f"pred_extrinsics and gt_extrinsics must both be [N, 3, 4], "
+            f"got {tuple(p.shape)} and {tuple(g.shape)}"
+        )
+    n = p.shape[0]
+    if n < 2:
+        raise ValueError(f"trajectory_metrics needs at least 2 frames, got {n}")
+    _require_finite(p, "pred_extrinsics")
+    _require_finite(g, "gt_extrinsics")
+    c_pred, c_gt = camera_centers(p), camera_centers(g)
+    r_pred, r_gt = p[:, :3, :3].transpose(-1, -2), g[:, :3, :3].transpose(-1, -2)  # camera-to-world
+    if align in ("sim3", "se3"):
+        s, rot, t = umeyama_alignment(c_pred, c_gt, with_scale=align == "sim3")
+    elif align == "none":
+        s, rot, t = torch.ones((), dtype=p.dtype), torch.eye(3, dtype=p.dtype), torch.zeros(3, dtype=p.dtype)
+    else:
+        raise ValueError(f"align must be 'sim3', 'se3' or 'none', got {align!r}")
+    c_al = s * c_pred @ rot.T + t
+    r_al = rot @ r_pred
+    ate = ((c_al - c_gt) ** 2).sum(-1).mean().sqrt()
+
+    def relative(r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r_i = r[:-1]
+        rel_r = r_i.transpose(-1, -2) @ r[1:]
+        rel_t = (r_i.transpose(-1, -2) @ (c[1:] - c[:-1])[..., None])[..., 0]
+        return rel_r, rel_t
+
+    q_r, q_t = relative(r_gt, c_gt)
+    p_r, p_t = relative(r_al, c_al)
+    e_r = q_r.transpose(-1, -2) @ p_r
+    e_t = (q_r.transpose(-1, -2) @ (p_t - q_t)[..., None])[..., 0]
+    rot_err = torch.rad2deg(rotation_angle(e_r))
+    return {
+        "ate": float(ate),
+        "rpe_trans": float((e_t**2).sum(-1).mean().sqrt()),
+        "rpe_rot_deg": float((rot_err**2).mean().sqrt()),
+        "scale": float(s),
+        "num_frames": n,
+    }

@@ -1,0 +1,211 @@
+"""Metrics on hand-drawn masks, scaled depth maps and similarity-transformed trajectories."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from page4d.metrics import (
+    boundary_f_measure,
+    depth_metrics,
+    jf_metrics,
+    mask_boundaries,
+    mask_iou,
+    trajectory_metrics,
+)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """torch.testing.assert_close's default tolerances without its slow first-call import."""
+    tol = 1e-7 if expected.dtype == torch.float64 else 1e-5
+    assert actual.shape == expected.shape, (tuple(actual.shape), tuple(expected.shape))
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    assert torch.allclose(actual, expected, rtol=tol, atol=tol), (actual, expected)
+
+
+# --------------------------------------------------------------------------------------------------
+# J and F
+# --------------------------------------------------------------------------------------------------
+def test_iou_on_hand_drawn_masks_and_empty_conventions():
+    gt = torch.zeros(4, 4)
+    gt[0, :4] = 1.0  # 4 pixels
+    pred = torch.zeros(4, 4)
+    pred[0, 1:4] = 0.9  # 3 of them ...
+    pred[1, 0:3] = 0.7  # ... plus 3 wrong ones
+    pred[2, 0] = 0.4  # below the threshold
+    assert float(mask_iou(pred, gt)) == pytest.approx(3 / 7)
+    assert float(mask_iou(pred, gt, threshold=0.3)) == pytest.approx(3 / 8)
+    empty = torch.zeros(4, 4)
+    assert float(mask_iou(empty, empty)) == 1.0
+    assert float(mask_iou(empty, gt)) == 0.0 and float(mask_iou(gt, empty)) == 0.0
+    with pytest.raises(ValueError, match="sigmoid"):
+        mask_iou(pred * 10 - 5, gt)  # logits by mistake
+    with pytest.raises(ValueError, match="one shape"):
+        mask_iou(pred[:3], gt)
+
+
+def test_boundary_map_marks_each_edge_once():
+    m = torch.zeros(5, 6, dtype=torch.bool)
+    m[:, :3] = True
+    b = mask_boundaries(m)
+    assert b[:, 2].all() and int(b.sum()) == 5  # only the last foreground column
+    assert not mask_boundaries(torch.ones(5, 6, dtype=torch.bool)).any()
+
+
+def _stripe(cols_top: int, cols_bottom: int) -> torch.Tensor:
+    m = torch.zeros(100, 100)
+    m[:50, :cols_top] = 1.0
+    m[50:, :cols_bottom] = 1.0
+    return m
+
+
+def test_boundary_f_tolerance_is_ceil_of_0_008_diagonal():
+    # 100x100: 0.008 * 141.4 = 1.13 -> disk of radius 2. GT boundary = column 49.
+    gt = _stripe(50, 50)
+    assert float(boundary_f_measure(_stripe(52, 52), gt)) == 1.0  # 2 px away: matched
+    assert float(boundary_f_measure(_stripe(53, 53), gt)) == 0.0  # 3 px away: not matched
+    assert float(mask_iou(_stripe(53, 53), gt)) == pytest.approx(50 / 53)
+
+
+def test_boundary_f_partial_match_hand_value():
+    # Pred boundary: column 49 in rows 0-49 (50 px), row 49 cols 50-59 (10 px), column 59 rows 50-99
+    # (50 px) = 110 px; 52 of them lie within 2 px of GT column 49 (50 + cols 50, 51).
+    # GT boundary: 100 px; rows 0-51 are within 2 px of a predicted boundary pixel -> 52.
+    # F = 2PR / (P + R) = 2 * 52 / (110 + 100).
+    f = boundary_f_measure(_stripe(50, 60), _stripe(50, 50))
+    assert float(f) == pytest.approx(104 / 210)
+
+
+def test_boundary_f_empty_conventions():
+    empty = torch.zeros(10, 10)
+    square = torch.zeros(10, 10)
+    square[3:6, 3:6] = 1.0
+    assert float(boundary_f_measure(empty, empty)) == 1.0
+    assert float(boundary_f_measure(empty, square)) == 0.0
+    assert float(boundary_f_measure(square, empty)) == 0.0
+
+
+def test_jf_per_frame_and_aggregated():
+    gt = torch.stack((_stripe(50, 50), _stripe(50, 50), torch.zeros(100, 100)))
+    pred = torch.stack((_stripe(50, 50), _stripe(53, 53), torch.ones(100, 100)))
+    out = jf_metrics(pred, gt, valid=torch.tensor([True, True, False]))
+    assert_close(out["J"][:2], torch.tensor([1.0, 50 / 53], dtype=torch.float64))
+    assert_close(out["F"][:2], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert out["J_mean"] == pytest.approx((1 + 50 / 53) / 2)
+    assert out["F_mean"] == pytest.approx(0.5)
+    assert out["JF_mean"] == pytest.approx(((1 + 50 / 53) / 2 + 0.5) / 2)
+    assert out["J_recall"] == 1.0 and out["F_recall"] == 0.5 and out["num_frames"] == 2
+    with pytest.raises(ValueError, match="no valid frame"):
+        jf_metrics(pred, gt, valid=torch.zeros(3, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------------------------------
+# depth
+# --------------------------------------------------------------------------------------------------
+def _depth_gt() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    gt = 1.0 + 9.0 * torch.rand(3, 8, 10, generator=g, dtype=torch.float64)
+    gt[0, 0, :4] = 0.0  # invalid pixels
+    return gt
+
+
+def test_median_scaled_abs_rel_is_zero_for_a_scaled_depth():
+    gt = _depth_gt()
+    pred = 0.37 * gt + 100.0 * (gt == 0)  # garbage where GT is invalid must not matter
+    out = depth_metrics(pred, gt)
+    assert out["abs_rel"] < 1e-12 and out["delta_1_25"] == 1.0
+    assert out["scale"] == pytest.approx(1 / 0.37) and out["num_valid"] == 3 * 80 - 4
+    raw = depth_metrics(pred, gt, alignment="none")
+    assert raw["abs_rel"] == pytest.approx(0.63)  # |0.37 g - g| / g
+    assert raw["delta_1_25"] == 0.0
+
+
+def test_scale_shift_alignment_and_hand_values():
+    gt = _depth_gt()
+    out = depth_metrics(2.0 * gt - 1.0, gt, alignment="scale_shift")
+    assert (
+        out["abs_rel"] < 1e-10 and out["scale"] == pytest.approx(0.5) and out["shift"] == pytest.approx(0.5)
+    )
+    # Hand example: gt [1, 2, 4], pred [1.1, 2, 6] unaligned: abs_rel = (0.1 + 0 + 0.5) / 3;
+    # ratios 1.1, 1, 1.5 -> delta = 2/3.
+    g = torch.tensor([[1.0, 2.0, 4.0]])
+    p = torch.tensor([[1.1, 2.0, 6.0]])
+    out = depth_metrics(p, g, alignment="none")
+    assert out["abs_rel"] == pytest.approx(0.2) and out["delta_1_25"] == pytest.approx(2 / 3)
+    masked = depth_metrics(p, g, valid=torch.tensor([[True, True, False]]), alignment="none")
+    assert masked["abs_rel"] == pytest.approx(0.05) and masked["delta_1_25"] == 1.0
+    with pytest.raises(ValueError, match="non-finite"):
+        depth_metrics(torch.full((1, 3), float("nan")), g)
+    with pytest.raises(ValueError, match="constant"):
+        depth_metrics(torch.ones(1, 3), g, alignment="scale_shift")
+    np_out = depth_metrics(p.numpy(), g.numpy(), alignment="none")  # numpy arrays work too
+    assert np_out["abs_rel"] == pytest.approx(0.2)
+
+
+# --------------------------------------------------------------------------------------------------
+# trajectories
+# --------------------------------------------------------------------------------------------------
+def _rot(axis: str, angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    if axis == "z":
+        m = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    else:
+        m = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+    return torch.tensor(m, dtype=torch.float64)
+
+
+def _w2c(r_c2w: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    r = r_c2w.T
+    return torch.cat((r, (-r @ centre)[:, None]), dim=1)
+
+
+def _helix(n: int = 10) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    rots = [_rot("z", 0.3 * i) @ _rot("y", 0.1 * i) for i in range(n)]
+    centres = [
+        torch.tensor([math.cos(0.5 * i), math.sin(0.5 * i), 0.2 * i], dtype=torch.float64) for i in range(n)
+    ]
+    return rots, centres
+
+
+def test_ate_and_rpe_are_zero_for_a_similarity_transformed_trajectory():
+    rots, centres = _helix()
+    gt = torch.stack([_w2c(r, c) for r, c in zip(rots, centres, strict=True)])
+    s, rot, t = 0.25, _rot("y", 1.0) @ _rot("z", -2.0), torch.tensor([3.0, -1.0, 7.0], dtype=torch.float64)
+    pred = torch.stack([_w2c(rot @ r, s * rot @ c + t) for r, c in zip(rots, centres, strict=True)])
+    out = trajectory_metrics(pred, gt)
+    assert out["ate"] < 1e-9 and out["rpe_trans"] < 1e-9 and out["rpe_rot_deg"] < 1e-6
+    assert out["scale"] == pytest.approx(1 / s)
+    # Without scale the same prediction is far off.
+    assert trajectory_metrics(pred, gt, align="se3")["ate"] > 0.1
+
+
+def test_ate_and_rpe_hand_values_without_alignment():
+    n = 5
+    eye = torch.eye(3, dtype=torch.float64)
+    centres = [torch.tensor([float(i), 0.0, 0.0], dtype=torch.float64) for i in range(n)]
+    gt = torch.stack([_w2c(eye, c) for c in centres])
+    shifted = torch.stack(
+        [_w2c(eye, c + torch.tensor([0.0, 0.3, 0.4], dtype=torch.float64)) for c in centres]
+    )
+    out = trajectory_metrics(shifted, gt, align="none")
+    assert out["ate"] == pytest.approx(0.5) and out["rpe_trans"] < 1e-12 and out["rpe_rot_deg"] < 1e-9
+    # Rotate camera 2 by 10 deg about z: pairs (1,2) and (2,3) have 10 deg rotation error; only pair
+    # (2,3) has a translation error |Rz^T a - a| = 2 sin(5 deg) for the unit step a along x.
+    rotated = gt.clone()
+    rotated[2] = _w2c(_rot("z", math.radians(10.0)), centres[2])
+    out = trajectory_metrics(rotated, gt, align="none")
+    assert out["ate"] < 1e-12
+    assert out["rpe_rot_deg"] == pytest.approx(math.sqrt(2 * 10.0**2 / 4))
+    assert out["rpe_trans"] == pytest.approx(math.sqrt((2 * math.sin(math.radians(5.0))) ** 2 / 4))
+
+
+def test_trajectory_errors_are_loud():
+    eye = torch.eye(3, dtype=torch.float64)
+    line = torch.stack([_w2c(eye, torch.tensor([float(i), 0.0, 0.0], dtype=torch.float64)) for i in range(4)])
+    with pytest.raises(ValueError, match="degenerate"):
+        trajectory_metrics(line, line)  # collinear centres: rotation about the line is free
+    with pytest.raises(ValueError, match=r"\[N, 3, 4\]"):
+        trajectory_metrics(line[:, :, :3], line[:, :, :3])
+    with pytest.raises(ValueError, match="align"):
+        trajectory_metrics(line, line, align="sim2")
+    assert trajectory_metrics(np.asarray(line), np.asarray(line), align="none")["ate"] == 0.0
