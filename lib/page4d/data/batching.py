@@ -1,0 +1,114 @@
+"""`SceneBatch`: a `Scene` as model input ``[B, T, V, 3, H, W]`` plus the targets aligned with it.
+
+The model flattens ``[B, T, V]`` to ``S = T * V`` frames (time outer, view inner) and frame 0 (t = 0,
+v = 0) defines its world. ``world_frame="first_camera"`` moves the target extrinsics into that frame so
+predicted and true poses are comparable without an alignment step; "scene" keeps them as stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from page4d.data.resize import check_patch_multiple
+from page4d.data.scene import Scene
+
+WorldFrame = Literal["scene", "first_camera"]
+
+
+@dataclass
+class SceneBatch:
+    """Model input and targets with a leading batch dimension B.
+
+    images:      [B, T, V, 3, H, W] float32 in [0, 1]
+    depths:      [B, T, V, H, W] float32, 0 = invalid;   depth_valid: [B, T, V, H, W] bool
+    intrinsics:  [B, T, V, 3, 3] float32;   extrinsics: [B, T, V, 3, 4] float32 world-to-camera
+    masks:       [B, T, V, H, W] float32 (1 = dynamic) or None when the scene has no masks
+    mask_valid:  [B, T, V] bool; a loss must ignore frames where it is False (their mask slot is 0)
+    """
+
+    images: torch.Tensor
+    depths: torch.Tensor
+    depth_valid: torch.Tensor
+    intrinsics: torch.Tensor
+    extrinsics: torch.Tensor
+    masks: torch.Tensor | None
+    mask_valid: torch.Tensor
+    mask_missing_reason: str | None
+    times: list[int]
+    views: list[int]
+    world_frame: WorldFrame
+
+    def to(self, device: torch.device | str) -> SceneBatch:
+        """Copy of the batch with every tensor on ``device``."""
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        return SceneBatch(**moved)
+
+
+def to_first_camera_frame(extrinsics: torch.Tensor) -> torch.Tensor:
+    """World-to-camera [..., T, V, 3, 4] -> the same cameras with camera (t=0, v=0) as the world frame.
+
+    E_i' = E_i @ inv(E_0) in homogeneous form, so E_0' = [I | 0]. Depth is unchanged (a rigid move).
+    """
+    dtype = extrinsics.dtype
+    extrinsics = extrinsics.double()  # composing rigid transforms in float32 costs ~1e-6 per step
+    E0 = extrinsics[..., 0, 0, :, :]
+    R0, t0 = E0[..., :3], E0[..., 3:]
+    R, t = extrinsics[..., :3], extrinsics[..., 3:]
+    R0_ = R0[..., None, None, :, :]
+    t0_ = t0[..., None, None, :, :]
+    R_new = R @ R0_.transpose(-1, -2)
+    t_new = t - R_new @ t0_
+    return torch.cat([R_new, t_new], dim=-1).to(dtype)
+
+
+def scene_to_batch(
+    scene: Scene,
+    times: list[int] | None = None,
+    views: list[int] | None = None,
+    world_frame: WorldFrame = "scene",
+) -> SceneBatch:
+    """Select time / view ids (default all, in the scene's order) and add B = 1.
+
+    Raises when H or W is not a multiple of 14: the model cannot take it, and resizing here would hide
+    a transform the targets must share; load the scene with ``image_size=...`` instead.
+    """
+    check_patch_multiple(scene.image_size)
+    ti = _positions(scene.times, times, "time")
+    vi = _positions(scene.views, views, "view")
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x[ti][:, vi].unsqueeze(0)
+
+    extrinsics = pick(scene.extrinsics)
+    if world_frame == "first_camera":
+        extrinsics = to_first_camera_frame(extrinsics)
+    elif world_frame != "scene":
+        raise ValueError(f"world_frame {world_frame!r}; expected 'scene' or 'first_camera'")
+    depths = pick(scene.depths)
+    mask_valid = pick(scene.mask_valid)
+    return SceneBatch(
+        images=pick(scene.images),
+        depths=depths,
+        depth_valid=depths > 0,
+        intrinsics=pick(scene.intrinsics),
+        extrinsics=extrinsics,
+        masks=None if scene.masks is None else pick(scene.masks),
+        mask_valid=mask_valid,
+        # The scene's reason may be about frames this selection left out.
+        mask_missing_reason=None if bool(mask_valid.all()) else scene.mask_missing_reason,
+        times=[scene.times[i] for i in ti],
+        views=[scene.views[i] for i in vi],
+        world_frame=world_frame,
+    )
+
+
+def _positions(available: list[int], wanted: list[int] | None, what: str) -> list[int]:
+    if wanted is None:
+        return list(range(len(available)))
+    absent = [x for x in wanted if x not in available]
+    if absent:
+        raise ValueError(f"{what} ids {absent} are not in the scene (it has {available})")
+    return [available.index(x) for x in wanted]
