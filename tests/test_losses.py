@@ -251,10 +251,13 @@ def test_boundary_term_hand_value_for_the_exact_mask():
     out = compute_mask_supervision_loss(
         {"mask_logits": logits}, gt, LossConfig.for_arm("bce+boundary", boundary_width_px=2)
     )
-    # band: 12^2 - 8^2 = 80 dynamic and 16^2 - 12^2 = 112 static pixels; pw = (1024 - 144) / 144.
-    pw = 880.0 / 144.0
+    # band: 12^2 - 8^2 = 80 dynamic and 16^2 - 12^2 = 112 static pixels; the band is class-balanced
+    # on its own: pw = 112 / 80 (the frame-level weight would be (1024 - 144) / 144).
+    pw = 112.0 / 80.0
     expected = math.log1p(math.exp(-6.0)) * (80 * pw + 112) / 192
     assert out["mask_boundary_pixels"] == 192
+    assert abs(out["mask_boundary_pos_weight"] - pw) < 1e-6  # float32
+    assert abs(out["mask_pos_weight"] - 880.0 / 144.0) < 1e-6
     assert abs(float(out["mask_boundary_loss"]) - expected) < 1e-6
 
 

@@ -71,9 +71,10 @@ class LossConfig:
     Mask supervision:
         use_seganymo_mask: supervise ``mask_logits`` with SegAnyMo masks when the batch has them.
         use_mask_bce / w_mask_bce: class-balanced BCE-with-logits against the GT mask.
-        use_mask_boundary / w_mask_boundary: the same BCE on a band of +-``boundary_width_px``
-            image pixels around GT edges, normalised by the band's pixel count (edges are where a
-            patch-resolution logit is most wrong, and they are a small share of the plain mean).
+        use_mask_boundary / w_mask_boundary: BCE on a band of +-``boundary_width_px`` image pixels
+            around GT edges, normalised by the band's pixel count (edges are where a patch-resolution
+            logit is most wrong, and they are a small share of the plain mean). With ``pos_weight=
+            "auto"`` the band gets its own negatives/positives weight (both classes are common there).
         use_mask_temporal / w_mask_temporal: L1 between the predicted dynamic probabilities of
             consecutive time steps of one view at corresponding pixels. Unsupervised (it compares
             predictions with predictions) and only a smoothness prior -- moving objects do change
@@ -382,6 +383,7 @@ def _mask_result(**kwargs: Any) -> dict[str, Any]:
         "mask_pos_weight": None,
         "mask_valid_frames": 0,
         "mask_boundary_pixels": None,
+        "mask_boundary_pos_weight": None,
         "mask_temporal_pixels": None,
     }
     out.update(kwargs)
@@ -476,7 +478,16 @@ def compute_mask_supervision_loss(
             band = F.max_pool2d(band, factor) * (weight > 0)  # patch is in the band if any pixel is
         band_count = band.sum()
         extra["mask_boundary_pixels"] = int(band_count)
-        terms["mask_boundary"] = (per_pixel * band).sum() / band_count.clamp_min(1.0)
+        band_bce = per_pixel
+        if config.pos_weight == "auto":
+            # Both classes are common inside the band: the frame-level weight (dynamic pixels are rare
+            # overall) would push every band pixel towards "dynamic", so balance within the band.
+            band_pw = compute_auto_pos_weight(target, band, config.pos_weight_min, config.pos_weight_max)
+            extra["mask_boundary_pos_weight"] = float(band_pw)
+            band_bce = F.binary_cross_entropy_with_logits(
+                lg, target, pos_weight=band_pw.reshape(1), reduction="none"
+            )
+        terms["mask_boundary"] = (band_bce * band).sum() / band_count.clamp_min(1.0)
     if config.use_mask_temporal:
         prob = torch.sigmoid(_upsample_logits(inp.logits, (big_h, big_w)))
         geo = _temporal_geometry(predictions, inp, config, depths, intrinsics, extrinsics)

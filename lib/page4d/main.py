@@ -1,59 +1,81 @@
-"""The README's main job: build the tiny PAGE-4D model, run it on a generated synthetic clip and print
-the prediction keys and shapes (including `mask_logits`), with no external data or weights.
+"""The README's main job: the mask-supervision ablation (notebook 03) on built-in synthetic data.
 
-    python -m page4d.main [--out DIR] [--seed N]
+Executes `notebooks/03_ablation_mask_supervision.ipynb` with papermill into a new run folder under
+`outputs/` (the executed notebook, metrics.json, figures, per-run checkpoints) and prints the summary.
+No external data or weights: the notebook generates its synthetic scene.
+
+    python -m page4d.main                      # default parameters
+    python -m page4d.main -p steps 50 -p seeds 0,1,2 -p train_root ../shared/data/mv_scene
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import time
 from pathlib import Path
 
-import torch
+from page4d import ablation, runs
+from page4d.sweep import SweepError, notebook_parameters, parse_value
 
-from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene, scene_to_batch
-from page4d.model import build_model, preset, upsample_mask_logits
-
-
-def describe(predictions: dict) -> list[tuple[str, str]]:
-    """(key, shape) rows; lists of tensors show their length and element shape."""
-    rows = []
-    for key, value in predictions.items():
-        if isinstance(value, torch.Tensor):
-            rows.append((key, str(list(value.shape))))
-        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
-            rows.append((key, f"{len(value)} x {list(value[0].shape)}"))
-    return rows
+NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
 
 
-def run(out_dir: Path, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    scene_dir = generate_synthetic_scene(out_dir / "synthetic_scene", SyntheticSceneConfig(seed=seed, times=4, views=2))
-    scene = load_scene(scene_dir)
-    batch = scene_to_batch(scene)
-    model = build_model(preset("tiny")).eval()
-    with torch.no_grad():
-        pred = model(batch.images)
-    prob = torch.sigmoid(upsample_mask_logits(pred["mask_logits"], scene.image_size))
-    print(f"scene: {scene_dir}  T={len(scene.times)} V={len(scene.views)} image={scene.image_size}")
-    print(f"model: tiny preset, {sum(p.numel() for p in model.parameters()):,} parameters")
-    for key, shape in describe(pred):
-        print(f"  {key:<20} {shape}")
-    print(f"  mask probability at image size {list(prob.shape)}, mean {prob.mean():.3f}")
-    return pred
+def run(overrides: dict[str, str], out_dir: Path | None = None, quiet: bool = False) -> dict:
+    """Validate the overrides against the notebook's parameters, execute it, return metrics.json."""
+    import papermill
+
+    notebook = runs.repo_root() / NOTEBOOK
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise SweepError(
+            f"unknown parameter(s) {unknown} for {notebook.name}; it declares {sorted(declared)}"
+        )
+    params = {name: parse_value(text, declared[name]) for name, text in overrides.items()}
+    run_dir = out_dir if out_dir is not None else runs.new_run_dir("ablation")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params["output_dir"] = str(run_dir.resolve())
+    t0 = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook),
+        str(run_dir / notebook.name),
+        parameters=params,
+        cwd=str(runs.repo_root()),
+        progress_bar=not quiet,
+    )
+    metrics = runs.read_json(run_dir / "metrics.json")
+    print(f"\nablation finished in {time.perf_counter() - t0:.0f} s; run folder: {run_dir}")
+    used = metrics["params"]
+    print(
+        f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}  |  "
+        f"seeds {list(used['seeds'])}  |  steps {used['steps']}"
+    )
+    print(ablation.format_rows(ablation.summary_rows(metrics)))
+    print("\nheld-out mask IoU per view:")
+    print(ablation.format_rows(ablation.per_view_rows(metrics)))
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="where the synthetic scene is written")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="notebook parameter override (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: a new one in outputs/)")
+    parser.add_argument("--quiet", action="store_true", help="no papermill progress bar")
     args = parser.parse_args(argv)
-    if args.out is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp), args.seed)
-    else:
-        run(args.out, args.seed)
+    try:
+        run(dict(args.param), args.out, args.quiet)
+    except SweepError as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

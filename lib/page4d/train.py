@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from page4d.data import Scene, load_scene, scene_to_batch
-from page4d.losses import LossConfig, compute_total_loss, loss_dict_to_floats
+from page4d.losses import LossConfig, compute_mask_supervision_loss, compute_total_loss, loss_dict_to_floats
 from page4d.model import build_model, load_checkpoint, preset
 
 Freeze = Literal["mask_head_only", "middle_blocks", "all"]
@@ -110,7 +110,7 @@ def apply_freeze(model: nn.Module, strategy: Freeze) -> list[str]:
         if strategy == "middle_blocks":
             for kind in ("frame_blocks", "global_blocks"):
                 prefix = f"aggregator.{kind}."
-                if name.startswith(prefix) and int(name[len(prefix):].split(".")[0]) in middle:
+                if name.startswith(prefix) and int(name[len(prefix) :].split(".")[0]) in middle:
                     return True
         return False
 
@@ -191,13 +191,30 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     history: list[dict[str, Any]] = []
+    head_only = mask_head_only_objective(cfg, loss_cfg, model)
+    feature_cache: dict[int, torch.Tensor] = {}
     bar = tqdm(range(cfg.steps), desc=f"train[{cfg.arm}]", disable=not progress or rank != 0)
     t0 = time.perf_counter()
     for step in bar:
         start = rng.choice(starts)
         batch = scene_to_batch(scene, times=times[start : start + cfg.clip_times], world_frame="first_camera")
-        preds = net(batch.images)
-        losses = compute_total_loss(preds, batch_targets(batch), loss_cfg)
+        if head_only:
+            if start not in feature_cache:
+                with torch.no_grad():
+                    feature_cache[start] = model.aggregator(_flat(batch.images), stop_at_mask_head=True)
+            losses = compute_mask_supervision_loss(
+                {"mask_logits": mask_logits_from_features(model, feature_cache[start], batch.images.shape)},
+                batch.masks,
+                loss_cfg,
+                batch.mask_valid,
+                depths=batch.depths,
+                intrinsics=batch.intrinsics,
+                extrinsics=batch.extrinsics,
+            )
+            losses["loss"] = losses["mask_loss"]
+        else:
+            preds = net(batch.images)
+            losses = compute_total_loss(preds, batch_targets(batch), loss_cfg)
         if losses["loss"] is None:
             raise RuntimeError("every loss term was skipped: nothing to train on (check LossConfig and GT)")
         optim.zero_grad(set_to_none=True)
@@ -207,8 +224,9 @@ def train(
         optim.step()
         sched.step()
         record = {k: v for k, v in loss_dict_to_floats(losses).items() if isinstance(v, float | bool | None)}
-        record.update(step=step, lr=sched.get_last_lr()[0], clip_start=times[start],
-                      seconds=time.perf_counter() - t0)
+        record.update(
+            step=step, lr=sched.get_last_lr()[0], clip_start=times[start], seconds=time.perf_counter() - t0
+        )
         history.append(record)
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -221,13 +239,49 @@ def train(
     return model, history
 
 
+def mask_head_only_objective(cfg: TrainConfig, loss_cfg: LossConfig, model: nn.Module) -> bool:
+    """True when only the mask head trains, on detached features, with mask terms alone: then nothing
+    before the head changes and its input tokens can be computed once per clip (the fast path)."""
+    geometry = loss_cfg.use_camera or loss_cfg.use_depth or loss_cfg.use_point
+    return (
+        cfg.freeze == "mask_head_only"
+        and cfg.detach_mask_input
+        and not geometry
+        and model.aggregator.spatial_mask_head is not None
+    )
+
+
+def _flat(images: torch.Tensor) -> torch.Tensor:
+    """`[B, T, V, 3, H, W]` -> `[B, T*V, 3, H, W]` (time outer, view inner, as the model does)."""
+    return images.reshape(images.shape[0], -1, *images.shape[3:])
+
+
+def mask_logits_from_features(
+    model: nn.Module, tokens: torch.Tensor, image_shape: torch.Size
+) -> torch.Tensor:
+    """Run only the mask head on cached tokens; returns `mask_logits` `[B, T, V, h, w]`."""
+    b, t, v, _, h, w = image_shape
+    p = model.cfg.patch_size
+    out = model.aggregator.spatial_mask_head(tokens, model.cfg.patch_start_idx, h // p, w // p)
+    return out.dynamic_logits.reshape(b, t, v, h // p, w // p)
+
+
 def save_checkpoint(model: nn.Module, path: Path, step: int, cfg: TrainConfig, trainable: list[str]) -> None:
-    torch.save({"model": model.state_dict(), "step": step, "config": dataclasses.asdict(cfg),
-                "trainable": trainable}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "step": step,
+            "config": dataclasses.asdict(cfg),
+            "trainable": trainable,
+        },
+        path,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scene", required=True, help="scene folder in the multi-view layout")
     parser.add_argument("--out", required=True, help="output folder (config, history, checkpoint)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(112, 154), metavar=("H", "W"))
@@ -237,14 +291,25 @@ def main(argv: list[str] | None = None) -> None:
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
         if f.type in ("bool",):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                                default=f.default)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=lambda s: s.lower() in ("1", "true", "yes"),
+                default=f.default,
+            )
         else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind if f.default is not None else str,
-                                default=f.default)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=kind if f.default is not None else str,
+                default=f.default,
+            )
     args = parser.parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                         if f.name != "loss_overrides"})
+    cfg = TrainConfig(
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(TrainConfig)
+            if f.name != "loss_overrides"
+        }
+    )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

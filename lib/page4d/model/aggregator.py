@@ -88,8 +88,14 @@ class Aggregator(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, x, pos, bias, use_reentrant=False)
         return block(x, pos=pos, bias=bias)
 
-    def forward(self, images: torch.Tensor) -> AggregatorOutput:
-        """images: `[B, S, 3, H, W]` in [0, 1]."""
+    def forward(
+        self, images: torch.Tensor, stop_at_mask_head: bool = False
+    ) -> AggregatorOutput | torch.Tensor:
+        """images: `[B, S, 3, H, W]` in [0, 1].
+
+        `stop_at_mask_head=True` returns the `[B, S, P, C]` tokens the mask head reads and stops there:
+        when only the head trains, they are fixed and can be computed once per clip.
+        """
         b, s, _, h, w = images.shape
         p_size = self.cfg.patch_size
         grid_h, grid_w = h // p_size, w // p_size
@@ -121,6 +127,8 @@ class Aggregator(nn.Module):
                         head_in = tokens.reshape(b, s, p, c)
                         if mask_cfg.detach_input:
                             head_in = head_in.detach()
+                        if stop_at_mask_head:
+                            return head_in
                         mask = self.spatial_mask_head(head_in, self.patch_start_idx, grid_h, grid_w)
                         bias = mask.attention_bias(self.patch_start_idx, p)
                 else:
@@ -132,4 +140,6 @@ class Aggregator(nn.Module):
                         tokens = self._run(self.global_blocks[idx], tokens, gpos, use_bias)
                         global_out.append(tokens.reshape(b, s, p, c))
             outputs.extend(torch.cat([f, g], dim=-1) for f, g in zip(frame_out, global_out, strict=True))
+        if stop_at_mask_head:
+            raise ValueError("stop_at_mask_head=True needs a model with a mask head")
         return AggregatorOutput(tokens=outputs, patch_start_idx=self.patch_start_idx, mask=mask)

@@ -1,0 +1,72 @@
+"""The workspace's own plumbing: environment.yml agrees with pyproject/Makefile; the main job runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+
+import yaml
+from conftest import REPO_ROOT
+
+
+def test_environment_yml_agrees_with_pyproject_and_makefile():
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge", "nodefaults"]
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and "pip" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert "-e .[dev]" in pip_section and "dev" in project["optional-dependencies"]
+    torch_pin = next(p for p in pip_section if p.startswith("torch"))
+    make_pin = re.search(r"TORCH_SPEC \?= (\S+)", (REPO_ROOT / "Makefile").read_text()).group(1)
+    assert torch_pin == make_pin == "torch==2.13.0"
+    assert any(d.startswith("torch") for d in project["dependencies"])
+    assert project["requires-python"] == ">=3.11"
+
+
+def test_main_job_runs_the_ablation_and_prints_the_summary(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "page4d.main",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+            "-p",
+            "steps",
+            "3",
+            "-p",
+            "seeds",
+            "0",
+            "-p",
+            "arms",
+            "none,bce",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+        cwd=tmp_path,
+    ).stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(metrics["arms"]) == ["none", "bce"]
+    assert metrics["params"]["eval_times_used"] == [4, 5, 6, 7]  # synthetic default: 8 steps, last 4 held out
+    assert "held-out eval times [4, 5, 6, 7]" in out
+    iou = f"{metrics['arms']['bce']['mask_iou']:.3f}"
+    assert any(line.startswith("bce ") and iou in line for line in out.splitlines())
+    assert (tmp_path / "run" / "03_ablation_mask_supervision.ipynb").is_file()
+
+
+def test_main_job_refuses_unknown_parameters(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "page4d.main", "--out", str(tmp_path), "-p", "stepz", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "unknown parameter(s) ['stepz']" in proc.stderr
+    assert not (tmp_path / "metrics.json").exists()
