@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # CPU wheel; a GPU user installs their own torch build first (see README) and sets TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test lint bench clean-venv
+.PHONY: setup run test lint bench browser clean-venv
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,11 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+# Debian's Chromium drives the real-browser JupyterLab test (never `playwright install`); needs root/apt.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: lint browser
 	$(PY) -m pytest -q
 
 bench: setup

@@ -51,13 +51,15 @@ def evaluate(
     """Metrics on `times` (default: all of the scene). Keys (floats; NaN where not measurable):
 
     mask_iou, mask_f, mask_jf, mask_iou_per_view {view: J}, mask_frames (scored), mask_missing_reason;
-    depth_abs_rel, depth_delta1 (median-scaled, mean over clips); ate, rpe_trans, rpe_rot (degrees).
+    depth_abs_rel, depth_delta1 (median-scaled, mean over clips); ate, rpe_trans, rpe_rot (degrees), NaN
+    with `trajectory_note` saying why when no clip has a trajectory Sim(3) alignment can use.
     """
     times = list(scene.times if times is None else times)
     clips = predict_scene(model, scene, times, clip_times)
     views = list(scene.views)
     j_rows, f_rows, valid_rows = [], [], []
     depth_rows, traj_rows = [], []
+    traj_notes: set[str] = set()
     for c in clips:
         batch, pred = c["batch"], c["pred"]
         if batch.masks is not None and "mask_logits" in pred:
@@ -70,10 +72,11 @@ def evaluate(
             depth_rows.append(depth_metrics(pred["depth"][0, ..., 0], batch.depths[0], alignment="median"))
         if "pose_enc" in pred:
             e_pred = pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))
-            if e_pred.shape[0] >= 3:
-                traj_rows.append(
-                    trajectory_metrics(e_pred, batch.extrinsics[0].reshape(-1, 3, 4), align="sim3")
-                )
+            e_gt = batch.extrinsics[0].reshape(-1, 3, 4)
+            if trajectory_is_degenerate(e_gt):
+                traj_notes.add("GT camera centres of a clip are coincident or collinear: Sim(3) undetermined")
+            else:
+                traj_rows.append(trajectory_metrics(e_pred, e_gt, align="sim3"))
     result: dict[str, Any] = {"times": times, "clip_times": clip_times, "threshold": threshold}
     if j_rows:
         j = torch.cat(j_rows)
@@ -103,9 +106,20 @@ def evaluate(
     result["depth_delta1"] = (
         float(np.mean([d["delta_1_25"] for d in depth_rows])) if depth_rows else float("nan")
     )
+    result["trajectory_note"] = "; ".join(sorted(traj_notes)) or None
     for key, src in (("ate", "ate"), ("rpe_trans", "rpe_trans"), ("rpe_rot", "rpe_rot_deg")):
         result[key] = float(np.mean([t[src] for t in traj_rows])) if traj_rows else float("nan")
     return result
+
+
+def trajectory_is_degenerate(extrinsics: torch.Tensor, rel_tol: float = 1e-6) -> bool:
+    """True when the camera centres `[N]` span less than a plane (a static rig seen by 2 views, say)."""
+    rot, t = extrinsics[..., :3].double(), extrinsics[..., 3:].double()
+    centres = -(rot.transpose(-1, -2) @ t)[..., 0]
+    if centres.shape[0] < 3:
+        return True
+    sv = torch.linalg.svdvals(centres - centres.mean(0))
+    return bool(sv[0] <= 1e-12 or sv[1] <= rel_tol * sv[0])
 
 
 def pose_encoding_to_extrinsics(pose_enc: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -232,9 +233,22 @@ def train(
             bar.set_postfix(loss=f"{record['loss']:.4f}")
         if out is not None and rank == 0 and cfg.save_every and (step + 1) % cfg.save_every == 0:
             save_checkpoint(model, out / f"checkpoint_{step + 1}.pt", step + 1, cfg, trainable)
+    digests = [weights_digest(model)]
+    if world > 1:
+        # every rank must end with the same weights; record all of them so a divergence is visible
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(model))
     if out is not None and rank == 0:
         save_checkpoint(model, out / "checkpoint.pt", cfg.steps, cfg, trainable)
         (out / "history.json").write_text(json.dumps(history, indent=1))
+        summary = {
+            "steps": cfg.steps,
+            "world_size": world,
+            "rank_weight_digests": digests,
+            "seconds": time.perf_counter() - t0,
+            "trainable_parameters": len(trainable),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
     model.eval()
     return model, history
 
@@ -266,6 +280,15 @@ def mask_logits_from_features(
     return out.dynamic_logits.reshape(b, t, v, h // p, w // p)
 
 
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every state-dict tensor's bytes: equal digests mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(model: nn.Module, path: Path, step: int, cfg: TrainConfig, trainable: list[str]) -> None:
     torch.save(
         {
@@ -286,29 +309,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output folder (config, history, checkpoint)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(112, 154), metavar=("H", "W"))
     parser.add_argument("--train-times", type=int, nargs="*", default=None)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("loss_overrides",):
-            continue
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-        if f.type in ("bool",):
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=lambda s: s.lower() in ("1", "true", "yes"),
-                default=f.default,
-            )
-        else:
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=kind if f.default is not None else str,
-                default=f.default,
-            )
+    d = TrainConfig()
+    parser.add_argument("--preset", default=d.preset)
+    parser.add_argument("--arm", default=d.arm, help="none, bce, bce+boundary, bce+boundary+temporal")
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--freeze", default=d.freeze, choices=FREEZE_STRATEGIES)
+    parser.add_argument("--clip-times", type=int, default=d.clip_times)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--no-detach", action="store_true", help="let the mask loss reach the backbone")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--save-every", type=int, default=d.save_every)
     args = parser.parse_args(argv)
     cfg = TrainConfig(
-        **{
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(TrainConfig)
-            if f.name != "loss_overrides"
-        }
+        preset=args.preset,
+        arm=args.arm,
+        steps=args.steps,
+        lr=args.lr,
+        freeze=args.freeze,
+        clip_times=args.clip_times,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        detach_mask_input=not args.no_detach,
+        threads=args.threads,
+        save_every=args.save_every,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
