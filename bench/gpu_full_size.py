@@ -15,7 +15,6 @@ import statistics
 import time
 
 import torch
-
 from page4d.model import build_model, preset
 from page4d.model.attention import RowGatedKeyBias, augmented_channel_sdpa, masked_sdpa
 

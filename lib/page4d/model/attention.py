@@ -3,9 +3,9 @@
 PAGE-4D biases the attention logits of global blocks as `q.k / sqrt(d) + r_i * c_j`: a per-query gain
 `r_i` (non-zero only on camera/register rows) times a per-key value `c_j` (from the mask head, zero on
 special keys). The originals realised this by appending a channel to q and k and padding the head
-dimension to a multiple of 8. Here only the few gated rows are recomputed with an explicit bias of
-shape `[B, 1, R, N]` (R = gated rows), so memory stays O(R * N) = O(S * N) instead of O(N^2), and the
-bias-free rows run through plain SDPA.
+dimension to a multiple of 8. Here the rows are split: the N - R bias-free rows run through plain SDPA
+and only the R gated rows (R = 5 per frame) get an explicit bias of shape `[B, 1, R, N]`, so memory stays
+O(R * N) = O(S * N) instead of O(N^2) and no row is computed twice (see lib/page4d/bench/masked_attention.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .rope import RotaryPositionEmbedding2D
 class RowGatedKeyBias:
     """Additive logit bias `gain[b, i] * key_bias[b, j]`, non-zero only on the query rows `rows`.
 
-    rows: `[R]` indices into the N tokens; row_gain: `[B, R]`; key_bias: `[B, N]`.
+    rows: `[R]` distinct indices into the N tokens; row_gain: `[B, R]`; key_bias: `[B, N]`.
     """
 
     rows: torch.Tensor
@@ -40,14 +40,26 @@ class RowGatedKeyBias:
 def masked_sdpa(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: RowGatedKeyBias | None
 ) -> torch.Tensor:
-    """SDPA over `[B, heads, N, d]`; rows listed in `bias` get `gain_i * key_bias_j` added to their logits."""
-    out = F.scaled_dot_product_attention(q, k, v)
+    """SDPA over `[B, heads, N, d]`; rows listed in `bias` get `gain_i * key_bias_j` added to their logits.
+
+    The bias-free rows and the gated rows are two separate SDPA calls (gathered with `index_select`,
+    scattered back with `index_copy_`), so each row is computed once; the only bias tensor is `[B,1,R,N]`.
+    The complement of `rows` comes from a stable argsort, which needs no host-device synchronisation.
+    """
     if bias is None:
-        return out
-    q_rows = q.index_select(2, bias.rows)
+        return F.scaled_dot_product_attention(q, k, v)
+    n, r = q.shape[2], bias.rows.numel()
     row_bias = (bias.row_gain[:, :, None] * bias.key_bias[:, None, :])[:, None].to(q.dtype)
-    out_rows = F.scaled_dot_product_attention(q_rows, k, v, attn_mask=row_bias)
-    return out.index_copy(2, bias.rows, out_rows)
+    out_rows = F.scaled_dot_product_attention(q.index_select(2, bias.rows), k, v, attn_mask=row_bias)
+    if r == n:
+        return out_rows.new_empty(out_rows.shape).index_copy_(2, bias.rows, out_rows)
+    gated = torch.zeros(n, dtype=torch.uint8, device=q.device).index_fill_(0, bias.rows, 1)
+    if gated.device.type == "cpu" and int(gated.sum()) != r:
+        raise ValueError(f"RowGatedKeyBias.rows must be {r} distinct indices below {n}")
+    other = torch.argsort(gated, stable=True)[: n - r]
+    out_other = F.scaled_dot_product_attention(q.index_select(2, other), k, v)
+    out = out_other.new_empty(*q.shape[:-1], v.shape[-1])
+    return out.index_copy_(2, other, out_other).index_copy_(2, bias.rows, out_rows)
 
 
 def augmented_channel_sdpa(

@@ -1,0 +1,519 @@
+"""Parameter sweeps over a papermill notebook: one run folder per grid cell, resumable, failures recorded.
+
+    python -m page4d.sweep notebooks/02_mask_overlays.ipynb --grid threshold=0.3,0.5 --grid seed=0,1 \\
+        --out outputs/sweeps [--workers 2] [-p num_times 2] [--name overlays] [--retry-failed]
+
+Before anything runs, every name is checked against the notebook's `parameters` cell
+(`papermill.inspect_notebook`) and every value is parsed with the type the notebook declares
+(`int`, `float`, `bool`, `str`; anything else as a Python literal). Each grid cell executes into
+`OUT/<name>/<p1=v1,p2=v2>/` (its `output_dir` parameter points there when the notebook has one):
+the executed notebook, whatever the notebook writes (metrics.json, figures) and a marker:
+
+- `DONE.json`: the execution finished; `status` "ok" or "failed", params, wall time. A cell with
+  DONE.json is never run again (so a killed sweep resumes where it stopped), except a failed one
+  with `--retry-failed`, whose folder is first moved to `OUT/<name>/.attempts/`.
+- `FAILED.json` (failed executions only): the error and the kernel's traceback; the partial output
+  notebook stays beside it. Other cells keep running.
+- `RUNNING.json` while it executes (pid, host); a leftover one from a dead process marks an
+  interrupted cell, moved to `.attempts/` and run again.
+
+Notebooks execute with kernel `python3`, working directory = the notebook's folder (as nbval and
+nbconvert do), and resolve their own paths from the repository root (`page4d.runs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+import traceback
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from page4d.runs import (
+    DONE_FILE,
+    FAILED_FILE,
+    METRICS_FILE,
+    format_table,
+    read_json,
+    resolve_path,
+    write_json,
+)
+
+RUNNING_FILE = "RUNNING.json"
+SWEEP_FILE = "sweep.json"
+ATTEMPTS_DIR = ".attempts"
+OUTPUT_DIR_PARAM = "output_dir"
+KERNEL_NAME = "python3"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes in kernel tracebacks
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class SweepError(ValueError):
+    """A sweep that must not start (unknown parameter, unparsable value, conflicting records)."""
+
+
+@dataclass
+class NotebookParameter:
+    name: str
+    type_name: str  # as declared ("int", "float", ...); "None" when unannotated
+    default: str  # source text of the default
+    help: str
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
+    """The notebook's declared parameters (its cell tagged `parameters`), in order."""
+    import papermill
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise SweepError(f"notebook not found: {path}")
+    found = papermill.inspect_notebook(str(path))
+    if not found:
+        raise SweepError(f"{path} has no cell tagged 'parameters'; nothing to sweep")
+    unread = [name for name in _assigned_names(path) if name not in found]
+    if unread:
+        raise SweepError(
+            f"papermill cannot read parameter(s) {unread} in {path.name}: a parameter line may hold only "
+            "one '=' (look for one in its comment), so papermill would ignore it"
+        )
+    return {
+        name: NotebookParameter(
+            name, str(p.get("inferred_type_name")), str(p.get("default")), str(p.get("help", ""))
+        )
+        for name, p in found.items()
+    }
+
+
+def _assigned_names(notebook: Path) -> list[str]:
+    """Names assigned at top level of the notebook's first `parameters` cell (what a reader sees)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as exc:
+        raise SweepError(f"{notebook.name}: the parameters cell is not valid Python: {exc}") from None
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def _declared_type(param: NotebookParameter) -> str:
+    t = param.type_name.replace(" ", "")
+    for wrapper in ("Optional[", "typing.Optional["):
+        if t.startswith(wrapper) and t.endswith("]"):
+            t = t[len(wrapper) : -1]
+    t = t.removesuffix("|None").removeprefix("None|")
+    if t in ("None", ""):  # unannotated: the type of the default literal
+        try:
+            t = type(ast.literal_eval(param.default)).__name__
+        except (ValueError, SyntaxError):
+            t = "str"
+    return t
+
+
+def parse_value(text: str, param: NotebookParameter) -> Any:
+    """Parse command-line text as the parameter's declared type; raise SweepError when it does not fit."""
+    kind = _declared_type(param)
+    try:
+        if text == "None" and "None" in param.type_name.replace("Optional", "None"):
+            return None
+        if kind == "bool":
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "str":
+            return text
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise SweepError(
+            f"parameter {param.name} ({param.type_name}): cannot parse {text!r}: {exc}"
+        ) from None
+
+
+def split_values(text: str) -> list[str]:
+    """Split `v1,v2,...` on commas outside brackets and quotes (so `[1,2],[3,4]` gives two values)."""
+    out, depth, quote_char, cur = [], 0, "", []
+    for ch in text:
+        if quote_char:
+            quote_char = "" if ch == quote_char else quote_char
+        elif ch in "'\"":
+            quote_char = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def format_value(value: Any) -> str:
+    """Canonical text of a parsed value (so `1e-3` and `0.001` name the same cell)."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def cell_id(assignment: dict[str, Any]) -> str:
+    """Folder name of a grid cell: `name1=v1,name2=v2` in grid order; unsafe characters %-escaped."""
+    parts = [f"{name}={quote(format_value(v), safe='.+-_:@[]')}" for name, v in assignment.items()]
+    ident = ",".join(parts) or "default"
+    if len(ident) > 200:
+        import hashlib
+
+        ident = ident[:180] + "~" + hashlib.sha1(ident.encode()).hexdigest()[:12]
+    return ident
+
+
+@dataclass
+class Cell:
+    id: str
+    params: dict[str, Any]  # grid values + fixed values (not output_dir)
+    dir: Path
+
+
+@dataclass
+class SweepPlan:
+    notebook: Path
+    name: str
+    sweep_dir: Path
+    grid: dict[str, list[Any]]
+    fixed: dict[str, Any]
+    cells: list[Cell]
+    passes_output_dir: bool
+
+
+def plan_sweep(
+    notebook: str | Path,
+    grid: list[str] | dict[str, list[str]],
+    out: str | Path,
+    fixed: list[tuple[str, str]] | dict[str, str] | None = None,
+    name: str | None = None,
+) -> SweepPlan:
+    """Validate names and parse values; no side effects. `grid`: `["lr=0.1,0.01", ...]` or
+    `{"lr": ["0.1", "0.01"]}`; `fixed`: `[("steps", "10")]` or a dict (values as text)."""
+    notebook = resolve_path(notebook)
+    declared = notebook_parameters(notebook)
+    if isinstance(grid, dict):
+        grid_items = [(k, list(v)) for k, v in grid.items()]
+    else:
+        grid_items = []
+        for spec in grid:
+            if "=" not in spec:
+                raise SweepError(f"--grid expects name=v1,v2,..., got {spec!r}")
+            key, values = spec.split("=", 1)
+            grid_items.append((key.strip(), split_values(values)))
+    fixed_items = list(fixed.items()) if isinstance(fixed, dict) else list(fixed or [])
+
+    names = [k for k, _ in grid_items] + [k for k, _ in fixed_items]
+    unknown = [k for k in names if k not in declared]
+    if unknown:
+        raise SweepError(
+            f"unknown parameter(s) {unknown} for {notebook.name}; it declares: {', '.join(declared)}"
+        )
+    dupes = sorted({k for k in names if names.count(k) > 1})
+    if dupes:
+        raise SweepError(f"parameter(s) {dupes} given more than once (grid and -p together count)")
+    if OUTPUT_DIR_PARAM in names:
+        raise SweepError(f"{OUTPUT_DIR_PARAM} is set by the sweep runner (one folder per cell)")
+
+    parsed_grid: dict[str, list[Any]] = {}
+    for key, texts in grid_items:
+        if not texts or any(t == "" for t in texts):
+            raise SweepError(f"--grid {key}: empty value in {texts}")
+        values = [parse_value(t, declared[key]) for t in texts]
+        ids = [format_value(v) for v in values]
+        if len(set(ids)) != len(ids):
+            raise SweepError(f"--grid {key}: repeated value in {ids}")
+        parsed_grid[key] = values
+    parsed_fixed = {k: parse_value(t, declared[k]) for k, t in fixed_items}
+
+    sweep_name = name or notebook.stem
+    if not sweep_name or "/" in sweep_name or sweep_name.startswith("."):
+        raise SweepError(f"sweep name must be a plain folder name, got {sweep_name!r}")
+    sweep_dir = resolve_path(out) / sweep_name
+    cells = []
+    for combo in itertools.product(*parsed_grid.values()):
+        assignment = dict(zip(parsed_grid, combo, strict=True))
+        ident = cell_id(assignment)
+        cells.append(Cell(ident, {**assignment, **parsed_fixed}, sweep_dir / ident))
+    plan = SweepPlan(
+        notebook, sweep_name, sweep_dir, parsed_grid, parsed_fixed, cells, OUTPUT_DIR_PARAM in declared
+    )
+    _check_finished_cells_agree(plan)
+    return plan
+
+
+def _check_finished_cells_agree(plan: SweepPlan) -> None:
+    """A finished cell with other parameters (e.g. a different -p) must not be mistaken for this one."""
+    for cell in plan.cells:
+        done = cell.dir / DONE_FILE
+        if done.is_file():
+            recorded = {k: v for k, v in read_json(done).get("params", {}).items() if k != OUTPUT_DIR_PARAM}
+            if recorded != _jsonable(cell.params):
+                raise SweepError(
+                    f"{cell.dir} finished with parameters {recorded}, not {cell.params}; "
+                    "use another --name or --out for a different sweep"
+                )
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=str))
+
+
+# --------------------------------------------------------------------------------------------------
+# executing one cell
+# --------------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cell_state(cell_dir: Path) -> str:
+    """ "ok" / "failed" (finished), "running" (a live process holds it), "interrupted", or "new"."""
+    if (cell_dir / DONE_FILE).is_file():
+        return str(read_json(cell_dir / DONE_FILE).get("status", "ok"))
+    running = cell_dir / RUNNING_FILE
+    if running.is_file():
+        try:
+            info = read_json(running)
+        except ValueError:
+            return "interrupted"
+        if info.get("host") == socket.gethostname() and _pid_alive(int(info.get("pid", -1))):
+            return "running"
+        return "interrupted"
+    return "interrupted" if cell_dir.exists() else "new"
+
+
+def _move_aside(cell: Cell, sweep_dir: Path, why: str) -> Path:
+    """Keep an earlier attempt's folder under `.attempts/<cell>/<why>-N` (nothing is deleted)."""
+    base = sweep_dir / ATTEMPTS_DIR / cell.id
+    base.mkdir(parents=True, exist_ok=True)
+    n = 1 + sum(1 for p in base.iterdir() if p.name.startswith(why + "-"))
+    target = base / f"{why}-{n}"
+    shutil.move(str(cell.dir), str(target))
+    return target
+
+
+def execute_cell(
+    notebook: str, cell_dir: str, params: dict[str, Any], pass_output_dir: bool, timeout: float | None = None
+) -> dict[str, Any]:
+    """Run the notebook once into `cell_dir` (which must not hold a finished run); never raises for a
+    failing notebook: the failure is recorded in FAILED.json / DONE.json and returned."""
+    import papermill
+
+    nb, out = Path(notebook), Path(cell_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / DONE_FILE).exists():
+        raise SweepError(f"{out} already holds a finished run")
+    started = time.time()
+    write_json(out / RUNNING_FILE, {"pid": os.getpid(), "host": socket.gethostname(), "started": started})
+    injected = dict(params)
+    if pass_output_dir:
+        injected[OUTPUT_DIR_PARAM] = str(out)
+    output_notebook = out / nb.name
+    record: dict[str, Any] = {
+        "status": "ok",
+        "params": injected,
+        "notebook": str(nb),
+        "output_notebook": output_notebook.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+    }
+    try:
+        papermill.execute_notebook(
+            str(nb),
+            str(output_notebook),
+            parameters=injected,
+            kernel_name=KERNEL_NAME,
+            cwd=str(nb.parent),
+            progress_bar=False,
+            request_save_on_cell_execute=True,
+            execution_timeout=timeout,
+        )
+    except Exception as exc:  # a failing notebook is a result, not a crash of the sweep
+        record["status"] = "failed"
+        failure = {
+            "error": type(exc).__name__,
+            "ename": getattr(exc, "ename", type(exc).__name__),
+            "evalue": getattr(exc, "evalue", str(exc)),
+            "cell_index": getattr(exc, "cell_index", None),
+            "traceback": [
+                _ANSI.sub("", line)
+                for line in (getattr(exc, "traceback", None) or traceback.format_exception(exc))
+            ],
+            "params": injected,
+        }
+        record["error"] = f"{failure['ename']}: {failure['evalue']}"
+    record["wall_s"] = round(time.time() - started, 3)
+    if (out / METRICS_FILE).is_file():
+        record["metrics_file"] = METRICS_FILE
+    if record["status"] == "failed":
+        write_json(out / FAILED_FILE, {**failure, "wall_s": record["wall_s"]})
+    write_json(out / DONE_FILE, record)
+    (out / RUNNING_FILE).unlink(missing_ok=True)
+    return record
+
+
+# --------------------------------------------------------------------------------------------------
+# the sweep
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str  # ok, failed, skipped (finished earlier), running (held by another process)
+    wall_s: float | None = None
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _scalar_metrics(cell_dir: Path) -> dict[str, Any]:
+    path = cell_dir / METRICS_FILE
+    try:
+        data = read_json(path) if path.is_file() else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _finished_result(cell: Cell, status: str) -> CellResult:
+    done = read_json(cell.dir / DONE_FILE)
+    return CellResult(cell, status, done.get("wall_s"), done.get("error"), _scalar_metrics(cell.dir))
+
+
+def run_sweep(
+    plan: SweepPlan,
+    workers: int = 1,
+    retry_failed: bool = False,
+    timeout: float | None = None,
+    log=print,
+) -> list[CellResult]:
+    """Execute every cell that has not finished; returns one result per cell in grid order."""
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not (plan.sweep_dir / SWEEP_FILE).is_file():
+        write_json(
+            plan.sweep_dir / SWEEP_FILE,
+            {"notebook": str(plan.notebook), "grid": plan.grid, "fixed": plan.fixed},
+        )
+    results: dict[str, CellResult] = {}
+    todo: list[Cell] = []
+    for cell in plan.cells:
+        state = cell_state(cell.dir)
+        if state == "ok" or (state == "failed" and not retry_failed):
+            results[cell.id] = _finished_result(cell, "skipped" if state == "ok" else "failed (earlier)")
+            log(f"skip  {cell.id}: finished earlier ({state})")
+        elif state == "running":
+            results[cell.id] = CellResult(cell, "running")
+            log(f"skip  {cell.id}: another live process is running it")
+        else:
+            if state in ("failed", "interrupted"):
+                moved = _move_aside(cell, plan.sweep_dir, state)
+                log(f"move  {cell.id}: {state} attempt kept in {moved.relative_to(plan.sweep_dir)}")
+            todo.append(cell)
+
+    def finish(cell: Cell, record: dict[str, Any]) -> None:
+        res = CellResult(
+            cell, record["status"], record.get("wall_s"), record.get("error"), _scalar_metrics(cell.dir)
+        )
+        results[cell.id] = res
+        extra = f": {res.error}" if res.error else ""
+        log(f"{res.status:<5} {cell.id} ({res.wall_s:.1f} s){extra}")
+
+    args = [(str(plan.notebook), str(c.dir), c.params, plan.passes_output_dir, timeout) for c in todo]
+    if workers <= 1 or len(todo) <= 1:
+        for cell, a in zip(todo, args, strict=True):
+            log(f"run   {cell.id}")
+            finish(cell, execute_cell(*a))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures: dict[Future, Cell] = {}
+            for cell, a in zip(todo, args, strict=True):
+                log(f"run   {cell.id}")
+                futures[pool.submit(execute_cell, *a)] = cell
+            for fut in as_completed(futures):
+                finish(futures[fut], fut.result())
+    return [results[c.id] for c in plan.cells]
+
+
+def summary_rows(results: list[CellResult], max_metrics: int = 6) -> list[dict[str, Any]]:
+    names: list[str] = []
+    for r in results:
+        names += [k for k in r.metrics if k not in names]
+    names = names[:max_metrics]
+    return [
+        {"cell": r.cell.id, "status": r.status, "wall_s": r.wall_s, **{k: r.metrics.get(k) for k in names}}
+        for r in results
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m page4d.sweep", description=__doc__.split("\n")[0])
+    p.add_argument("notebook", help="the parameterised notebook (papermill 'parameters' cell)")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help="a swept parameter")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="fixed for every cell",
+    )
+    p.add_argument("--out", required=True, help="parent folder; cells go to OUT/<name>/<cell>/")
+    p.add_argument("--name", default=None, help="sweep folder name (default: the notebook's stem)")
+    p.add_argument("--workers", type=int, default=1, help="notebooks executed at the same time")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again (old attempt kept)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
+    a = p.parse_args(argv)
+    if a.workers < 1:
+        p.error("--workers must be >= 1")
+    try:
+        plan = plan_sweep(a.notebook, a.grid, a.out, [tuple(x) for x in a.param], a.name)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"sweep {plan.name}: {len(plan.cells)} cell(s) of {plan.notebook.name} -> {plan.sweep_dir}",
+        flush=True,
+    )
+    results = run_sweep(plan, a.workers, a.retry_failed, a.timeout, log=lambda s: print(s, flush=True))
+    rows = summary_rows(results)
+    write_json(plan.sweep_dir / "summary.json", rows)
+    print(format_table(rows, floatfmt=".4g"))
+    return 1 if any(r.status.startswith("failed") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

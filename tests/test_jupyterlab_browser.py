@@ -1,0 +1,199 @@
+"""Notebook 02's viewer in a real JupyterLab, driven by headless Chromium.
+
+Needs Debian's `chromium` (`apt-get install -y chromium`) and the Python package `playwright` (never
+`playwright install`: the system browser is used). Skipped only when /usr/bin/chromium is absent.
+
+JupyterLab runs on loopback with a token, its own settings/workspace/runtime folders (an
+overrides.json turns off the news pop-up and autosave) and a copy of the notebook in a temporary
+root, so nothing in the repository or the user's Jupyter config is touched. The test runs all cells
+through `window.jupyterapp` (exposed with `--LabApp.expose_app_in_browser`), moves the time and
+threshold sliders with the keyboard, and reads the score label, which must show exactly what
+`MaskOverlayViewer` computes for that frame outside the browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+NOTEBOOK = REPO_ROOT / "notebooks" / "02_mask_overlays.ipynb"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
+}
+
+# What the notebook's viewer must show, computed outside the browser with the notebook's defaults.
+EXPECTED_SCRIPT = """
+import json, sys, tempfile
+from page4d import extract, viz
+from page4d.data import scene_to_batch
+extract.set_determinism(0, 1)
+scene = extract.prepare_scene("", (112, 154), 4, 2, 0, tempfile.mkdtemp())
+model, _ = extract.load_model("tiny", "", 0)
+pred = extract.run_model(model, scene_to_batch(scene).images, return_internals=False)
+prob = extract.mask_probabilities(pred["mask_logits"], scene.image_size)
+v = viz.MaskOverlayViewer(
+    scene.images, prob, scene.masks, scene.mask_valid, scene.times, scene.views, 0.5, 0.5
+)
+texts = [v.score_text()]
+v.time.value = 1
+texts.append(v.score_text())
+v.threshold.value = 0.48
+texts.append(v.score_text())
+print(json.dumps(texts))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"jupyter lab did not answer {url} within {timeout} s")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on loopback serving a copy of notebook 02; yields (base url, token)."""
+    root = tmp_path / "root" / "notebooks"
+    root.mkdir(parents=True)
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    app_settings = tmp_path / "app-settings"
+    app_settings.mkdir()
+    (app_settings / "overrides.json").write_text(json.dumps(OVERRIDES))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ)
+    env.update(
+        PAGE4D_OUTPUTS=str(tmp_path / "outputs"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        OMP_NUM_THREADS="1",
+    )
+    log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path / 'root'}",
+            f"--LabApp.app_settings_dir={app_settings}",
+            f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            *(["--allow-root"] if os.geteuid() == 0 else []),  # CI containers often run as root
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{base}/api/status?token={token}", proc, timeout=60)
+        yield base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+)
+def test_time_slider_updates_score_label_in_jupyterlab(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    expected_proc = subprocess.Popen(
+        [sys.executable, "-c", EXPECTED_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    base, token = lab
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/lab/tree/notebooks/{NOTEBOOK.name}?reset&token={token}")
+            page.wait_for_function(
+                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                " return w && w.sessionContext && w.sessionContext.isReady"
+                " && w.sessionContext.session && w.sessionContext.session.kernel; }"
+            )
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            label = page.locator(".page4d-score")
+            label.wait_for(state="visible", timeout=75_000)
+
+            out, err = expected_proc.communicate(timeout=60)
+            assert expected_proc.returncode == 0, err
+            first, after_time, after_threshold = json.loads(out)
+            page.wait_for_function(
+                "t => document.querySelector('.page4d-score').innerText.trim() === t", arg=first
+            )
+
+            page.locator(".page4d-time .noUi-handle").focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "t => document.querySelector('.page4d-score').innerText.trim() === t", arg=after_time
+            )
+            assert after_time != first
+
+            page.locator(".page4d-threshold .noUi-handle").focus()
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_function(
+                "t => document.querySelector('.page4d-score').innerText.trim() === t", arg=after_threshold
+            )
+            assert label.inner_text().strip() == after_threshold
+            assert after_threshold != after_time  # the untrained model's P(dynamic) ~ 0.48: IoU > 0 now
+        finally:
+            browser.close()
+            if expected_proc.poll() is None:
+                expected_proc.kill()

@@ -1,0 +1,291 @@
+"""viz.py (overlays, scores, figures, the widget viewer) and extract.py (what notebooks 01/02 compute).
+
+The viewer's callbacks are exercised without a kernel: setting a control's `.value` must re-render the
+overlay and put the right score (recomputed here with plain numpy) into the label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from page4d import extract, viz
+from page4d.data import scene_to_batch
+from page4d.model import build_model, preset
+from page4d.runs import format_table
+
+T, V, H, W = 3, 2, 28, 42
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One thread: on a shared 2-core machine a second OpenMP thread makes tiny forwards ~50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _numpy_iou(p: np.ndarray, g: np.ndarray) -> float:
+    union = np.logical_or(p, g).sum()
+    return 1.0 if union == 0 else float(np.logical_and(p, g).sum() / union)
+
+
+@pytest.fixture
+def clip():
+    """Images, a soft prediction and box-shaped GT masks that differ per frame; frame (2, 1) has no mask."""
+    rng = np.random.default_rng(0)
+    images = rng.random((T, V, 3, H, W)).astype(np.float32)
+    yy, xx = np.mgrid[0:H, 0:W]
+    gt = np.zeros((T, V, H, W), np.float32)
+    prob = np.zeros((T, V, H, W), np.float32)
+    for t in range(T):
+        for v in range(V):
+            x0 = 5 + 6 * t + 3 * v
+            gt[t, v, 8:20, x0 : x0 + 12] = 1
+            cx, cy = x0 + 8, 14  # the prediction is a blob shifted right of the mask
+            prob[t, v] = np.exp(-(((xx - cx) / 7.0) ** 2 + ((yy - cy) / 6.0) ** 2))
+    valid = np.ones((T, V), bool)
+    valid[2, 1] = False
+    gt[2, 1] = 0
+    return images, prob, gt, valid
+
+
+def _viewer(clip, **kw):
+    images, prob, gt, valid = clip
+    return viz.MaskOverlayViewer(images, prob, gt, valid, times=[10, 11, 12], views=[0, 3], **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# the viewer
+# --------------------------------------------------------------------------------------------------
+def test_viewer_starts_on_first_frame_with_its_score(clip):
+    _, prob, gt, _ = clip
+    viewer = _viewer(clip)
+    expected = _numpy_iou(prob[0, 0] >= 0.5, gt[0, 0] >= 0.5)
+    assert viewer.score_text().startswith(f"t=10 v=0 | IoU {expected:.3f} | F ")
+    assert f"IoU {expected:.3f}" in viewer.score_label.value
+    assert viewer.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_time_slider_updates_label_and_figure(clip):
+    _, prob, gt, _ = clip
+    viewer = _viewer(clip)
+    before_png, before_renders = viewer.image.value, viewer.renders
+    viewer.time.value = 1
+    expected = _numpy_iou(prob[1, 0] >= 0.5, gt[1, 0] >= 0.5)
+    assert f"t=11 v=0 | IoU {expected:.3f}" in viewer.score_label.value
+    assert viewer.renders == before_renders + 1
+    assert viewer.image.value != before_png
+
+
+def test_threshold_view_and_boundary_f_follow_the_controls(clip):
+    _, prob, gt, _ = clip
+    viewer = _viewer(clip)
+    viewer.view.value = 1
+    viewer.threshold.value = 0.2
+    p, g = prob[0, 1] >= 0.2, gt[0, 1] >= 0.5
+    iou = _numpy_iou(p, g)
+    f = float(viz.boundary_f_measure(torch.from_numpy(p), torch.from_numpy(g), bound_th=viz.BOUND_TH))
+    assert viewer.score_text() == f"t=10 v=3 | IoU {iou:.3f} | F {f:.3f}"
+    assert viewer.current_scores() == pytest.approx((iou, f))
+    # a different threshold gives a different IoU for this blob
+    assert iou != pytest.approx(_numpy_iou(prob[0, 1] >= 0.5, g))
+
+
+def test_alpha_and_show_change_the_picture_not_the_score(clip):
+    viewer = _viewer(clip)
+    text, png = viewer.score_label.value, viewer.image.value
+    viewer.alpha.value = 1.0
+    assert viewer.image.value != png and viewer.score_label.value == text
+    png = viewer.image.value
+    viewer.show.value = "gt"
+    assert viewer.image.value != png and viewer.score_label.value == text
+
+
+def test_frame_without_mask_says_so(clip):
+    viewer = _viewer(clip)
+    viewer.time.value, viewer.view.value = 2, 1
+    assert viewer.current_scores() is None
+    assert viewer.score_text() == "t=12 v=3 | no SegAnyMo mask for this frame"
+
+
+def test_viewer_without_any_masks(clip):
+    images, prob, _, _ = clip
+    viewer = viz.MaskOverlayViewer(images, prob, None, None, times=[0, 1, 2], views=[0, 1])
+    assert "no SegAnyMo mask" in viewer.score_text()
+    viewer.time.value = 2
+    assert viewer.score_text().startswith("t=2 v=0 |")
+
+
+# --------------------------------------------------------------------------------------------------
+# overlays, scores, tables, figures
+# --------------------------------------------------------------------------------------------------
+def test_overlay_colours_true_false_positives_and_misses():
+    image = np.zeros((3, 2, 2), np.float32)
+    pred = np.array([[1, 1], [0, 0]], bool)
+    gt = np.array([[1, 0], [1, 0]], bool)
+    out = viz.overlay_rgb(image, pred, gt, alpha=1.0)
+    np.testing.assert_allclose(out[0, 0], viz.TP_COLOR)
+    np.testing.assert_allclose(out[0, 1], viz.FP_COLOR)
+    np.testing.assert_allclose(out[1, 0], viz.FN_COLOR)
+    np.testing.assert_allclose(out[1, 1], 0.0)
+    half = viz.overlay_rgb(image, pred, gt, alpha=0.5, show="prediction")
+    np.testing.assert_allclose(half[0, 1], 0.5 * np.asarray(viz.PRED_COLOR))
+    np.testing.assert_allclose(half[1, 0], 0.0)
+    with pytest.raises(ValueError, match="show must be"):
+        viz.overlay_rgb(image, pred, gt, show="nope")
+
+
+def test_frame_scores_match_numpy_and_skip_frames_without_mask(clip):
+    _, prob, gt, valid = clip
+    scores = viz.frame_scores(prob, gt, valid, threshold=0.3)
+    expected = np.array(
+        [[_numpy_iou(prob[t, v] >= 0.3, gt[t, v] >= 0.5) for v in range(V)] for t in range(T)]
+    )
+    assert np.isnan(scores.iou[2, 1]) and np.isnan(scores.f[2, 1])
+    np.testing.assert_allclose(scores.iou[valid], expected[valid])
+    assert scores.mean_iou == pytest.approx(expected[valid].mean())
+    per_time_iou, _ = scores.per_time()
+    assert per_time_iou[2] == pytest.approx(expected[2, 0])  # the view without a mask is left out
+    rows = viz.score_rows(scores, [10, 11, 12], [0, 3])
+    assert rows[5] == {"time": 12, "view": 3, "IoU": None, "F": None}
+    means = viz.mean_rows(scores, [10, 11, 12], [0, 3])
+    assert means[-1]["over"] == "all" and means[-1]["IoU"] == pytest.approx(scores.mean_iou)
+    with pytest.raises(ValueError, match="no SegAnyMo masks"):
+        viz.frame_scores(prob, None, valid)
+
+
+def test_format_table_aligns_and_marks_missing_values():
+    text = format_table([{"a": "x", "b": 1.23456}, {"a": "long", "b": None}], floatfmt=".2f")
+    assert text.splitlines() == ["a        b", "----  ----", "x     1.23", "long     -"]
+
+
+def test_figures_render_and_save_identical_png(clip, tmp_path):
+    images, prob, gt, valid = clip
+    scores = viz.frame_scores(prob, gt, valid)
+    grid = viz.overlay_grid_figure(images, prob, gt, valid, 0.5, 0.5, [0, 1, 2], [0, 1], scores)
+    assert len([ax for ax in grid.axes if ax.get_visible()]) == T * V
+    a = viz.save_figure(grid, tmp_path / "a.png").read_bytes()
+    b = viz.save_figure(grid, tmp_path / "b.png").read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
+    plot = viz.score_plot_figure(scores, [0, 1, 2], [0, 1])
+    assert len(plot.axes) == 2 and len(plot.axes[0].lines) == V + 1
+    probs = viz.probability_grid_figure(prob, [0, 1, 2], [0, 1], "p", images=images)
+    assert len(probs.axes) == T * V + 1  # + colorbar
+    rows = [
+        {"run": "r1", "arm": "bce", "mask_iou": 0.5},
+        {"run": "r2", "arm": "-", "mask_iou": 0.4, "ate": 0.1},
+    ]
+    bars = viz.comparison_bar_figure(rows, ["mask_iou", "ate"])
+    assert [t.get_text() for t in bars.legends[0].get_texts()] == ["1  r1 / bce", "2  r2"]
+    assert [round(p.get_height(), 3) for p in bars.axes[1].patches] == [0.0, 0.1]  # missing -> n/a bar
+
+
+# --------------------------------------------------------------------------------------------------
+# extract.py
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    torch.manual_seed(0)
+    scene = extract.prepare_scene("", (56, 70), 2, 2, 0, tmp_path_factory.mktemp("scene"))
+    model, note = extract.load_model("tiny", "", seed=0)
+    images = scene_to_batch(scene).images
+    return scene, model, note, images, extract.run_model(model, images)
+
+
+def test_prepare_scene_generates_and_selects(tiny_run, tmp_path):
+    scene = tiny_run[0]
+    assert scene.images.shape == (2, 2, 3, 56, 70) and scene.masks is not None
+    assert (scene.root.parent / "synthetic_scene").is_dir() or scene.root.name == "synthetic_scene"
+    sub = extract.prepare_scene(scene.root, (56, 70), 1, 2, 0, tmp_path)
+    assert sub.times == [0] and sub.views == [0, 1]
+    with pytest.raises(ValueError, match="asked for 5 x 2"):
+        extract.prepare_scene(scene.root, (56, 70), 5, 2, 0, tmp_path)
+
+
+def test_load_model_from_checkpoint_gives_the_same_weights(tiny_run, tmp_path):
+    model = tiny_run[1]
+    torch.save({"model": model.state_dict()}, tmp_path / "ck.pt")
+    other, note = extract.load_model("tiny", tmp_path / "ck.pt", seed=123)
+    assert "all keys matched" in note and "ck.pt" in note
+    for (k, a), b in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert "random weights (seed 0)" in tiny_run[2]
+
+
+def test_prediction_shape_rows_list_every_key(tiny_run):
+    rows = {r["key"]: r for r in extract.prediction_shape_rows(tiny_run[4])}
+    assert rows["mask_logits"]["shape"] == "[1, 2, 2, 4, 5]" and rows["mask_logits"]["meaning"]
+    assert rows["aggregated_tokens_list"]["shape"] == "6 x [1, 4, 25, 128]"
+    assert rows["mask_head.key_bias"]["shape"] == "[1, 100]"
+    assert rows["patch_start_idx"]["shape"] == "5"
+
+
+def test_sign_check_passes_and_catches_a_flipped_sign(tiny_run):
+    _, model, _, _, pred = tiny_run
+    ok = extract.sign_check(model, pred)
+    assert ok["max_abs_diff"] < 1e-6 and ok["most_dynamic_patch_gets_lowest_bias"]
+    assert ok["alpha"] == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(0.0))), abs=1e-5)
+    flipped = dict(pred, mask_logits=-pred["mask_logits"])
+    bad = extract.sign_check(model, flipped)
+    assert bad["max_abs_diff"] > 1e-3 and not bad["most_dynamic_patch_gets_lowest_bias"]
+
+
+def test_official_head_suppression_reads_back_too():
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    cfg.mask_head = cfg.mask_head.__class__(
+        variant="official", mask_after_block=2, masked_global_blocks=(3, 4)
+    )
+    model = build_model(cfg).eval()
+    pred = extract.run_model(model, torch.rand(1, 2, 1, 3, 28, 28))
+    check = extract.sign_check(model, pred)
+    assert check["variant"] == "official" and check["max_abs_diff"] < 1e-6
+
+
+def test_mask_probabilities_upsample_logits_then_squash():
+    logits = torch.zeros(1, 1, 1, 2, 2)
+    logits[..., 0, 0] = 4.0
+    prob = extract.mask_probabilities(logits, (28, 28))
+    assert prob.shape == (1, 1, 28, 28)
+    assert prob[0, 0, -1, -1] == pytest.approx(0.5) and prob[0, 0, 0, 0] == pytest.approx(
+        torch.sigmoid(torch.tensor(4.0))
+    )
+    with pytest.raises(ValueError, match="batch size 1"):
+        extract.mask_probabilities(torch.zeros(2, 1, 1, 2, 2), (28, 28))
+
+
+def test_peak_tensor_memory_counts_live_tensors_exactly():
+    n = 1000
+    with extract.PeakTensorMemory() as mem:
+        a = torch.ones(n)
+        b = a + 1  # a and b alive: 8000 bytes
+        del a
+        c = b * 2  # a freed first: still 8000 at most
+        d = c.view(10, 100)  # a view allocates nothing
+    assert mem.peak == 2 * 4 * n
+    assert extract.retained_bytes({"c": c, "d": [d], "x": 3}) == 4 * n
+
+
+def test_export_cost_rows(tiny_run):
+    _, model, _, images, _ = tiny_run
+    rows = extract.export_cost(model, images[:, :1, :1], repeats=1, warmup=0)  # one frame keeps it quick
+    assert [r["variant"] for r in rows] == ["no mask head", "mask_logits", "+ internals"]
+    assert rows[0]["mask_logits_bytes"] == 0 and rows[1]["mask_logits_bytes"] == 1 * 1 * 4 * 5 * 4
+    assert rows[2]["retained_bytes"] > rows[1]["retained_bytes"] > rows[0]["retained_bytes"]
+    assert rows[1]["peak_tensor_bytes"] >= rows[0]["peak_tensor_bytes"] and rows[0]["time_ratio"] == 1.0
+    plain = extract.without_mask_head(model)
+    assert plain.aggregator.spatial_mask_head is None
+    assert torch.equal(
+        plain.state_dict()["camera_head.token_norm.weight"],
+        model.state_dict()["camera_head.token_norm.weight"],
+    )
+
+
+def test_save_mask_logits_round_trip(tiny_run, tmp_path):
+    scene, _, _, _, pred = tiny_run
+    path = extract.save_mask_logits(tmp_path / "m.pt", pred, scene, "tiny")
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["mask_logits"], pred["mask_logits"][0])
+    assert saved["image_size"] == [56, 70] and saved["preset"] == "tiny"
