@@ -193,3 +193,20 @@ def test_evaluate_says_why_a_degenerate_trajectory_has_no_ate(scene):
     assert result["ate"] != result["ate"]  # NaN, not a made-up number
     assert "collinear" in result["trajectory_note"]
     assert result["depth_abs_rel"] < 1e-6
+
+
+def test_mask_only_objective_without_detach_trains_the_backbone_but_not_the_dense_heads(scene):
+    cfg = small(
+        steps=2,
+        freeze="all",
+        detach_mask_input=False,
+        loss_overrides={"use_camera": False, "use_depth": False, "use_point": False},
+    )
+    model = build_training_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _, history = train(cfg, scene, model=model, progress=False)
+    diff = changed(before, model)
+    assert "aggregator.frame_blocks.0.attn.qkv.weight" in diff  # the mask loss reached the backbone
+    assert not any(k.startswith(("depth_head.", "point_head.", "camera_head.")) for k in diff)
+    assert not any(k.startswith("aggregator.global_blocks.5.") for k in diff)  # after the mask head
+    assert "camera_loss" not in history[0]

@@ -192,19 +192,26 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     history: list[dict[str, Any]] = []
-    head_only = mask_head_only_objective(cfg, loss_cfg, model)
+    mask_only = mask_only_objective(loss_cfg, model, world)
+    cache_features = mask_only and features_are_fixed(cfg)
     feature_cache: dict[int, torch.Tensor] = {}
     bar = tqdm(range(cfg.steps), desc=f"train[{cfg.arm}]", disable=not progress or rank != 0)
     t0 = time.perf_counter()
     for step in bar:
         start = rng.choice(starts)
         batch = scene_to_batch(scene, times=times[start : start + cfg.clip_times], world_frame="first_camera")
-        if head_only:
-            if start not in feature_cache:
+        if mask_only:
+            if not cache_features:
+                tokens = model.aggregator(_flat(batch.images), stop_at_mask_head=True)
+            elif start in feature_cache:
+                tokens = feature_cache[start]
+            else:
                 with torch.no_grad():
-                    feature_cache[start] = model.aggregator(_flat(batch.images), stop_at_mask_head=True)
+                    tokens = feature_cache[start] = model.aggregator(
+                        _flat(batch.images), stop_at_mask_head=True
+                    )
             losses = compute_mask_supervision_loss(
-                {"mask_logits": mask_logits_from_features(model, feature_cache[start], batch.images.shape)},
+                {"mask_logits": mask_logits_from_features(model, tokens, batch.images.shape)},
                 batch.masks,
                 loss_cfg,
                 batch.mask_valid,
@@ -253,16 +260,17 @@ def train(
     return model, history
 
 
-def mask_head_only_objective(cfg: TrainConfig, loss_cfg: LossConfig, model: nn.Module) -> bool:
-    """True when only the mask head trains, on detached features, with mask terms alone: then nothing
-    before the head changes and its input tokens can be computed once per clip (the fast path)."""
+def mask_only_objective(loss_cfg: LossConfig, model: nn.Module, world: int = 1) -> bool:
+    """With mask terms alone only the mask logits matter, so the network runs up to the mask head and
+    stops (no later blocks, no DPT heads). Single-process only: DDP syncs gradients in its own forward."""
     geometry = loss_cfg.use_camera or loss_cfg.use_depth or loss_cfg.use_point
-    return (
-        cfg.freeze == "mask_head_only"
-        and cfg.detach_mask_input
-        and not geometry
-        and model.aggregator.spatial_mask_head is not None
-    )
+    return not geometry and model.aggregator.spatial_mask_head is not None and world == 1
+
+
+def features_are_fixed(cfg: TrainConfig) -> bool:
+    """The mask head's input cannot change when it is detached or everything before it is frozen:
+    then it is computed once per clip and cached."""
+    return cfg.detach_mask_input or cfg.freeze == "mask_head_only"
 
 
 def _flat(images: torch.Tensor) -> torch.Tensor:
