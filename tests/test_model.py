@@ -15,7 +15,12 @@ from page4d.model import (
     preset,
     upsample_mask_logits,
 )
-from page4d.model.attention import RowGatedKeyBias, augmented_channel_sdpa, masked_sdpa
+from page4d.model.attention import (
+    RowGatedKeyBias,
+    augmented_channel_sdpa,
+    explicit_biased_attention,
+    masked_sdpa,
+)
 from page4d.model.checkpoint import compare_state_dict
 
 MANIFESTS = {
@@ -141,6 +146,9 @@ def test_masked_sdpa_equals_explicit_dense_bias_and_augmented_channel():
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.dense(n))
     assert torch.allclose(masked_sdpa(q, k, v, bias), dense, rtol=0, atol=1e-12)
     assert torch.allclose(augmented_channel_sdpa(q, k, v, bias), dense, rtol=0, atol=1e-12)
+    # the CUDA training path for the gated rows (bias with a gradient) is the same math
+    explicit = explicit_biased_attention(q.float(), k.float(), v.float(), bias.dense(n).float())
+    assert torch.allclose(explicit.double(), dense, atol=1e-5)
     untouched = torch.ones(n, dtype=torch.bool)
     untouched[rows] = False
     plain = F.scaled_dot_product_attention(q, k, v)

@@ -33,10 +33,12 @@ def predict_scene(
 ) -> list[dict[str, Any]]:
     """Run the model clip by clip; each entry holds the batch and the predictions (CPU tensors)."""
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
     out = []
     for clip in eval_clips(times, clip_times):
         batch = scene_to_batch(scene, times=clip, world_frame="first_camera")
-        pred = model(batch.images)
+        pred = model(batch.images.to(device))
+        pred = {k: (v.float().cpu() if isinstance(v, torch.Tensor) else v) for k, v in pred.items()}
         out.append({"times": clip, "batch": batch, "pred": pred})
     return out
 

@@ -53,6 +53,8 @@ class TrainConfig:
     checkpoint: str | None = None  # initial weights (raw state dict or {"model": ...})
     detach_mask_input: bool = True  # False lets mask supervision reach the backbone
     threads: int | None = None
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    gradient_checkpointing: bool = False  # recompute aggregator blocks in backward (full presets)
     deterministic: bool = True
     log_every: int = 10
     save_every: int = 0  # 0 = only the final checkpoint
@@ -75,7 +77,17 @@ def set_determinism(seed: int, threads: int | None, deterministic: bool) -> None
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if torch.cuda.is_available():
+        # cuBLAS needs a fixed workspace to be deterministic; a few CUDA kernels (e.g. upsampling
+        # backward) have no deterministic version, so CUDA runs warn instead of failing.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=torch.cuda.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def build_training_model(cfg: TrainConfig) -> nn.Module:
@@ -171,6 +183,9 @@ def train(
     if model is None:
         model = build_training_model(cfg)
     trainable = apply_freeze(model, cfg.freeze)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    model.aggregator.gradient_checkpointing = cfg.gradient_checkpointing
     model.train()
     net: nn.Module = model
     if world > 1:
@@ -200,6 +215,7 @@ def train(
     for step in bar:
         start = rng.choice(starts)
         batch = scene_to_batch(scene, times=times[start : start + cfg.clip_times], world_frame="first_camera")
+        batch = batch.to(device)
         if mask_only:
             if not cache_features:
                 tokens = model.aggregator(_flat(batch.images), stop_at_mask_head=True)
@@ -328,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--no-detach", action="store_true", help="let the mask loss reach the backbone")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--save-every", type=int, default=d.save_every)
     args = parser.parse_args(argv)
     cfg = TrainConfig(
@@ -342,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
         detach_mask_input=not args.no_detach,
         threads=args.threads,
         save_every=args.save_every,
+        device=args.device,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:

@@ -50,7 +50,7 @@ def masked_sdpa(
         return F.scaled_dot_product_attention(q, k, v)
     n, r = q.shape[2], bias.rows.numel()
     row_bias = (bias.row_gain[:, :, None] * bias.key_bias[:, None, :])[:, None].to(q.dtype)
-    out_rows = F.scaled_dot_product_attention(q.index_select(2, bias.rows), k, v, attn_mask=row_bias)
+    out_rows = _biased_rows_sdpa(q.index_select(2, bias.rows), k, v, row_bias)
     if r == n:
         return out_rows.new_empty(out_rows.shape).index_copy_(2, bias.rows, out_rows)
     gated = torch.zeros(n, dtype=torch.uint8, device=q.device).index_fill_(0, bias.rows, 1)
@@ -60,6 +60,33 @@ def masked_sdpa(
     out_other = F.scaled_dot_product_attention(q.index_select(2, other), k, v)
     out = out_other.new_empty(*q.shape[:-1], v.shape[-1])
     return out.index_copy_(2, other, out_other).index_copy_(2, bias.rows, out_rows)
+
+
+def explicit_biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """`softmax(q k^T / sqrt(d) + bias) v` written out in float32 (differentiable in every input)."""
+    logits = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias.float()
+    return (logits.softmax(-1) @ v.float()).to(v.dtype)
+
+
+def _biased_rows_sdpa(q_rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_bias: torch.Tensor):
+    """Attention of the R gated rows with their `[B, 1, R, N]` bias.
+
+    CUDA's memory-efficient kernel rejects some shapes in backward ("LSE is not correctly aligned"):
+    when the bias itself needs a gradient (the mask head is training) the R rows are computed explicitly
+    in float32 (O(R * N) memory, like the bias); otherwise R is padded with zero rows to a multiple of 32.
+    """
+    if not q_rows.is_cuda:
+        return F.scaled_dot_product_attention(q_rows, k, v, attn_mask=row_bias)
+    if row_bias.requires_grad:
+        return explicit_biased_attention(q_rows, k, v, row_bias)
+    r = q_rows.shape[2]
+    pad = (-r) % 32
+    out = F.scaled_dot_product_attention(
+        F.pad(q_rows, (0, 0, 0, pad)), k, v, attn_mask=F.pad(row_bias, (0, 0, 0, pad))
+    )
+    return out[:, :, :r]
 
 
 def augmented_channel_sdpa(
@@ -122,5 +149,8 @@ class Attention(nn.Module):
             if pos is None:
                 raise ValueError("this attention layer uses RoPE and needs token positions")
             q, k = self.rope(q, pos), self.rope(k, pos)
+        if x.is_cuda:
+            # views of the fused qkv projection: the memory-efficient kernel's backward needs dense heads
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out = masked_sdpa(q, k, v, bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
