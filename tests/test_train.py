@@ -8,8 +8,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
-
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.evaluate import evaluate
 from page4d.geometry import rotation_matrix_to_quaternion
@@ -22,6 +20,7 @@ from page4d.train import (
     train,
     weights_digest,
 )
+from torch import nn
 
 
 @pytest.fixture(scope="module")
