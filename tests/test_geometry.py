@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_close
 from page4d.geometry import (
     camera_centers,
     closed_form_inverse_se3,
@@ -16,14 +17,6 @@ from page4d.geometry import (
     rotation_matrix_to_quaternion,
     umeyama_alignment,
 )
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """torch.testing.assert_close's default tolerances without its slow first-call import."""
-    tol = 1e-7 if expected.dtype == torch.float64 else 1e-5
-    assert actual.shape == expected.shape, (tuple(actual.shape), tuple(expected.shape))
-    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
-    assert torch.allclose(actual, expected, rtol=tol, atol=tol), (actual, expected)
 
 
 def _axis_angle(axis: tuple[float, float, float], angle: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_close
 from page4d.metrics import (
     boundary_f_measure,
     depth_metrics,
@@ -13,14 +14,6 @@ from page4d.metrics import (
     mask_iou,
     trajectory_metrics,
 )
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """torch.testing.assert_close's default tolerances without its slow first-call import."""
-    tol = 1e-7 if expected.dtype == torch.float64 else 1e-5
-    assert actual.shape == expected.shape, (tuple(actual.shape), tuple(expected.shape))
-    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
-    assert torch.allclose(actual, expected, rtol=tol, atol=tol), (actual, expected)
 
 
 # --------------------------------------------------------------------------------------------------

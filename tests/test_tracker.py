@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from page4d.model import config_from_reference
 from page4d.model.tracker import TrackPredictor
 from page4d.model.tracker_blocks import (
     CorrelationPyramid,
@@ -35,16 +36,7 @@ def tiny_case() -> dict:
 
 
 def _build_tiny(case: dict) -> TrackPredictor:
-    cfg = case["config"]["track_head"]
-    return TrackPredictor(
-        stride=cfg["stride"],
-        corr_levels=cfg["corr_levels"],
-        corr_radius=cfg["corr_radius"],
-        latent_dim=cfg["latent_dim"],
-        hidden_size=cfg["hidden_size"],
-        depth=cfg["tracker_depth"],
-        predict_conf=cfg["predict_conf"],
-    )
+    return TrackPredictor.from_config(config_from_reference(case["config"]).track_head)
 
 
 def _tracker_weights(case: dict) -> dict[str, torch.Tensor]:

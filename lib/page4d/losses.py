@@ -1023,19 +1023,11 @@ def compute_total_loss(
         out.update(camera_loss(poses, e, k, (h, w), frame_valid, scene_scale=scene.scale, config=config))
         weighted.append(config.w_camera * out["camera_loss"])
     if config.use_depth:
-        for key in ("depth", "depth_conf"):
-            if predictions.get(key) is None:
-                raise ValueError(f'use_depth is on but predictions has no "{key}"')
-        pred = _to_layout(predictions["depth"], lead, (h, w, 1), 'predictions["depth"]')
-        conf = _to_layout(predictions["depth_conf"], lead, (h, w), 'predictions["depth_conf"]')
+        pred, conf = _dense_prediction(predictions, "depth", lead, (h, w, 1))
         out.update(depth_loss(pred, conf, scene.depths, pixel_valid, config=config))
         weighted.append(config.w_depth * out["depth_loss"])
     if config.use_point:
-        for key in ("world_points", "world_points_conf"):
-            if predictions.get(key) is None:
-                raise ValueError(f'use_point is on but predictions has no "{key}"')
-        pred = _to_layout(predictions["world_points"], lead, (h, w, 3), 'predictions["world_points"]')
-        conf = _to_layout(predictions["world_points_conf"], lead, (h, w), 'predictions["world_points_conf"]')
+        pred, conf = _dense_prediction(predictions, "world_points", lead, (h, w, 3))
         out.update(point_loss(pred, conf, scene.world_points, pixel_valid, config=config))
         weighted.append(config.w_point * out["point_loss"])
 
@@ -1056,6 +1048,18 @@ def compute_total_loss(
         weighted.append(out["mask_loss"])
     out["loss"] = torch.stack(weighted).sum() if weighted else None
     return out
+
+
+def _dense_prediction(
+    predictions: Mapping[str, Any], key: str, lead: tuple[int, ...], trailing: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`predictions[key]` and `predictions[key + "_conf"]` in the targets' layout; loud when absent."""
+    for name in (key, f"{key}_conf"):
+        if predictions.get(name) is None:
+            raise ValueError(f'the {key} loss is on but predictions has no "{name}"')
+    pred = _to_layout(predictions[key], lead, trailing, f'predictions["{key}"]')
+    conf = _to_layout(predictions[f"{key}_conf"], lead, trailing[:-1], f'predictions["{key}_conf"]')
+    return pred, conf
 
 
 def loss_dict_to_floats(losses: Mapping[str, Any]) -> dict[str, Any]:

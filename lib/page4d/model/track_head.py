@@ -24,15 +24,7 @@ class TrackHead(nn.Module):
             feature_only=True,
             down_ratio=cfg.down_ratio,
         )
-        self.tracker = TrackPredictor(
-            stride=cfg.stride,
-            corr_levels=cfg.corr_levels,
-            corr_radius=cfg.corr_radius,
-            latent_dim=cfg.latent_dim,
-            hidden_size=cfg.hidden_size,
-            depth=cfg.tracker_depth,
-            predict_conf=cfg.predict_conf,
-        )
+        self.tracker = TrackPredictor.from_config(cfg)
 
     def forward(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .config import TrackHeadConfig
 from .tracker_blocks import (
     CorrelationPyramid,
     Mlp,
@@ -106,6 +107,19 @@ class TrackPredictor(nn.Module):
             )
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
+
+    @classmethod
+    def from_config(cls, cfg: TrackHeadConfig) -> TrackPredictor:
+        """The tracker of a `TrackHeadConfig` (VGGT's TrackHead passes exactly these)."""
+        return cls(
+            stride=cfg.stride,
+            corr_levels=cfg.corr_levels,
+            corr_radius=cfg.corr_radius,
+            latent_dim=cfg.latent_dim,
+            hidden_size=cfg.hidden_size,
+            depth=cfg.tracker_depth,
+            predict_conf=cfg.predict_conf,
+        )
 
     def forward(
         self, query_points: Tensor, fmaps: Tensor, iters: int, apply_sigmoid: bool = True

@@ -61,28 +61,23 @@ class PAGE4DModel(nn.Module):
         self.point_head = self.depth_head = None
         if cfg.dpt is not None:
             d = cfg.dpt
+
+            def dense_head(output_dim: int, activation: str, conf_activation: str) -> DPTHead:
+                return DPTHead(
+                    dim_in,
+                    cfg.patch_size,
+                    d.features,
+                    d.out_channels,
+                    d.intermediate_layer_idx,
+                    output_dim=output_dim,
+                    activation=activation,
+                    conf_activation=conf_activation,
+                )
+
             if d.enable_point:
-                self.point_head = DPTHead(
-                    dim_in,
-                    cfg.patch_size,
-                    d.features,
-                    d.out_channels,
-                    d.intermediate_layer_idx,
-                    output_dim=4,
-                    activation=d.point_activation,
-                    conf_activation=d.point_conf_activation,
-                )
+                self.point_head = dense_head(4, d.point_activation, d.point_conf_activation)
             if d.enable_depth:
-                self.depth_head = DPTHead(
-                    dim_in,
-                    cfg.patch_size,
-                    d.features,
-                    d.out_channels,
-                    d.intermediate_layer_idx,
-                    output_dim=2,
-                    activation=d.depth_activation,
-                    conf_activation=d.depth_conf_activation,
-                )
+                self.depth_head = dense_head(2, d.depth_activation, d.depth_conf_activation)
         self.track_head = None
         if cfg.track_head is not None:
             self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head)
