@@ -271,3 +271,14 @@ def test_find_runs_and_comparison_rows(tmp_path):
     assert runs.table_columns(rows[1:]) == ["run", "arm", "mask_iou"]
     with pytest.raises(FileNotFoundError):
         runs.find_runs(tmp_path / "absent")
+
+
+def test_a_finished_cell_with_an_unreadable_metrics_file_says_so(tmp_path):
+    from page4d.sweep import _scalar_metrics
+
+    (tmp_path / "metrics.json").write_text("{not json")
+    assert "unreadable metrics.json" in _scalar_metrics(tmp_path)["metrics_error"]
+    (tmp_path / "metrics.json").write_text("[1, 2]")
+    assert "holds a list" in _scalar_metrics(tmp_path)["metrics_error"]
+    (tmp_path / "metrics.json").write_text('{"mask_iou": 0.5, "note": "x", "ok": true}')
+    assert _scalar_metrics(tmp_path) == {"mask_iou": 0.5}

@@ -401,10 +401,10 @@ def _scalar_metrics(cell_dir: Path) -> dict[str, Any]:
     path = cell_dir / METRICS_FILE
     try:
         data = read_json(path) if path.is_file() else {}
-    except ValueError:
-        return {}
+    except ValueError as err:  # shown in the summary instead of silently dropping the cell's numbers
+        return {"metrics_error": f"unreadable {path.name}: {err}"}
     if not isinstance(data, dict):
-        return {}
+        return {"metrics_error": f"{path.name} holds a {type(data).__name__}, not an object"}
     return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
