@@ -49,7 +49,7 @@ class AblationParams:
     holdout: int = 4
     arms: tuple[str, ...] = ("none", "bce", "bce+boundary", "bce+boundary+temporal")
     seeds: tuple[int, ...] = (0, 1)
-    steps: int = 40
+    steps: int = 300
     preset: str = "tiny"
     image_size: tuple[int, int] = (112, 154)
     checkpoint: str = ""

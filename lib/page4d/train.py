@@ -29,8 +29,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from page4d.data import Scene, load_scene, scene_to_batch
+from page4d.evaluate import evaluate
 from page4d.losses import LossConfig, compute_mask_supervision_loss, compute_total_loss, loss_dict_to_floats
 from page4d.model import build_model, load_checkpoint, preset
+
+__all__ = ["TrainConfig", "train", "evaluate", "build_training_model", "apply_freeze", "FREEZE_STRATEGIES"]
 
 Freeze = Literal["mask_head_only", "middle_blocks", "all"]
 FREEZE_STRATEGIES = ("mask_head_only", "middle_blocks", "all")
