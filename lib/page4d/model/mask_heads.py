@@ -120,7 +120,10 @@ class OfficialMaskHead(nn.Module):
     -> 1x1, then `m = sigmoid(x + mean_c(standardised)) - 0.5` on patch keys with gain `scale * schedule`.
 
     `m` near +0.5 means "attend more", so the dynamic logit is minus the pre-sigmoid value. The schedule
-    step advances once per training-mode forward, exactly as in the release.
+    step advances once per training-mode forward, exactly as in the release. One deliberate difference: the
+    release also sets `requires_grad=False` on the head once the gain reaches 0; here the head stays
+    trainable (mask supervision can still train it, and the zero gain already removes its effect).
+    The presets hold the full gain forever (`hold_start = hold_end = 2**31 - 1`); set both to schedule it.
     """
 
     def __init__(self, dim: int, cfg: MaskHeadConfig) -> None:
