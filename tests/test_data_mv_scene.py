@@ -77,7 +77,10 @@ def _query_point_hits(scene) -> int:
     for t in torch.unique(q[:, 0]).long().tolist():
         ti = scene.times.index(t)
         rows = q[q[:, 0] == t, 1:]
-        xy, z = project_points(rows, scene.intrinsics[ti].double(), scene.extrinsics[ti].double())  # [V, n]
+        views = scene.intrinsics.shape[1]
+        xy, z = project_points(  # one camera per view: [V, n]
+            rows.expand(views, -1, -1), scene.intrinsics[ti].double(), scene.extrinsics[ti].double()
+        )
         observed, inside = sample_nearest(scene.depths[ti].double(), xy)
         ok = inside & (observed > 0) & ((z - observed).abs() < 0.05 * observed)
         hits += int(ok.any(dim=0).sum())

@@ -1,4 +1,4 @@
-"""Pinhole projection with world-to-camera OpenCV extrinsics, and the cross-view depth check.
+"""The cross-view depth check (projection itself is `page4d.geometry`, re-exported here).
 
 The depth check is how the conventions of a new scene folder are verified (and how the README of
 ``mv_scene`` established them): unproject view i's depth, project into view j, compare z with view j's
@@ -12,32 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-
-def project_points(
-    points: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """World points [..., N, 3] -> (pixels [..., N, 2] as (x = column, y = row), camera z [..., N]).
-
-    intrinsics [..., 3, 3] and extrinsics [..., 3, 4] (world-to-camera) broadcast over the leading dims.
-    """
-    R, t = extrinsics[..., :3, :3], extrinsics[..., :3, 3]
-    cam = points @ R.transpose(-1, -2) + t[..., None, :]
-    z = cam[..., 2]
-    pix = cam @ intrinsics.transpose(-1, -2)
-    return pix[..., :2] / z[..., None], z
-
-
-def unproject_depth(depth: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
-    """z-depth [H, W] -> world points [H, W, 3] (invalid pixels give camera-centre points; mask them)."""
-    H, W = depth.shape
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=depth.dtype), torch.arange(W, dtype=depth.dtype), indexing="ij"
-    )
-    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)
-    rays = pix @ torch.linalg.inv(intrinsics).T
-    cam = rays * depth[..., None]
-    R, t = extrinsics[:3, :3], extrinsics[:3, 3]
-    return (cam - t) @ R  # R^T (X_cam - t), row-vector form
+from page4d.geometry import depth_to_world_points as unproject_depth
+from page4d.geometry import project_points
 
 
 def sample_nearest(image: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
