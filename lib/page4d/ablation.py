@@ -7,6 +7,7 @@ the training scene, or every time step of another scene (`eval_root`).
 
     params = AblationParams(train_root="...", arms=("none", "bce"), seeds=(0, 1), steps=100)
     metrics = run_ablation(params)      # also written to <output_dir>/metrics.json
+    print(runs.format_table(summary_rows(metrics)))
 """
 
 from __future__ import annotations
@@ -191,14 +192,6 @@ def summary_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any
             row[key] = f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ±{half:.{digits}f}")
         rows.append(row)
     return rows
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    cols = list(rows[0]) if rows else []
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
 
 
 def ablation_figure(

@@ -12,14 +12,12 @@ export_cost(model, images)         # time and memory with vs without exporting m
 from __future__ import annotations
 
 import dataclasses
-import random
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -28,6 +26,7 @@ from torch.utils._pytree import tree_leaves
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.model import MaskHeadOutput, build_model, load_checkpoint, preset, upsample_mask_logits
 from page4d.model.vggt import PAGE4DModel
+from page4d.train import set_determinism  # noqa: F401  (the notebooks call extract.set_determinism)
 
 # What each exported key holds (multi-view input [B, T, V, 3, H, W]; h = H / 14, w = W / 14).
 KEY_MEANING = {
@@ -46,16 +45,6 @@ KEY_MEANING = {
     "mask_head.query_gain": "per query row gain r_i (camera/register rows only)",
     "mask_head.key_bias": "per key additive bias c_j (patch keys only)",
 }
-
-
-def set_determinism(seed: int, threads: int = 1) -> None:
-    """Seeds, deterministic kernels and a fixed thread count: identical numbers (and PNGs) per run."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
 
 
 def load_model(preset_name: str, checkpoint: str | Path = "", seed: int = 0) -> tuple[PAGE4DModel, str]:

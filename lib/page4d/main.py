@@ -50,9 +50,9 @@ def run(overrides: dict[str, str], out_dir: Path | None = None, quiet: bool = Fa
         f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}  |  "
         f"seeds {list(used['seeds'])}  |  steps {used['steps']}"
     )
-    print(ablation.format_rows(ablation.summary_rows(metrics)))
+    print(runs.format_table(ablation.summary_rows(metrics)))
     print("\nheld-out mask IoU per view:")
-    print(ablation.format_rows(ablation.per_view_rows(metrics)))
+    print(runs.format_table(ablation.per_view_rows(metrics)))
     return metrics
 
 

@@ -73,7 +73,7 @@ class TrainConfig:
         return LossConfig.for_arm(self.arm, **self.loss_overrides)
 
 
-def set_determinism(seed: int, threads: int | None, deterministic: bool) -> None:
+def set_determinism(seed: int, threads: int | None = None, deterministic: bool = True) -> None:
     """Seeds + deterministic kernels + a fixed thread count give identical runs on CPU."""
     random.seed(seed)
     np.random.seed(seed)
