@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from page4d.bench import QUICK, run_benchmark
+from page4d.bench import QUICK, format_result, run_benchmark
 from page4d.bench.__main__ import main
 from page4d.bench.common import paired_ratio, peak_memory, saved_tensor_bytes, time_interleaved
 from page4d.bench.frames_scaling import loglog_slope
@@ -142,3 +142,11 @@ def test_notebooks_empty_dir_and_one_notebook(tmp_path):
     json.dumps(out)
     assert [e["name"] for e in out["notebooks"]] == ["one.ipynb"]
     assert out["all_ok"] and out["within_target"] and out["total_s"] > 0
+
+
+def test_ablation_budget_benchmark_reports_every_cell_and_the_budget():
+    out = run_benchmark("ablation", quick=True, threads=1)
+    assert out["arms"] == ["untrained", "none", "bce"] and not out["failed"]
+    assert [c["trained_steps"] for c in out["cells"]] == [0, 2, 2]
+    assert out["total_s"] > 0 and out["budget_s"] == 600.0 and isinstance(out["within_budget"], bool)
+    assert "budget <= 600 s" in format_result("ablation", out)

@@ -202,3 +202,120 @@ def test_trajectory_errors_are_loud():
     with pytest.raises(ValueError, match="align"):
         trajectory_metrics(line, line, align="sim2")
     assert trajectory_metrics(np.asarray(line), np.asarray(line), align="none")["ate"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# threshold-free mask scores and calibration
+# --------------------------------------------------------------------------------------------------
+def _reference_average_precision(scores: list[float], labels: list[int]) -> float:
+    """Step-wise AP by brute force: for each distinct threshold from high to low, (R_n - R_n-1) P_n."""
+    n_pos = sum(labels)
+    ap, prev_recall = 0.0, 0.0
+    for thr in sorted(set(scores), reverse=True):
+        picked = [lab for s, lab in zip(scores, labels, strict=True) if s >= thr]
+        tp = sum(picked)
+        recall = tp / n_pos
+        ap += (recall - prev_recall) * tp / len(picked)
+        prev_recall = recall
+    return ap
+
+
+def test_average_precision_matches_a_brute_force_reference_with_ties():
+    from page4d.metrics import mask_average_precision
+
+    gen = torch.Generator().manual_seed(3)
+    prob = (torch.rand(2, 6, 7, generator=gen) * 8).round() / 8  # many ties
+    gt = (torch.rand(2, 6, 7, generator=gen) < 0.3).double()
+    ref = _reference_average_precision(prob.flatten().tolist(), gt.flatten().int().tolist())
+    assert mask_average_precision(prob, gt) == pytest.approx(ref, abs=1e-12)
+    # perfect ranking -> 1; a constant -> the positive share; valid frames only; no positive -> NaN
+    assert mask_average_precision(gt, gt) == pytest.approx(1.0)
+    share = float(gt.mean())
+    assert mask_average_precision(torch.full_like(gt, 0.3), gt) == pytest.approx(share)
+    valid = torch.tensor([True, False])
+    ref0 = _reference_average_precision(prob[0].flatten().tolist(), gt[0].flatten().int().tolist())
+    assert mask_average_precision(prob, gt, valid) == pytest.approx(ref0, abs=1e-12)
+    assert math.isnan(mask_average_precision(prob, torch.zeros_like(gt)))
+    with pytest.raises(ValueError, match="sigmoid"):
+        mask_average_precision(prob * 4 - 2, gt)
+
+
+def test_calibration_error_and_class_means_on_hand_values():
+    from page4d.metrics import best_iou_threshold, expected_calibration_error, mean_probability_by_class
+
+    gt = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).reshape(1, 2, 2)
+    calibrated = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).reshape(1, 2, 2)
+    assert expected_calibration_error(calibrated, gt) == pytest.approx(0.0)
+    half = torch.full((1, 2, 2), 0.5)
+    assert expected_calibration_error(half, gt) == pytest.approx(0.0)  # 0.5 is the frequency here
+    assert expected_calibration_error(half, torch.zeros_like(gt)) == pytest.approx(0.5)
+    means = mean_probability_by_class(torch.tensor([[0.9, 0.7], [0.2, 0.0]])[None], gt)
+    assert means == pytest.approx({"static": 0.1, "dynamic": 0.8, "dynamic_share": 0.5})
+    # a model whose dynamic scores sit at 0.3 is best thresholded below 0.3
+    prob = torch.tensor([[0.3, 0.3], [0.1, 0.1]])[None]
+    thr, iou = best_iou_threshold(prob, gt)
+    assert thr <= 0.3 and iou == pytest.approx(1.0)
+
+
+def test_relative_pose_error_over_explicit_pairs():
+    """Two views over three times: a temporal pair skips the (t, last view) -> (t+1, first view) wrap."""
+    from page4d.evaluate import camera_pairs
+    from page4d.metrics import trajectory_errors
+
+    temporal, inter_view = camera_pairs(3, 2)
+    assert temporal == [(0, 2), (1, 3), (2, 4), (3, 5)]
+    assert inter_view == [(0, 1), (2, 3), (4, 5)]
+    rots, centres = _helix(6)
+    gt = torch.stack([_w2c(r, c) for r, c in zip(rots, centres, strict=True)])
+    pred = gt.clone()
+    pred[3] = _w2c(_rot("z", math.radians(4.0)) @ rots[3], centres[3])  # view 1 at t=1 is rotated
+    err = trajectory_errors(pred, gt, align="none", pairs=temporal + inter_view)
+    rot = err["rpe_rot_deg"].tolist()
+    # pairs touching frame 3: temporal (1,3), (3,5) and inter-view (2,3) -> 4 degrees each
+    assert [round(r, 6) for r in rot] == [0.0, 4.0, 0.0, 4.0, 0.0, 4.0, 0.0]
+
+
+def _evo_path(extrinsics: torch.Tensor):
+    from evo.core import trajectory
+
+    poses = []
+    for e in extrinsics.double().numpy():
+        w2c = np.eye(4)
+        w2c[:3] = e
+        poses.append(np.linalg.inv(w2c))  # evo holds camera-to-world poses
+    return trajectory.PosePath3D(poses_se3=poses)
+
+
+def test_ate_and_rpe_agree_with_evo():
+    """Cross-check against the reference implementation (evo): Sim(3)-aligned APE and delta-1 RPE."""
+    import copy
+
+    from evo.core import metrics as evo_metrics
+
+    gen = torch.Generator().manual_seed(0)
+    rots, centres = _helix(12)
+    gt = torch.stack([_w2c(r, c) for r, c in zip(rots, centres, strict=True)])
+    s, rot, t = 0.5, _rot("x", 0.4) @ _rot("z", 1.0), torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
+    noisy = []
+    for r, c in zip(rots, centres, strict=True):
+        wobble = _rot("z", 0.05 * float(torch.randn(1, generator=gen))) @ _rot(
+            "x", 0.05 * float(torch.randn(1, generator=gen))
+        )
+        c_noisy = c + 0.05 * torch.randn(3, generator=gen, dtype=torch.float64)
+        noisy.append(_w2c(rot @ wobble @ r, s * rot @ c_noisy + t))
+    pred = torch.stack(noisy)
+    ours = trajectory_metrics(pred, gt, align="sim3")
+
+    ref, est = _evo_path(gt), _evo_path(pred)
+    est_aligned = copy.deepcopy(est)
+    est_aligned.align(ref, correct_scale=True)
+    ape = evo_metrics.APE(evo_metrics.PoseRelation.translation_part)
+    ape.process_data((ref, est_aligned))
+    assert ours["ate"] == pytest.approx(ape.get_statistic(evo_metrics.StatisticsType.rmse), rel=1e-9)
+    for relation, key in (
+        (evo_metrics.PoseRelation.translation_part, "rpe_trans"),
+        (evo_metrics.PoseRelation.rotation_angle_deg, "rpe_rot_deg"),
+    ):
+        rpe = evo_metrics.RPE(relation, delta=1, delta_unit=evo_metrics.Unit.frames, all_pairs=False)
+        rpe.process_data((ref, est_aligned))
+        assert ours[key] == pytest.approx(rpe.get_statistic(evo_metrics.StatisticsType.rmse), rel=1e-7)

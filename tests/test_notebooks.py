@@ -1,8 +1,10 @@
 """Notebooks 01-04 tested as code.
 
-- nbval: each committed notebook re-executes and its stored text outputs (shapes, keys, rounded
-  metrics) must match, with notebooks/sanitize.cfg for volatile text. Run as a pytest subprocess per
-  notebook, with PAGE4D_OUTPUTS pointing at a temporary folder (no run folders left in the repo).
+- nbval: the committed notebooks whose text outputs are the same on any CPU (shapes, keys, rounded
+  metrics of fixed computations) re-execute and must match, with notebooks/sanitize.cfg for volatile
+  text. Run as a pytest subprocess per notebook, with PAGE4D_OUTPUTS pointing at a temporary folder
+  (no run folders left in the repo). Notebooks 03 and 04 show training outcomes, which depend on the
+  CPU's SIMD path and BLAS build: they are not compared by nbval; pytest asserts on what they record.
 - papermill: each notebook executes into tmp_path with small parameters, and the values it records
   (summary.json / metrics.json / figures) are checked.
 """
@@ -23,12 +25,13 @@ from conftest import REPO_ROOT
 NOTEBOOKS = REPO_ROOT / "notebooks"
 SANITIZE = NOTEBOOKS / "sanitize.cfg"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-NBVAL_NOTEBOOKS = [
+ALL_NOTEBOOKS = [
     "01_extract_mask_logits.ipynb",
     "02_mask_overlays.ipynb",
     "03_ablation_mask_supervision.ipynb",
     "04_compare_runs.ipynb",
 ]
+NBVAL_NOTEBOOKS = ALL_NOTEBOOKS[:2]
 
 
 def write_example_runs(root: Path) -> Path:
@@ -117,9 +120,19 @@ def test_committed_outputs_match_a_fresh_run_nbval(name, tmp_path):
     assert proc.returncode == 0, f"nbval failed for {name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
 
 
-@pytest.mark.parametrize("name", NBVAL_NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_committed_notebooks_keep_their_figures_and_no_machine_paths(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: committed without its figures"
+    text = json.dumps(outputs)
+    for bad in ("/tmp/", "/work/", "/home/", "VBox(children=", "JSONDecodeError"):
+        assert bad not in text, f"{name}: stored output contains {bad!r}"
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_parameters_are_annotated_and_readable_by_papermill(name):
-    from page4d.sweep import notebook_parameters
+    from page4d.notebook_params import notebook_parameters
 
     params = notebook_parameters(NOTEBOOKS / name)  # raises for a line papermill would skip
     assert "output_dir" in params
@@ -198,7 +211,8 @@ def test_compare_notebook_reads_every_run_folder(tmp_path):
 
 
 def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frames(tmp_path):
-    """The issue's check, CI-sized: train on mv_scene's first 12 steps, evaluate on its last 4."""
+    """CI-sized: train on mv_scene's first 12 steps, evaluate on its last 4; mask terms only, so `none`
+    has nothing to train and must come back named `untrained`."""
     from conftest import MV_SCENE
 
     run = _execute(
@@ -208,13 +222,18 @@ def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frame
         arms="none,bce",
         seeds="0",
         steps=40,
+        geometry=False,
+        freeze="mask_head_only",
         threads=1,
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["params"]["eval_times_used"] == [12, 13, 14, 15]
     assert metrics["params"]["train_times_used"] == list(range(12))
-    none, bce = metrics["arms"]["none"], metrics["arms"]["bce"]
-    assert bce["mask_iou"] > none["mask_iou"] + 0.05, (bce["mask_iou"], none["mask_iou"])
-    assert none["per_seed"][0]["trained_steps"] == 0  # geometry off: nothing to learn without masks
+    assert list(metrics["arms"]) == ["untrained", "bce"]
+    untrained, bce = metrics["arms"]["untrained"], metrics["arms"]["bce"]
+    assert bce["mask_ap"] > untrained["mask_ap"] + 0.1, (bce["mask_ap"], untrained["mask_ap"])
+    assert bce["mask_ap"] > metrics["floors"]["all_dynamic"]["mask_ap"] + 0.1
+    assert untrained["per_seed"][0]["trained_steps"] == 0
     assert bce["per_seed"][0]["mask_frames"] == 16
-    assert _is_png(run / "ablation_metrics.png") and _is_png(run / "training_loss.png")
+    for png in ("ablation_metrics.png", "training_loss.png", "held_out_overlays.png"):
+        assert _is_png(run / png), png

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import REPO_ROOT
-from page4d import runs, sweep
+from page4d import notebook_params, notebook_runner, runs, sweep
 
 PARAMS_SOURCE = """\
 x: int = 1  # the swept value
@@ -80,9 +80,9 @@ def test_values_are_parsed_with_the_declared_types(notebook, tmp_path):
     assert plan.cells[0].dir == tmp_path / "out" / "tiny" / "x=1,scale=0.001,flag=True"
     assert plan.passes_output_dir
     assert not (tmp_path / "out").exists()  # planning writes nothing
-    with pytest.raises(sweep.SweepError, match="x \\(int\\): cannot parse '1.5'"):
+    with pytest.raises(notebook_params.ParameterError, match="x \\(int\\): cannot parse '1.5'"):
         sweep.plan_sweep(notebook, ["x=1.5"], tmp_path / "out")
-    with pytest.raises(sweep.SweepError, match="flag"):
+    with pytest.raises(notebook_params.ParameterError, match="flag"):
         sweep.plan_sweep(notebook, ["flag=maybe"], tmp_path / "out")
 
 
@@ -96,12 +96,12 @@ def test_a_parameter_papermill_cannot_read_is_reported(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "p.ipynb")
     # papermill skips any line with two '=' (here one is in the comment); a sweep must not
-    with pytest.raises(sweep.SweepError, match=r"cannot read parameter\(s\) \['lr'\]"):
-        sweep.notebook_parameters(tmp_path / "p.ipynb")
+    with pytest.raises(notebook_params.ParameterError, match=r"cannot read parameter\(s\) \['lr'\]"):
+        notebook_params.notebook_parameters(tmp_path / "p.ipynb")
 
 
 def test_split_values_and_cell_ids_escape_separators():
-    assert sweep.split_values("[1,2],[3,4],'a,b'") == ["[1,2]", "[3,4]", "'a,b'"]
+    assert notebook_params.split_values("[1,2],[3,4],'a,b'") == ["[1,2]", "[3,4]", "'a,b'"]
     assert sweep.cell_id({"label": "a/b,c=d", "x": 2}) == "label=a%2Fb%2Cc%3Dd,x=2"
     assert len(sweep.cell_id({"label": "z" * 500})) < 200
 
@@ -181,7 +181,9 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
     proc = _cli(*args, start_new_session=True)
     try:
         deadline = time.time() + 90
-        while not ((cells[0] / runs.DONE_FILE).exists() and (cells[1] / sweep.RUNNING_FILE).exists()):
+        while not (
+            (cells[0] / runs.DONE_FILE).exists() and (cells[1] / notebook_runner.RUNNING_FILE).exists()
+        ):
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "the sweep did not reach its second cell"
             time.sleep(0.2)
@@ -191,7 +193,7 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
     assert not (cells[1] / runs.DONE_FILE).exists() and not cells[2].exists()
     first_done = (cells[0] / runs.DONE_FILE).read_bytes()
     first_mtimes = {p.name: p.stat().st_mtime_ns for p in cells[0].iterdir()}
-    assert sweep.cell_state(cells[1]) == "interrupted"
+    assert notebook_runner.run_state(cells[1]) == "interrupted"
 
     gate.unlink()
     proc = _cli(*args)
@@ -274,7 +276,7 @@ def test_find_runs_and_comparison_rows(tmp_path):
 
 
 def test_a_finished_cell_with_an_unreadable_metrics_file_says_so(tmp_path):
-    from page4d.sweep import _scalar_metrics
+    _scalar_metrics = runs.flat_metrics  # the one reader the sweep summary and notebook 04 share
 
     (tmp_path / "metrics.json").write_text("{not json")
     assert "unreadable metrics.json" in _scalar_metrics(tmp_path)["metrics_error"]

@@ -1,73 +1,138 @@
-"""With vs without mask supervision: train each arm for each seed, evaluate on held-out frames.
+"""With vs without mask supervision: paired arms, trained the same way minus the one thing tested.
 
-Every arm starts from the same weights for a given seed (the preset's random initialisation, or a
-checkpoint) and trains with `LossConfig.for_arm(arm)`; geometry terms are shared by all arms when
-`geometry=True`. Evaluation uses frames no arm trained on: by default the last `holdout` time steps of
-the training scene, or every time step of another scene (`eval_root`).
+For a given seed every arm starts from bit-identical weights (the model is built right after seeding
+torch with that seed, or loaded from `checkpoint`) and trains on the same clip order (the trainer draws
+clips from the seed alone); `init_digest` in metrics.json records the starting weights of every
+(arm, seed), so the pairing can be checked. Arms:
 
-    params = AblationParams(train_root="...", arms=("none", "bce"), seeds=(0, 1), steps=100)
+- ``untrained``: the starting model, evaluated as is (the floor any training must beat).
+- ``none``: the same training as every other arm minus the mask terms. With ``geometry=True`` this
+  is PAGE-4D's own recipe (the head learns only through its attention bias); with geometry off there
+  is nothing to train, so ``none`` is reported as ``untrained`` (never as a trained "without" arm).
+- ``bce``, ``bce+boundary``, ``bce+boundary+temporal``: mask terms (``LossConfig.for_arm``), with
+  the geometry terms when ``geometry=True``; ``<arm>+backbone`` lets the mask loss reach the backbone.
+
+Evaluation uses frames no arm trained on (the last `holdout` time steps, or `eval_root`). The decision
+threshold for `mask_iou_tuned` is chosen on the *training* frames. Each finished (arm, seed) cell is
+written to ``<output_dir>/cells/`` at once, so an interrupted ablation resumes where it stopped, and a
+cell that fails is recorded with its error while the other cells go on.
+
+    params = AblationParams(train_root="...", arms=("none", "bce"), seeds=(0, 1, 2), steps=100)
     metrics = run_ablation(params)      # also written to <output_dir>/metrics.json
-    print(runs.format_table(summary_rows(metrics)))
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import hashlib
+import json
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+import torch
+from tqdm.auto import tqdm
 
-from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import evaluate
+from page4d.ablation_stats import summarize_arms
+from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
+from page4d.evaluate import choose_threshold, evaluate, predict_scene
 from page4d.losses import ARM_NAMES, LossConfig
-from page4d.runs import write_json
-from page4d.train import TrainConfig, build_training_model, train
+from page4d.runs import read_json, write_json
+from page4d.train import TrainConfig, build_training_model, train, weights_digest
 
-METRIC_KEYS = (
-    "mask_iou",
-    "mask_f",
-    "mask_jf",
-    "depth_abs_rel",
-    "depth_delta1",
-    "ate",
-    "rpe_trans",
-    "rpe_rot",
-)
 NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the backbone (no detach)
+UNTRAINED = "untrained"
+CELLS_DIR = "cells"
+PREDICTIONS_DIR = "predictions"
+
+
+def default_synthetic_scene(seed: int = 0) -> SyntheticSceneConfig:
+    """The main job's built-in scene: 12 steps of 4 orbiting cameras (3 degrees per step) around a room
+    with 3 large movers, rendered at the ablation's 112 x 154 so no resize is involved.
+
+    Both real and earlier synthetic data were static rigs, where a camera metric cannot show an effect
+    of suppressing movers; here the cameras move and the movers cover a sizeable share of each view.
+    """
+    return SyntheticSceneConfig(
+        seed=seed,
+        times=12,
+        views=4,
+        height=112,
+        width=154,
+        orbit_deg_per_step=3.0,
+        num_movers=3,
+        mover_size=(0.45, 0.6),
+        mover_speed=0.2,
+    )
 
 
 @dataclass
 class AblationParams:
-    train_root: str = ""  # empty = generate a synthetic scene into <output_dir>/synthetic_scene
+    train_root: str = ""  # empty = generate `default_synthetic_scene` into <output_dir>/synthetic_scene
     eval_root: str = ""  # empty = the training scene, its last `holdout` time steps held out
     train_times: list[int] | None = None
     eval_times: list[int] | None = None
     holdout: int = 4
-    arms: tuple[str, ...] = ("none", "bce", "bce+boundary", "bce+boundary+temporal")
-    seeds: tuple[int, ...] = (0, 1)
-    steps: int = 300
+    arms: tuple[str, ...] = (UNTRAINED, "none", "bce")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 120
     preset: str = "tiny"
     image_size: tuple[int, int] = (112, 154)
     checkpoint: str = ""
-    freeze: str = "mask_head_only"
+    freeze: str = "middle_blocks"
     geometry: bool = True
     clip_times: int = 2
     lr: float = 5e-3
+    pos_weight: str = "auto"  # "auto", "none" (unweighted BCE) or a number
     output_dir: str = ""
     synthetic_seed: int = 0
 
 
 def arm_config(arm: str) -> tuple[str, bool]:
     """(loss arm, detach) for an arm name; `<arm>+backbone` = the same losses without the detach."""
+    if arm == UNTRAINED:
+        return "none", True
     base, detach = (arm[: -len(NO_DETACH_SUFFIX)], False) if arm.endswith(NO_DETACH_SUFFIX) else (arm, True)
     if base not in ARM_NAMES:
-        raise ValueError(f"unknown arm {arm!r}; valid: {list(ARM_NAMES)} (each optionally +backbone)")
+        raise ValueError(
+            f"unknown arm {arm!r}; valid: {UNTRAINED!r}, {list(ARM_NAMES)} (each optionally +backbone)"
+        )
     return base, detach
+
+
+def parse_pos_weight(text: str | float | None) -> str | float | None:
+    """`LossConfig.pos_weight` from the ablation parameter: "auto", "none" -> None, or a number > 0."""
+    if text is None or (isinstance(text, str) and text.strip().lower() == "none"):
+        return None
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise ValueError(f"pos_weight must be 'auto', 'none' or a number > 0, got {text!r}") from err
+    if not value > 0:
+        raise ValueError(f"pos_weight must be > 0, got {value}")
+    return value
+
+
+def resolve_arms(params: AblationParams) -> tuple[list[str], list[str]]:
+    """The arms as they will be reported, and notes on renamings (`none` without geometry)."""
+    arms, notes = [], []
+    for arm in params.arms:
+        arm_config(arm)  # validates the name
+        if arm == "none" and not params.geometry:
+            notes.append(
+                "'none' with geometry=False trains nothing (no mask terms, no geometry terms): "
+                f"reported as {UNTRAINED!r}"
+            )
+            arm = UNTRAINED
+        if arm in arms:
+            raise ValueError(f"arm {arm!r} given twice in {list(params.arms)}")
+        arms.append(arm)
+    return arms, notes
 
 
 def split_times(
@@ -84,95 +149,42 @@ def split_times(
     return list(params.train_times or train_times_all), list(params.eval_times or eval_times_all)
 
 
-def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of a t-distribution 95% interval over seeds (NaN half-width for n < 2)."""
-    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    if arr.size < 2:
-        return float(arr.mean()), float("nan")
-    half = stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size)
-    return float(arr.mean()), float(half)
+def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
+    """The training configuration of one (arm, seed): identical across arms except the mask terms
+    (and the detach for `+backbone` arms)."""
+    loss_arm, detach = arm_config(arm)
+    overrides: dict[str, Any] = {"pos_weight": parse_pos_weight(params.pos_weight)}
+    if not params.geometry:
+        overrides.update(use_camera=False, use_depth=False, use_point=False)
+    return TrainConfig(
+        preset=params.preset,
+        arm=loss_arm,
+        steps=params.steps,
+        freeze=params.freeze,
+        seed=seed,
+        checkpoint=params.checkpoint or None,
+        detach_mask_input=detach,
+        clip_times=params.clip_times,
+        lr=params.lr,
+        loss_overrides=overrides,
+    )
 
 
-def summarize_arm(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in METRIC_KEYS:
-        mean, half = mean_ci95([r[key] for r in per_seed])
-        out[key] = mean
-        out[f"{key}_ci95"] = half
-    return out
+def initial_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The starting model of a seed: torch is seeded with `cfg.seed` right before the build, so every
+    arm of one seed starts from the same weights whatever ran before it."""
+    torch.manual_seed(cfg.seed)
+    return build_training_model(cfg)
 
 
-def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any]:
-    """Train/evaluate every (arm, seed); writes and returns the metrics.json structure."""
-    out_dir = Path(params.output_dir) if params.output_dir else None
-    if out_dir is None:
-        raise ValueError("AblationParams.output_dir is required (the run folder)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_root = params.train_root
-    if not train_root:
-        train_root = str(
-            generate_synthetic_scene(
-                out_dir / "synthetic_scene", SyntheticSceneConfig(seed=params.synthetic_seed)
-            )
-        )
-    size = tuple(params.image_size)
-    train_scene = load_scene(train_root, image_size=size)
-    same = not params.eval_root or Path(params.eval_root).resolve() == Path(train_root).resolve()
-    eval_scene = train_scene if same else load_scene(params.eval_root, image_size=size)
-    train_times, eval_times = split_times(params, train_scene.times, same, eval_scene.times)
-    arms = {}
-    for arm in params.arms:
-        loss_arm, detach = arm_config(arm)
-        per_seed = []
-        for seed in params.seeds:
-            cfg = TrainConfig(
-                preset=params.preset,
-                arm=loss_arm,
-                steps=params.steps,
-                freeze=params.freeze,
-                seed=seed,
-                checkpoint=params.checkpoint or None,
-                detach_mask_input=detach,
-                clip_times=params.clip_times,
-                lr=params.lr,
-                loss_overrides={}
-                if params.geometry
-                else {"use_camera": False, "use_depth": False, "use_point": False},
-            )
-            t0 = time.perf_counter()
-            model = build_training_model(cfg)
-            trained_steps = 0
-            if has_any_term(cfg.loss_config(), train_scene.masks is not None):
-                model, _ = train(
-                    cfg,
-                    train_scene,
-                    train_times=train_times,
-                    output_dir=out_dir / "train" / f"{safe(arm)}_seed{seed}",
-                    model=model,
-                    progress=progress,
-                )
-                trained_steps = params.steps
-            result = evaluate(model, eval_scene, times=eval_times, clip_times=max(params.clip_times, 2))
-            result.update(seed=seed, trained_steps=trained_steps, train_seconds=time.perf_counter() - t0)
-            per_seed.append(result)
-        arms[arm] = {**summarize_arm(per_seed), "per_seed": per_seed}
-    metrics = {
-        "arms": arms,
-        "params": {
-            **dataclasses.asdict(params),
-            "train_root": str(train_root),
-            "train_times_used": train_times,
-            "eval_times_used": eval_times,
-        },
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
+def baseline_arm(arms: list[str]) -> str:
+    """What every arm is paired against: `none` (the same training minus the mask terms) when it ran;
+    with geometry off `none` trains nothing, so the untrained model is the honest "without"."""
+    return "none" if "none" in arms else UNTRAINED
 
 
 def has_any_term(loss_cfg: LossConfig, has_masks: bool) -> bool:
-    """False when an arm has nothing to learn from (e.g. `none` with geometry off): it is evaluated as is."""
+    """False when an arm has nothing to learn from (e.g. `none` with geometry off)."""
     geometry = loss_cfg.use_camera or loss_cfg.use_depth or loss_cfg.use_point
     mask = loss_cfg.use_seganymo_mask and bool(loss_cfg.mask_terms_enabled) and has_masks
     return geometry or mask
@@ -182,69 +194,207 @@ def safe(name: str) -> str:
     return name.replace("+", "_")
 
 
-def summary_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
-    """One row per arm: mean (+-95% CI half-width) of each metric, rounded for display."""
-    rows = []
-    for arm, m in metrics["arms"].items():
-        row: dict[str, Any] = {"arm": arm}
-        for key in METRIC_KEYS:
-            mean, half = m[key], m[f"{key}_ci95"]
-            row[key] = f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ±{half:.{digits}f}")
-        rows.append(row)
-    return rows
+def _params_record(params: AblationParams, train_root: str) -> dict[str, Any]:
+    return json.loads(json.dumps({**dataclasses.asdict(params), "train_root": str(train_root)}))
 
 
-def ablation_figure(
-    metrics: dict[str, Any], keys: tuple[str, ...] = ("mask_iou", "mask_jf", "depth_abs_rel", "ate")
-):
-    """Bar chart per metric: arm means with 95% CI error bars (over seeds) and the per-seed points."""
-    from matplotlib.figure import Figure
-
-    arms = list(metrics["arms"])
-    fig = Figure(figsize=(3.2 * len(keys), 3.2), dpi=100)
-    axes = fig.subplots(1, len(keys))
-    for ax, key in zip(np.atleast_1d(axes), keys, strict=True):
-        means = [metrics["arms"][a][key] for a in arms]
-        halves = [metrics["arms"][a][f"{key}_ci95"] for a in arms]
-        errs = [0.0 if math.isnan(h) else h for h in halves]
-        ax.bar(range(len(arms)), means, yerr=errs, capsize=4, color="#4c72b0", alpha=0.8)
-        for i, a in enumerate(arms):
-            ys = [r[key] for r in metrics["arms"][a]["per_seed"]]
-            ax.plot([i] * len(ys), ys, "k.", ms=5)
-        ax.set_xticks(range(len(arms)), [a.replace("+", "+\n") for a in arms], fontsize=7)
-        ax.set_title(key)
-    fig.tight_layout()
-    return fig
+def _params_digest(record: dict[str, Any]) -> str:
+    keep = {k: v for k, v in record.items() if k not in ("output_dir", "arms", "seeds")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def per_view_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
-    """Held-out mask IoU per view, averaged over seeds, one row per arm."""
-    rows = []
-    for arm, m in metrics["arms"].items():
-        views = sorted({int(v) for r in m["per_seed"] for v in r["mask_iou_per_view"]})
-        row: dict[str, Any] = {"arm": arm}
-        for v in views:
-            vals = [r["mask_iou_per_view"].get(v, r["mask_iou_per_view"].get(str(v))) for r in m["per_seed"]]
-            row[f"view{v}"] = f"{float(np.mean(vals)):.{digits}f}"
-        rows.append(row)
-    return rows
+def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any]:
+    """Train/evaluate every (arm, seed); writes and returns the metrics.json structure.
+
+    Resumes: cells already in ``<output_dir>/cells/`` (same parameters) are read, not rerun. Refuses an
+    output folder whose metrics.json belongs to a finished ablation (runs are records).
+    """
+    if not params.output_dir:
+        raise ValueError("AblationParams.output_dir is required (the run folder)")
+    out_dir = Path(params.output_dir)
+    if (out_dir / "metrics.json").exists():
+        raise FileExistsError(
+            f"{out_dir} already holds a finished ablation (metrics.json); a finished run is never "
+            "overwritten: choose a new output_dir"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arms, notes = resolve_arms(params)
+    parse_pos_weight(params.pos_weight)
+    t_start = time.perf_counter()
+    train_root = params.train_root
+    if not train_root:
+        scene_dir = out_dir / "synthetic_scene"
+        if not scene_dir.exists():
+            generate_synthetic_scene(scene_dir, default_synthetic_scene(params.synthetic_seed))
+        train_root = str(scene_dir)
+    size = tuple(params.image_size)
+    train_scene = load_scene(train_root, image_size=size)
+    same = not params.eval_root or Path(params.eval_root).resolve() == Path(train_root).resolve()
+    eval_scene = train_scene if same else load_scene(params.eval_root, image_size=size)
+    train_times, eval_times = split_times(params, train_scene.times, same, eval_scene.times)
+    record = _params_record(params, train_root)
+    digest = _params_digest(record)
+    _check_mask_gt(arms, train_scene, train_times)
+
+    cells_dir = out_dir / CELLS_DIR
+    cells_dir.mkdir(exist_ok=True)
+    eval_clip = max(params.clip_times, 2)
+    cells: dict[tuple[str, int], dict[str, Any]] = {}
+    todo = [(seed, arm) for seed in params.seeds for arm in arms]
+    bar = tqdm(todo, desc="ablation", disable=not progress)
+    for seed, arm in bar:
+        bar.set_postfix_str(f"{arm} seed {seed}")
+        path = cells_dir / f"{safe(arm)}_seed{seed}.json"
+        if path.is_file():
+            cell = read_json(path)
+            if cell.get("params_digest") != digest:
+                raise ValueError(
+                    f"{path} was computed with other parameters; use a new output_dir for this ablation"
+                )
+        else:
+            cell = _run_cell(
+                params,
+                arm,
+                seed,
+                train_scene,
+                eval_scene,
+                train_times,
+                eval_times,
+                eval_clip,
+                out_dir,
+                progress,
+            )
+            cell["params_digest"] = digest
+            write_json(path, cell)
+        cells[(arm, seed)] = cell
+
+    floors = next((c["result"].get("floors") for c in cells.values() if c["status"] == "ok"), None)
+    metrics = {
+        "arms": summarize_arms(arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=(UNTRAINED,)),
+        "baseline": baseline_arm(arms),
+        "floors": floors,
+        "failed": [
+            {"arm": a, "seed": s, "error": c["error"]} for (a, s), c in cells.items() if c["status"] != "ok"
+        ],
+        "notes": notes,
+        "params": {
+            **record,
+            "arms_reported": arms,
+            "train_times_used": train_times,
+            "eval_times_used": eval_times,
+            "eval_clip_times": eval_clip,
+        },
+        "wall_seconds": time.perf_counter() - t_start,
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
 
 
-def loss_curve_figure(run_dir: str | Path):
-    """Training loss per step of every (arm, seed) run under `<run_dir>/train/`."""
-    import json
+def _check_mask_gt(arms: list[str], scene: Scene, times: list[int]) -> None:
+    """An arm with mask terms on a training set without any GT mask is an error before anything trains."""
+    needs = [a for a in arms if a != UNTRAINED and LossConfig.for_arm(arm_config(a)[0]).mask_terms_enabled]
+    if not needs:
+        return
+    positions = [scene.times.index(t) for t in times]
+    if scene.masks is None or not bool(scene.mask_valid[positions].any()):
+        reason = scene.mask_missing_reason or "no mask frame among the training time steps"
+        raise ValueError(
+            f"arms {needs} supervise masks, but the training frames of {scene.root} have no GT mask "
+            f"({reason}); drop those arms or provide SegAnyMo masks"
+        )
 
-    from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 3.2), dpi=100)
-    ax = fig.subplots()
-    for hist in sorted(Path(run_dir, "train").glob("*/history.json")):
-        steps = json.loads(hist.read_text())
-        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=hist.parent.name, lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    if ax.lines:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+def _run_cell(
+    params: AblationParams,
+    arm: str,
+    seed: int,
+    train_scene: Scene,
+    eval_scene: Scene,
+    train_times: list[int],
+    eval_times: list[int],
+    eval_clip: int,
+    out_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train and evaluate one (arm, seed). A failure is returned as a record (status "failed", the
+    error and its traceback), so the cells that finished before it and after it are kept."""
+    t0 = time.perf_counter()
+    cfg = train_config(params, arm, seed)
+    cell: dict[str, Any] = {"arm": arm, "seed": seed, "status": "ok"}
+    try:
+        model = initial_model(cfg)
+        cell["init_digest"] = weights_digest(model)
+        trained_steps = 0
+        if arm != UNTRAINED and has_any_term(cfg.loss_config(), train_scene.masks is not None):
+            train_dir = out_dir / "train" / f"{safe(arm)}_seed{seed}"
+            _set_aside_incomplete(train_dir)
+            model, history = train(
+                cfg,
+                train_scene,
+                train_times=train_times,
+                output_dir=train_dir,
+                model=model,
+                progress=progress,
+            )
+            trained_steps = params.steps
+            cell["clip_order_digest"] = hashlib.sha256(
+                json.dumps([h.get("clip_start") for h in history]).encode()
+            ).hexdigest()[:16]
+        tuned, why = choose_threshold(model, train_scene, train_times, eval_clip)
+        result = evaluate(
+            model, eval_scene, times=eval_times, clip_times=eval_clip, tuned_threshold=tuned, with_floors=True
+        )
+        result["tuned_threshold_note"] = why
+        cell.update(result=result, trained_steps=trained_steps, final_digest=weights_digest(model))
+        if seed == params.seeds[0]:
+            _save_predictions(model, eval_scene, eval_times, eval_clip, out_dir / PREDICTIONS_DIR, arm)
+    except Exception as exc:  # recorded, not swallowed: metrics.json lists it and the run reports failure
+        cell.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    cell["seconds"] = time.perf_counter() - t0
+    return cell
+
+
+def _set_aside_incomplete(train_dir: Path) -> None:
+    """A training folder without a cell record is an interrupted attempt: keep it, under a new name."""
+    if train_dir.exists():
+        n = 1
+        while (target := train_dir.with_name(f"{train_dir.name}.incomplete-{n}")).exists():
+            n += 1
+        train_dir.rename(target)
+
+
+def _save_predictions(
+    model: torch.nn.Module, scene: Scene, times: list[int], clip_times: int, folder: Path, arm: str
+) -> None:
+    """P(dynamic) on the held-out frames (float16) for the notebook's overlay figures; the images and GT
+    once per run (`eval_frames.npz`)."""
+    from page4d.model import upsample_mask_logits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = predict_scene(model, scene, times, clip_times)
+    if "mask_logits" not in clips[0]["pred"]:
+        return
+    prob = torch.cat(
+        [torch.sigmoid(upsample_mask_logits(c["pred"]["mask_logits"], scene.image_size))[0] for c in clips]
+    )
+    _atomic_npz(folder / f"{safe(arm)}.npz", prob=prob.numpy().astype(np.float16))
+    frames = folder / "eval_frames.npz"
+    if not frames.exists():
+        pos = [scene.times.index(t) for t in times]
+        images = (scene.images[pos].permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8)
+        gt = np.zeros(prob.shape, np.uint8) if scene.masks is None else scene.masks[pos].numpy() >= 0.5
+        _atomic_npz(
+            frames,
+            images=images,
+            gt=gt.astype(np.uint8),
+            valid=scene.mask_valid[pos].numpy(),
+            times=np.asarray(times),
+            views=np.asarray(scene.views),
+        )
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    tmp.replace(path)

@@ -1,23 +1,68 @@
-"""Evaluation of a model on a scene: mask J / F / J&F, depth AbsRel / delta<1.25, camera ATE / RPE.
+"""Evaluation of a model on a scene: mask scores (threshold-free and at a threshold), depth, cameras.
 
 Frames are evaluated in clips of consecutive time steps (all views), exactly as they are fed in
-training. Masks are scored where SegAnyMo GT exists (`mask_valid`); depth per clip after median
-scaling (the prediction's scale is arbitrary); cameras per clip after a Sim(3) Umeyama alignment of
-all T*V camera centres (order s = t*V + v, so RPE steps between consecutive frames of that order).
+training. What is measured, and why:
+
+- Masks, where SegAnyMo GT exists (`mask_valid`): average precision of P(dynamic) (no threshold),
+  J / F / J&F at 0.5, IoU at a threshold chosen on *training* frames (:func:`choose_threshold`),
+  the mean P(dynamic) on GT-static and GT-dynamic pixels (``sigmoid(mask_logits)`` is the
+  suppression the attention applies, so this is how much each class is suppressed) and the
+  expected calibration error. :func:`mask_floors` scores the constant answers "all dynamic" and
+  "all static" with the same code, so a table always shows what a trivial predictor gets.
+- Depth per clip after median scaling (the prediction's scale is arbitrary).
+- Cameras per clip after one Sim(3) Umeyama alignment of all T*V camera centres. ATE over every
+  frame; RPE along time within each view ((t, v) -> (t+1, v), the usual temporal RPE), and a
+  separate inter-view RPE ((t, 0) -> (t, v)) -- never along the flattened s = t*V + v order, which
+  would mix baselines and the (t, V-1) -> (t+1, 0) wrap. Errors are pooled over clips before the RMSE,
+  so clips count by their frames.
+
+Nothing here raises for a clip it cannot score: a clip without GT masks, depth or cameras, or with
+predicted cameras that collapsed to a point, is skipped for that metric and the reason is recorded
+(NaN plus a note), so one bad clip never discards the others (or the other arms of an ablation).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from page4d.data import Scene, scene_to_batch
 from page4d.geometry import quaternion_to_rotation_matrix
-from page4d.metrics import depth_metrics, jf_metrics, trajectory_metrics
+from page4d.metrics import (
+    best_iou_threshold,
+    depth_metrics,
+    expected_calibration_error,
+    jf_metrics,
+    mask_average_precision,
+    mean_probability_by_class,
+    rmse,
+    trajectory_errors,
+)
 from page4d.model import upsample_mask_logits
+
+NAN = float("nan")
+MASK_KEYS = (
+    "mask_ap",
+    "mask_iou",
+    "mask_f",
+    "mask_jf",
+    "mask_iou_tuned",
+    "mask_p_static",
+    "mask_p_dynamic",
+    "mask_ece",
+)
+GEOMETRY_KEYS = (
+    "depth_abs_rel",
+    "depth_delta1",
+    "ate",
+    "rpe_trans",
+    "rpe_rot",
+    "rpe_view_trans",
+    "rpe_view_rot",
+)
 
 
 def eval_clips(times: list[int], clip_times: int) -> list[list[int]]:
@@ -43,75 +88,230 @@ def predict_scene(
     return out
 
 
+@dataclass
+class MaskPredictions:
+    """P(dynamic) at image resolution next to the GT of the frames that have it.
+
+    prob:  [T, V, H, W] float32 in [0, 1] for every evaluated frame
+    gt:    [T, V, H, W] float32 (1 = dynamic); 0 where a frame has no GT
+    valid: [T, V] bool, True where GT exists
+    reason: why some or all frames have no GT (None when all do)
+    """
+
+    prob: torch.Tensor
+    gt: torch.Tensor
+    valid: torch.Tensor
+    reason: str | None
+
+
+def _mask_predictions(clips: list[dict[str, Any]], scene: Scene) -> MaskPredictions | None:
+    """Collect the mask predictions of `predict_scene`'s clips; None when the model has no mask head."""
+    if not clips or "mask_logits" not in clips[0]["pred"]:
+        return None
+    probs, gts, valids = [], [], []
+    for c in clips:
+        batch, logits = c["batch"], c["pred"]["mask_logits"]
+        prob = torch.sigmoid(upsample_mask_logits(logits, batch.images.shape[-2:]))[0]
+        probs.append(prob)
+        if batch.masks is None:
+            gts.append(torch.zeros_like(prob))
+            valids.append(torch.zeros(prob.shape[:2], dtype=torch.bool))
+        else:
+            gts.append(batch.masks[0].float())
+            valids.append(batch.mask_valid[0].bool())
+    valid = torch.cat(valids)
+    reason = None if bool(valid.all()) else (scene.mask_missing_reason or "some frames have no GT mask")
+    return MaskPredictions(torch.cat(probs), torch.cat(gts), valid, reason)
+
+
+def mask_scores(
+    prob: torch.Tensor,
+    gt: torch.Tensor,
+    valid: torch.Tensor,
+    views: list[int],
+    threshold: float = 0.5,
+    tuned_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Every mask metric of `prob` `[T, V, H, W]` against `gt` on the `valid` `[T, V]` frames.
+
+    Keys: ``mask_ap``, ``mask_iou`` / ``mask_f`` / ``mask_jf`` (mean over frames at `threshold`),
+    ``mask_iou_tuned`` (at `tuned_threshold`, NaN without one), ``mask_p_static``,
+    ``mask_p_dynamic``, ``mask_ece``, ``gt_dynamic_share``, ``mask_iou_per_view`` {view: J},
+    ``mask_frames``. All NaN (and ``mask_frames`` 0) when no frame is valid.
+    """
+    n = int(valid.sum())
+    if n == 0:
+        return {
+            **{k: NAN for k in MASK_KEYS},
+            "gt_dynamic_share": NAN,
+            "mask_iou_per_view": {},
+            "mask_frames": 0,
+        }
+    jf = jf_metrics(prob, gt, threshold=threshold, valid=valid)
+    j = jf["J"]
+    by_class = mean_probability_by_class(prob, gt, valid)
+    tuned = NAN
+    if tuned_threshold is not None:
+        tuned = float(jf_metrics(prob, gt, threshold=tuned_threshold, valid=valid)["J_mean"])
+    return {
+        "mask_ap": mask_average_precision(prob, gt, valid),
+        "mask_iou": jf["J_mean"],
+        "mask_f": jf["F_mean"],
+        "mask_jf": jf["JF_mean"],
+        "mask_iou_tuned": tuned,
+        "mask_p_static": by_class["static"],
+        "mask_p_dynamic": by_class["dynamic"],
+        "mask_ece": expected_calibration_error(prob, gt, valid),
+        "gt_dynamic_share": by_class["dynamic_share"],
+        "mask_iou_per_view": {
+            v: float(j[:, i][valid[:, i]].mean()) if bool(valid[:, i].any()) else NAN
+            for i, v in enumerate(views)
+        },
+        "mask_frames": n,
+    }
+
+
+def mask_floors(gt: torch.Tensor, valid: torch.Tensor, views: list[int]) -> dict[str, dict[str, Any]]:
+    """The constant predictors "all dynamic" (P = 1) and "all static" (P = 0), scored like an arm.
+
+    A threshold tuned on training frames cannot help a constant, so their tuned IoU is the IoU at 0.5.
+    """
+    out = {}
+    for name, value in (("all_dynamic", 1.0), ("all_static", 0.0)):
+        scores = mask_scores(torch.full_like(gt, value), gt, valid, views, tuned_threshold=0.5)
+        out[name] = scores
+    return out
+
+
+@torch.no_grad()
+def choose_threshold(
+    model: nn.Module, scene: Scene, times: list[int], clip_times: int = 4
+) -> tuple[float | None, str | None]:
+    """The threshold with the best mean IoU on `times` (training frames); (None, reason) without GT."""
+    masks = _mask_predictions(predict_scene(model, scene, times, clip_times), scene)
+    if masks is None:
+        return None, "model has no mask head"
+    if not bool(masks.valid.any()):
+        return None, masks.reason or "no training frame has a GT mask"
+    thr, _ = best_iou_threshold(masks.prob, masks.gt, masks.valid)
+    return thr, None
+
+
 def evaluate(
     model: nn.Module,
     scene: Scene,
     times: list[int] | None = None,
     clip_times: int = 4,
     threshold: float = 0.5,
+    tuned_threshold: float | None = None,
+    with_floors: bool = False,
 ) -> dict[str, Any]:
     """Metrics on `times` (default: all of the scene). Keys (floats; NaN where not measurable):
 
-    mask_iou, mask_f, mask_jf, mask_iou_per_view {view: J}, mask_frames (scored), mask_missing_reason;
-    depth_abs_rel, depth_delta1 (median-scaled, mean over clips); ate, rpe_trans, rpe_rot (degrees), NaN
-    with `trajectory_note` saying why when no clip has a trajectory Sim(3) alignment can use.
+    masks (see :func:`mask_scores`) plus ``mask_missing_reason`` and, with `with_floors`, ``floors``
+    {"all_dynamic": scores, "all_static": scores}; ``depth_abs_rel``, ``depth_delta1``
+    (median-scaled; pixels pooled per clip, clips averaged by frame count); ``ate``, ``rpe_trans``,
+    ``rpe_rot`` (degrees; temporal, per view), ``rpe_view_trans``, ``rpe_view_rot`` (inter-view)
+    with ``trajectory_note`` / ``depth_note`` saying why a value is NaN or which clips were skipped.
     """
     times = list(scene.times if times is None else times)
     clips = predict_scene(model, scene, times, clip_times)
     views = list(scene.views)
-    j_rows, f_rows, valid_rows = [], [], []
-    depth_rows, traj_rows = [], []
-    traj_notes: set[str] = set()
+    result: dict[str, Any] = {
+        "times": times,
+        "clip_times": clip_times,
+        "threshold": threshold,
+        "tuned_threshold": tuned_threshold,
+    }
+    masks = _mask_predictions(clips, scene)
+    if masks is None:
+        empty = torch.zeros(0, len(views), 1, 1)
+        result.update(mask_scores(empty, empty, torch.zeros(0, len(views), dtype=torch.bool), views))
+        result["mask_missing_reason"] = "model has no mask head"
+    else:
+        result.update(mask_scores(masks.prob, masks.gt, masks.valid, views, threshold, tuned_threshold))
+        result["mask_missing_reason"] = masks.reason
+        if with_floors:
+            result["floors"] = mask_floors(masks.gt, masks.valid, views)
+    result.update(_depth_scores(clips))
+    result.update(_camera_scores(clips, len(views)))
+    return result
+
+
+def _depth_scores(clips: list[dict[str, Any]]) -> dict[str, Any]:
+    rows, notes = [], set()
     for c in clips:
         batch, pred = c["batch"], c["pred"]
-        if batch.masks is not None and "mask_logits" in pred:
-            prob = torch.sigmoid(upsample_mask_logits(pred["mask_logits"], batch.masks.shape[-2:]))
-            jf = jf_metrics(prob[0], batch.masks[0], threshold=threshold, valid=batch.mask_valid[0])
-            j_rows.append(jf["J"])
-            f_rows.append(jf["F"])
-            valid_rows.append(batch.mask_valid[0])
-        if "depth" in pred:
-            depth_rows.append(depth_metrics(pred["depth"][0, ..., 0], batch.depths[0], alignment="median"))
-        if "pose_enc" in pred:
-            e_pred = pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))
-            e_gt = batch.extrinsics[0].reshape(-1, 3, 4)
-            if trajectory_is_degenerate(e_gt):
-                traj_notes.add("GT camera centres of a clip are coincident or collinear: Sim(3) undetermined")
-            else:
-                traj_rows.append(trajectory_metrics(e_pred, e_gt, align="sim3"))
-    result: dict[str, Any] = {"times": times, "clip_times": clip_times, "threshold": threshold}
-    if j_rows:
-        j = torch.cat(j_rows)
-        f = torch.cat(f_rows)
-        valid = torch.cat(valid_rows)
-        result.update(
-            mask_iou=_masked_mean(j, valid),
-            mask_f=_masked_mean(f, valid),
-            mask_jf=_masked_mean((j + f) / 2, valid),
-            mask_iou_per_view={v: _masked_mean(j[:, i], valid[:, i]) for i, v in enumerate(views)},
-            mask_frames=int(valid.sum()),
-            mask_missing_reason=scene.mask_missing_reason,
-        )
-    else:
-        reason = scene.mask_missing_reason or "model has no mask head"
-        result.update(
-            mask_iou=float("nan"),
-            mask_f=float("nan"),
-            mask_jf=float("nan"),
-            mask_iou_per_view={},
-            mask_frames=0,
-            mask_missing_reason=reason,
-        )
-    result["depth_abs_rel"] = (
-        float(np.mean([d["abs_rel"] for d in depth_rows])) if depth_rows else float("nan")
-    )
-    result["depth_delta1"] = (
-        float(np.mean([d["delta_1_25"] for d in depth_rows])) if depth_rows else float("nan")
-    )
-    result["trajectory_note"] = "; ".join(sorted(traj_notes)) or None
-    for key, src in (("ate", "ate"), ("rpe_trans", "rpe_trans"), ("rpe_rot", "rpe_rot_deg")):
-        result[key] = float(np.mean([t[src] for t in traj_rows])) if traj_rows else float("nan")
-    return result
+        if "depth" not in pred:
+            notes.add("model has no depth head")
+        elif getattr(batch, "depths", None) is None:
+            notes.add("scene has no depth")
+        elif not bool((batch.depths > 0).any()):
+            notes.add(f"clip {c['times']} has no valid GT depth")
+        else:
+            d = depth_metrics(pred["depth"][0, ..., 0], batch.depths[0], alignment="median")
+            rows.append((d, int(batch.depths.shape[1] * batch.depths.shape[2])))
+    total = sum(n for _, n in rows)
+
+    def pooled(key: str) -> float:
+        return sum(d[key] * n for d, n in rows) / total if rows else NAN
+
+    return {
+        "depth_abs_rel": pooled("abs_rel"),
+        "depth_delta1": pooled("delta_1_25"),
+        "depth_note": "; ".join(sorted(notes)) or None,
+    }
+
+
+def camera_pairs(num_times: int, num_views: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Frame index pairs (s = t * V + v) for the temporal RPE ((t, v) -> (t+1, v)) and the
+    inter-view RPE ((t, 0) -> (t, v), v > 0)."""
+    temporal = [
+        (t * num_views + v, (t + 1) * num_views + v) for t in range(num_times - 1) for v in range(num_views)
+    ]
+    inter_view = [(t * num_views, t * num_views + v) for t in range(num_times) for v in range(1, num_views)]
+    return temporal, inter_view
+
+
+def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> dict[str, Any]:
+    centre, rpe_t, rpe_r, view_t, view_r = [], [], [], [], []
+    notes: set[str] = set()
+    for c in clips:
+        batch, pred = c["batch"], c["pred"]
+        if "pose_enc" not in pred:
+            notes.add("model has no camera head")
+            continue
+        if getattr(batch, "extrinsics", None) is None:
+            notes.add("scene has no cameras")
+            continue
+        e_pred = pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))
+        e_gt = batch.extrinsics[0].reshape(-1, 3, 4)
+        if trajectory_is_degenerate(e_gt):
+            notes.add("GT camera centres of a clip are coincident or collinear: Sim(3) undetermined")
+            continue
+        if trajectory_is_degenerate(e_pred):
+            notes.add(f"predicted camera centres of clip {c['times']} collapsed (coincident or collinear)")
+            continue
+        temporal, inter_view = camera_pairs(len(c["times"]), num_views)
+        err = trajectory_errors(e_pred, e_gt, align="sim3", pairs=temporal + inter_view)
+        k = len(temporal)
+        centre.append(err["centre_error"])
+        rpe_t.append(err["rpe_trans"][:k])
+        rpe_r.append(err["rpe_rot_deg"][:k])
+        view_t.append(err["rpe_trans"][k:])
+        view_r.append(err["rpe_rot_deg"][k:])
+
+    def pooled(parts: list[torch.Tensor]) -> float:
+        return rmse(torch.cat(parts)) if parts else NAN
+
+    return {
+        "ate": pooled(centre),
+        "rpe_trans": pooled(rpe_t),
+        "rpe_rot": pooled(rpe_r),
+        "rpe_view_trans": pooled(view_t),
+        "rpe_view_rot": pooled(view_r),
+        "trajectory_note": "; ".join(sorted(notes)) or None,
+    }
 
 
 def trajectory_is_degenerate(extrinsics: torch.Tensor, rel_tol: float = 1e-6) -> bool:
@@ -131,9 +331,3 @@ def pose_encoding_to_extrinsics(pose_enc: torch.Tensor) -> torch.Tensor:
     """
     rot = quaternion_to_rotation_matrix(pose_enc[..., 3:7])
     return torch.cat([rot, pose_enc[..., :3, None]], dim=-1)
-
-
-def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> float:
-    if not bool(valid.any()):
-        return float("nan")
-    return float(values[valid].mean())

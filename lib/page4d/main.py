@@ -1,8 +1,11 @@
 """The README's main job: the mask-supervision ablation (notebook 03) on built-in synthetic data.
 
-Executes `notebooks/03_ablation_mask_supervision.ipynb` with papermill into a new run folder under
-`outputs/` (the executed notebook, metrics.json, figures, per-run checkpoints) and prints the summary.
-No external data or weights: the notebook generates its synthetic scene.
+Executes `notebooks/03_ablation_mask_supervision.ipynb` with the project's one notebook runner into a
+new run folder under `outputs/` (the executed notebook, metrics.json, figures, per-run checkpoints) and
+prints the mask table with its floors, the geometry table, and the paired differences against `none`.
+No external data or weights: the notebook generates its synthetic scene. A folder that already holds a
+finished run is refused (runs are records); the exit status is non-zero when the notebook or any
+(arm, seed) failed.
 
     python -m page4d.main                      # default parameters
     python -m page4d.main -p steps 50 -p seeds 0,1,2 -p train_root ../shared/data/mv_scene
@@ -11,52 +14,66 @@ No external data or weights: the notebook generates its synthetic scene.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from page4d import ablation, runs
-from page4d.sweep import SweepError, notebook_parameters, parse_value
+from page4d import ablation_report, runs
+from page4d.notebook_params import ParameterError, parse_overrides
+from page4d.notebook_runner import FinishedRunError, execute_notebook
 
 NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
 
 
 def run(overrides: dict[str, str], out_dir: Path | None = None, quiet: bool = False) -> dict:
     """Validate the overrides against the notebook's parameters, execute it, return metrics.json."""
-    import papermill
-
     notebook = runs.repo_root() / NOTEBOOK
-    declared = notebook_parameters(notebook)
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        raise SweepError(
-            f"unknown parameter(s) {unknown} for {notebook.name}; it declares {sorted(declared)}"
-        )
-    params = {name: parse_value(text, declared[name]) for name, text in overrides.items()}
+    params = parse_overrides(notebook, overrides)
     run_dir = out_dir if out_dir is not None else runs.new_run_dir("ablation")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    params["output_dir"] = str(run_dir.resolve())
     t0 = time.perf_counter()
-    papermill.execute_notebook(
-        str(notebook),
-        str(run_dir / notebook.name),
-        parameters=params,
-        cwd=str(runs.repo_root()),
-        progress_bar=not quiet,
-    )
-    metrics = runs.read_json(run_dir / "metrics.json")
+    record = execute_notebook(notebook, run_dir, params, pass_output_dir=True, progress=not quiet)
+    if record["status"] != "ok":
+        raise RuntimeError(f"notebook 03 failed ({record.get('error')}); see {Path(run_dir) / 'FAILED.json'}")
+    metrics = runs.read_json(Path(run_dir) / runs.METRICS_FILE)
     print(f"\nablation finished in {time.perf_counter() - t0:.0f} s; run folder: {run_dir}")
-    used = metrics["params"]
-    print(
-        f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}  |  "
-        f"seeds {list(used['seeds'])}  |  steps {used['steps']}"
-    )
-    print(runs.format_table(ablation.summary_rows(metrics)))
-    print("\nheld-out mask IoU per view:")
-    print(runs.format_table(ablation.per_view_rows(metrics)))
+    print(report_text(metrics))
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
+def report_text(metrics: dict) -> str:
+    """What the main job prints: setup line, mask table with floors, geometry table, paired differences."""
+    used = metrics["params"]
+    lines = [
+        f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}  |  "
+        f"seeds {list(used['seeds'])}  |  steps {used['steps']}  |  geometry {used['geometry']}",
+        *metrics.get("notes", []),
+        "",
+        "held-out mask metrics (mean ±95% CI half-width from 3 seeds on, else per-seed values):",
+        runs.format_table(ablation_report.mask_rows(metrics)),
+    ]
+    geometry = ablation_report.geometry_rows(metrics)
+    if geometry:
+        lines += ["", "held-out depth and cameras:", runs.format_table(geometry)]
+    paired = ablation_report.paired_rows(metrics)
+    if paired:
+        lines += [
+            "",
+            "paired difference arm - none, mask metrics (mean [95% CI]):",
+            runs.format_table(paired),
+        ]
+    paired_geo = ablation_report.paired_geometry_rows(metrics)
+    if paired_geo:
+        lines += [
+            "",
+            "paired difference arm - none, geometry (mean [95% CI]):",
+            runs.format_table(paired_geo),
+        ]
+    for failure in metrics.get("failed", []):
+        lines.append(f"FAILED {failure['arm']} seed {failure['seed']}: {failure['error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -73,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="no papermill progress bar")
     args = parser.parse_args(argv)
     try:
-        run(dict(args.param), args.out, args.quiet)
-    except SweepError as err:
+        metrics = run(dict(args.param), args.out, args.quiet)
+    except (ParameterError, FinishedRunError) as err:
         parser.error(str(err))
+    return 1 if metrics.get("failed") else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

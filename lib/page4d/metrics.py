@@ -3,13 +3,16 @@
 All functions take torch tensors (numpy arrays are converted) and never modify their inputs.
 Conventions are spelled out next to each metric so that numbers in notebooks can be compared with
 the papers': DAVIS 2016/2017 for J and F, the usual monocular-depth protocol for AbsRel and
-delta < 1.25, and the TUM RGB-D / ``evo`` definitions for ATE and RPE (``evo`` itself pulls in
-pandas, seaborn and rosbags, so we match its definitions here instead of depending on it).
+delta < 1.25, and the TUM RGB-D / ``evo`` definitions for ATE and RPE (``evo`` pulls in pandas,
+seaborn and rosbags, so it is a dev dependency only: tests cross-check these functions against it).
+Threshold-free mask scores (AP, calibration, mean P per GT class) sit beside J and F because
+``sigmoid(mask_logits)`` is the suppression the attention applies, not only a score to threshold.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +23,17 @@ from page4d.geometry import camera_centers, rotation_angle, umeyama_alignment
 
 __all__ = [
     "boundary_f_measure",
+    "best_iou_threshold",
     "depth_metrics",
+    "expected_calibration_error",
     "jf_metrics",
+    "mask_average_precision",
     "mask_boundaries",
     "mask_iou",
+    "mean_probability_by_class",
+    "pooled_iou",
+    "rmse",
+    "trajectory_errors",
     "trajectory_metrics",
 ]
 
@@ -179,6 +189,118 @@ def jf_metrics(
 
 
 # --------------------------------------------------------------------------------------------------
+# masks: threshold-free scores and calibration
+# --------------------------------------------------------------------------------------------------
+# sigmoid(mask_logits) is the suppression the attention applies, not only a score: a reader needs to
+# see its ranking quality (AP), its calibration (ECE) and how much each GT class is suppressed
+# (mean P on static / dynamic pixels), none of which depends on the 0.5 threshold.
+def _prob_gt_pixels(prob: Any, gt: Any, valid: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened float64 probabilities and bool GT of the valid frames of ``[..., H, W]`` inputs."""
+    p = _as_tensor(prob, "prob")
+    g = _as_tensor(gt, "gt")
+    if p.shape != g.shape or p.ndim < 2:
+        raise ValueError(
+            f"prob and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
+        )
+    _require_finite(p, "prob")
+    _require_finite(g, "gt")
+    if p.dtype != torch.bool and ((p < 0).any() or (p > 1).any()):
+        raise ValueError(f"prob (shape {tuple(p.shape)}) must lie in [0, 1] (pass sigmoid(logits))")
+    if valid is not None:
+        v = _as_tensor(valid, "valid")
+        if v.dtype != torch.bool or tuple(v.shape) != tuple(p.shape[:-2]):
+            raise ValueError(
+                f"valid must be a bool tensor of shape {tuple(p.shape[:-2])}, got {v.dtype} {tuple(v.shape)}"
+            )
+        p, g = p[v], g[v]
+    return p.reshape(-1).double(), (g.reshape(-1) >= 0.5)
+
+
+def mask_average_precision(prob: Any, gt: Any, valid: Any = None) -> float:
+    """Average precision of P(dynamic) against GT pixels, pooled over all valid frames.
+
+    prob ``[..., H, W]`` in [0, 1]; gt ``[..., H, W]`` (dynamic where ``>= 0.5``); valid: bool ``[...]``
+    or None. AP = sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds, from high to low
+    (the step-wise definition of scikit-learn's ``average_precision_score``; tied scores form one
+    threshold). A constant prediction scores the GT dynamic share. NaN when no pixel is dynamic.
+    """
+    p, g = _prob_gt_pixels(prob, gt, valid)
+    n_pos = int(g.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = torch.argsort(p, descending=True, stable=True)
+    p_sorted, g_sorted = p[order], g[order].double()
+    tp = torch.cumsum(g_sorted, 0)
+    # the last index of each run of tied scores is where that threshold's counts are complete
+    last = torch.ones_like(p_sorted, dtype=torch.bool)
+    last[:-1] = p_sorted[1:] != p_sorted[:-1]
+    tp_at = tp[last]
+    seen = torch.nonzero(last)[:, 0].double() + 1
+    precision = tp_at / seen
+    recall = tp_at / n_pos
+    recall_prev = torch.cat([torch.zeros(1, dtype=recall.dtype), recall[:-1]])
+    return float(((recall - recall_prev) * precision).sum())
+
+
+def expected_calibration_error(prob: Any, gt: Any, valid: Any = None, bins: int = 15) -> float:
+    """Expected calibration error of P(dynamic): sum_b (n_b / N) |mean P_b - share dynamic_b|.
+
+    ``bins`` equal-width bins on [0, 1] (the last one closed); pixels pooled over valid frames.
+    0 = the probabilities are frequencies; a model that suppresses every static patch by 0.5 has a
+    large ECE however good its ranking. NaN when there is no valid pixel.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    p, g = _prob_gt_pixels(prob, gt, valid)
+    if p.numel() == 0:
+        return float("nan")
+    idx = torch.clamp((p * bins).long(), max=bins - 1)
+    sum_p = torch.bincount(idx, weights=p, minlength=bins)
+    sum_g = torch.bincount(idx, weights=g.double(), minlength=bins)
+    return float((sum_p - sum_g).abs().sum() / p.numel())
+
+
+def mean_probability_by_class(prob: Any, gt: Any, valid: Any = None) -> dict[str, float]:
+    """Mean P(dynamic) on GT-static and on GT-dynamic pixels (the suppression each class receives).
+
+    Returns ``{"static": ..., "dynamic": ..., "dynamic_share": ...}``; a class with no pixel is NaN.
+    """
+    p, g = _prob_gt_pixels(prob, gt, valid)
+    nan = float("nan")
+    return {
+        "static": float(p[~g].mean()) if bool((~g).any()) else nan,
+        "dynamic": float(p[g].mean()) if bool(g.any()) else nan,
+        "dynamic_share": float(g.double().mean()) if p.numel() else nan,
+    }
+
+
+def pooled_iou(prob: Any, gt: Any, threshold: float, valid: Any = None) -> float:
+    """IoU of ``prob >= threshold`` with the GT over all valid pixels pooled (one number per set)."""
+    p, g = _prob_gt_pixels(prob, gt, valid)
+    pb = p >= threshold
+    union = int((pb | g).sum())
+    return float(int((pb & g).sum()) / union) if union else 1.0
+
+
+def best_iou_threshold(prob: Any, gt: Any, valid: Any = None, candidates: Any = None) -> tuple[float, float]:
+    """The threshold with the highest mean per-frame IoU (J) among ``candidates`` (default 0.05..0.95
+    in steps of 0.05), and that mean. Choose it on *training* frames and apply it to held-out ones,
+    so the held-out score measures ranking without being tuned on the frames it reports."""
+    grid = (
+        [round(0.05 * k, 2) for k in range(1, 20)] if candidates is None else [float(c) for c in candidates]
+    )
+    best = (float("nan"), -1.0)
+    for thr in grid:
+        j = mask_iou(prob, gt, threshold=thr)
+        if valid is not None:
+            j = j[_as_tensor(valid, "valid")]
+        score = float(j.mean()) if j.numel() else float("nan")
+        if score > best[1]:
+            best = (thr, score)
+    return best
+
+
+# --------------------------------------------------------------------------------------------------
 # depth
 # --------------------------------------------------------------------------------------------------
 def depth_metrics(pred: Any, gt: Any, valid: Any = None, alignment: str = "median") -> dict[str, float]:
@@ -247,20 +369,24 @@ def depth_metrics(pred: Any, gt: Any, valid: Any = None, alignment: str = "media
 # --------------------------------------------------------------------------------------------------
 # trajectories
 # --------------------------------------------------------------------------------------------------
-def trajectory_metrics(pred_extrinsics: Any, gt_extrinsics: Any, align: str = "sim3") -> dict[str, float]:
-    """ATE and RPE of a camera trajectory, after aligning the prediction to the GT.
+def trajectory_errors(
+    pred_extrinsics: Any,
+    gt_extrinsics: Any,
+    align: str = "sim3",
+    pairs: Sequence[tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """Per-frame and per-pair errors of a camera trajectory after aligning the prediction to the GT.
 
-    pred_extrinsics, gt_extrinsics: world-to-camera ``[N, 3, 4]`` of the same N frames (in order).
+    pred_extrinsics, gt_extrinsics: world-to-camera ``[N, 3, 4]`` of the same N frames.
     align: ``"sim3"`` (Umeyama with scale on the camera centres; for scale-free predictions),
     ``"se3"`` (no scale) or ``"none"``; the alignment moves the whole predicted trajectory (centres
     ``s R C + t``, camera-to-world rotations ``R R_c2w``). ``"sim3"`` / ``"se3"`` need >= 3 centres
     not all on one line (``ValueError`` otherwise, as in evo).
-    Returned (GT units, degrees):
-      ``ate``: RMSE of camera-centre distances after alignment.
-      ``rpe_trans`` / ``rpe_rot_deg``: RMSE over consecutive pairs (i, i+1) of the translation norm /
-      rotation angle of ``E = (Q_i^-1 Q_{i+1})^-1 (P_i^-1 P_{i+1})`` with Q / P the GT / aligned
-      predicted camera-to-world poses (evo's ``rpe`` with delta 1 frame).
-      ``scale``: the alignment scale. ``num_frames``.
+    pairs: frame index pairs ``(i, j)`` for the relative pose error (default: consecutive frames).
+    For each pair ``E = (Q_i^-1 Q_j)^-1 (P_i^-1 P_j)`` with Q / P the GT / aligned predicted
+    camera-to-world poses (evo's RPE); its translation norm and rotation angle are the errors.
+    Returns float64 tensors ``centre_error [N]`` (GT units), ``rpe_trans [K]``, ``rpe_rot_deg [K]``
+    and the float ``scale``. Pool these over clips and take RMSEs to weight clips by their frames.
     """
     p = _as_tensor(pred_extrinsics, "pred_extrinsics").double()
     g = _as_tensor(gt_extrinsics, "gt_extrinsics").double()
@@ -271,36 +397,69 @@ def trajectory_metrics(pred_extrinsics: Any, gt_extrinsics: Any, align: str = "s
         )
     n = p.shape[0]
     if n < 2:
-        raise ValueError(f"trajectory_metrics needs at least 2 frames, got {n}")
+        raise ValueError(f"trajectory metrics need at least 2 frames, got {n}")
     _require_finite(p, "pred_extrinsics")
     _require_finite(g, "gt_extrinsics")
+    if pairs is None:
+        pairs = [(i, i + 1) for i in range(n - 1)]
+    idx = torch.as_tensor(list(pairs), dtype=torch.long, device=p.device).reshape(-1, 2)
+    if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"pairs index frames outside [0, {n})")
     c_pred, c_gt = camera_centers(p), camera_centers(g)
     r_pred, r_gt = p[:, :3, :3].transpose(-1, -2), g[:, :3, :3].transpose(-1, -2)  # camera-to-world
     if align in ("sim3", "se3"):
         s, rot, t = umeyama_alignment(c_pred, c_gt, with_scale=align == "sim3")
     elif align == "none":
-        s, rot, t = torch.ones((), dtype=p.dtype), torch.eye(3, dtype=p.dtype), torch.zeros(3, dtype=p.dtype)
+        s = torch.ones((), dtype=p.dtype, device=p.device)
+        rot = torch.eye(3, dtype=p.dtype, device=p.device)
+        t = torch.zeros(3, dtype=p.dtype, device=p.device)
     else:
         raise ValueError(f"align must be 'sim3', 'se3' or 'none', got {align!r}")
     c_al = s * c_pred @ rot.T + t
     r_al = rot @ r_pred
-    ate = ((c_al - c_gt) ** 2).sum(-1).mean().sqrt()
 
     def relative(r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r_i = r[:-1]
-        rel_r = r_i.transpose(-1, -2) @ r[1:]
-        rel_t = (r_i.transpose(-1, -2) @ (c[1:] - c[:-1])[..., None])[..., 0]
+        r_i, r_j = r[idx[:, 0]], r[idx[:, 1]]
+        rel_r = r_i.transpose(-1, -2) @ r_j
+        rel_t = (r_i.transpose(-1, -2) @ (c[idx[:, 1]] - c[idx[:, 0]])[..., None])[..., 0]
         return rel_r, rel_t
 
     q_r, q_t = relative(r_gt, c_gt)
     p_r, p_t = relative(r_al, c_al)
     e_r = q_r.transpose(-1, -2) @ p_r
     e_t = (q_r.transpose(-1, -2) @ (p_t - q_t)[..., None])[..., 0]
-    rot_err = torch.rad2deg(rotation_angle(e_r))
     return {
-        "ate": float(ate),
-        "rpe_trans": float((e_t**2).sum(-1).mean().sqrt()),
-        "rpe_rot_deg": float((rot_err**2).mean().sqrt()),
+        "centre_error": (c_al - c_gt).norm(dim=-1),
+        "rpe_trans": e_t.norm(dim=-1),
+        "rpe_rot_deg": torch.rad2deg(rotation_angle(e_r)),
         "scale": float(s),
-        "num_frames": n,
+    }
+
+
+def rmse(values: torch.Tensor) -> float:
+    """Root mean square of a 1-D tensor (NaN when empty)."""
+    return float((values.double() ** 2).mean().sqrt()) if values.numel() else float("nan")
+
+
+def trajectory_metrics(
+    pred_extrinsics: Any,
+    gt_extrinsics: Any,
+    align: str = "sim3",
+    pairs: Sequence[tuple[int, int]] | None = None,
+) -> dict[str, float]:
+    """ATE and RPE of a camera trajectory, after aligning the prediction to the GT.
+
+    Inputs as in :func:`trajectory_errors`. Returned (GT units, degrees):
+      ``ate``: RMSE of camera-centre distances after alignment.
+      ``rpe_trans`` / ``rpe_rot_deg``: RMSE over ``pairs`` (default consecutive frames, evo's ``rpe``
+      with delta 1 frame) of the translation norm / rotation angle of the relative-pose error.
+      ``scale``: the alignment scale. ``num_frames``.
+    """
+    err = trajectory_errors(pred_extrinsics, gt_extrinsics, align=align, pairs=pairs)
+    return {
+        "ate": rmse(err["centre_error"]),
+        "rpe_trans": rmse(err["rpe_trans"]),
+        "rpe_rot_deg": rmse(err["rpe_rot_deg"]),
+        "scale": err["scale"],
+        "num_frames": int(err["centre_error"].numel()),
     }

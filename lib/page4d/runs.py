@@ -88,6 +88,16 @@ def resolve_output_dir(output_dir: str | Path, label: str) -> Path:
     return path
 
 
+def display_path(path: str | Path) -> str:
+    """A path as a reader should see it in a committed notebook: relative to the repository root when
+    inside it (no machine-specific prefix), else as given."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(repo_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
@@ -162,25 +172,54 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def comparison_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
-    """One row per (run, arm): `{"run", "arm", <metric>: float, ..., "seeds": n}`.
+def arm_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """The one reader of a metrics.json's numbers: `[(arm, {metric: value})]`.
 
-    metrics.json of the ablation notebook: `{"arms": {arm: {metric: value, ..., "per_seed": [...]}},
-    "params": {...}}`. Any other metrics.json is one row with arm "-" holding its top-level numbers.
-    Non-numeric and missing values are left out of the row (a table shows them as blanks).
+    The ablation's `{"arms": {arm: {metric: value, ..., "per_seed": [...]}}, "params": {...}}` gives
+    one entry per arm (its means); any other metrics.json one entry, arm "-", with its top-level
+    numbers. Non-numeric, boolean and non-finite values are left out (a table shows them as blanks).
     """
+    arms = metrics.get("arms")
+    if isinstance(arms, dict):
+        items = [(str(arm), vals) for arm, vals in arms.items() if isinstance(vals, dict)]
+    else:
+        items = [("-", metrics)]
+    return [
+        (arm, {k: float(v) for k, v in vals.items() if _is_number(v) and math.isfinite(v)})
+        for arm, vals in items
+    ]
+
+
+def flat_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's metrics.json as one flat row (the sweep summary): `<arm>:<metric>` for an
+    ablation, the plain names otherwise; `{}` without metrics.json, and `metrics_error` (instead of
+    silently dropping the numbers) when the file cannot be read."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+    except ValueError as err:
+        return {"metrics_error": f"unreadable {path.name}: {err}"}
+    if not isinstance(data, dict):
+        return {"metrics_error": f"{path.name} holds a {type(data).__name__}, not an object"}
+    return {
+        (key if arm == "-" else f"{arm}:{key}"): value
+        for arm, values in arm_metrics(data)
+        for key, value in values.items()
+    }
+
+
+def comparison_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per (run, arm): `{"run", "arm", <metric>: float, ..., "seeds": n}` (see `arm_metrics`)."""
     rows = []
     for run in runs:
-        arms = run.metrics.get("arms")
-        if isinstance(arms, dict):
-            items = [(str(arm), vals) for arm, vals in arms.items() if isinstance(vals, dict)]
-        else:
-            items = [("-", run.metrics)]
-        for arm, vals in items:
-            row: dict[str, Any] = {"run": run.name, "arm": arm}
-            row.update({k: float(v) for k, v in vals.items() if _is_number(v) and math.isfinite(v)})
-            if isinstance(vals.get("per_seed"), list):
-                row["seeds"] = len(vals["per_seed"])
+        arms = run.metrics.get("arms") if isinstance(run.metrics.get("arms"), dict) else {}
+        for arm, values in arm_metrics(run.metrics):
+            row: dict[str, Any] = {"run": run.name, "arm": arm, **values}
+            per_seed = arms.get(arm, {}).get("per_seed") if arm in arms else None
+            if isinstance(per_seed, list):
+                row["seeds"] = len(per_seed)
             rows.append(row)
     return rows
 

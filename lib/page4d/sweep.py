@@ -17,23 +17,17 @@ the executed notebook, whatever the notebook writes (metrics.json, figures) and 
 - `RUNNING.json` while it executes (pid, host); a leftover one from a dead process marks an
   interrupted cell, moved to `.attempts/` and run again.
 
-Notebooks execute with kernel `python3`, working directory = the notebook's folder (as nbval and
-nbconvert do), and resolve their own paths from the repository root (`page4d.runs`).
+Each cell is executed by `page4d.notebook_runner` (the runner `page4d.main` uses too): kernel
+`python3`, working directory = the notebook's folder, paths resolved from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import itertools
 import json
-import os
-import re
 import shutil
-import socket
 import sys
-import time
-import traceback
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -41,143 +35,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from page4d.runs import (
-    DONE_FILE,
-    FAILED_FILE,
-    METRICS_FILE,
-    format_table,
-    read_json,
-    resolve_path,
-    write_json,
+from page4d.notebook_params import (
+    ParameterError,
+    format_value,
+    notebook_parameters,
+    parse_value,
+    split_values,
 )
+from page4d.notebook_runner import OUTPUT_DIR_PARAM, execute_notebook, run_state
+from page4d.runs import DONE_FILE, flat_metrics, format_table, read_json, resolve_path, write_json
 
-RUNNING_FILE = "RUNNING.json"
 SWEEP_FILE = "sweep.json"
 ATTEMPTS_DIR = ".attempts"
-OUTPUT_DIR_PARAM = "output_dir"
-KERNEL_NAME = "python3"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes in kernel tracebacks
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 
 
-class SweepError(ValueError):
-    """A sweep that must not start (unknown parameter, unparsable value, conflicting records)."""
-
-
-@dataclass
-class NotebookParameter:
-    name: str
-    type_name: str  # as declared ("int", "float", ...); "None" when unannotated
-    default: str  # source text of the default
-    help: str
-
-
-def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
-    """The notebook's declared parameters (its cell tagged `parameters`), in order."""
-    import papermill
-
-    path = Path(notebook)
-    if not path.is_file():
-        raise SweepError(f"notebook not found: {path}")
-    found = papermill.inspect_notebook(str(path))
-    if not found:
-        raise SweepError(f"{path} has no cell tagged 'parameters'; nothing to sweep")
-    unread = [name for name in _assigned_names(path) if name not in found]
-    if unread:
-        raise SweepError(
-            f"papermill cannot read parameter(s) {unread} in {path.name}: a parameter line may hold only "
-            "one '=' (look for one in its comment), so papermill would ignore it"
-        )
-    return {
-        name: NotebookParameter(
-            name, str(p.get("inferred_type_name")), str(p.get("default")), str(p.get("help", ""))
-        )
-        for name, p in found.items()
-    }
-
-
-def _assigned_names(notebook: Path) -> list[str]:
-    """Names assigned at top level of the notebook's first `parameters` cell (what a reader sees)."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    try:
-        tree = ast.parse(cell.source)
-    except SyntaxError as exc:
-        raise SweepError(f"{notebook.name}: the parameters cell is not valid Python: {exc}") from None
-    names = []
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        names += [t.id for t in targets if isinstance(t, ast.Name)]
-    return names
-
-
-def _declared_type(param: NotebookParameter) -> str:
-    t = param.type_name.replace(" ", "")
-    for wrapper in ("Optional[", "typing.Optional["):
-        if t.startswith(wrapper) and t.endswith("]"):
-            t = t[len(wrapper) : -1]
-    t = t.removesuffix("|None").removeprefix("None|")
-    if t in ("None", ""):  # unannotated: the type of the default literal
-        try:
-            t = type(ast.literal_eval(param.default)).__name__
-        except (ValueError, SyntaxError):
-            t = "str"
-    return t
-
-
-def parse_value(text: str, param: NotebookParameter) -> Any:
-    """Parse command-line text as the parameter's declared type; raise SweepError when it does not fit."""
-    kind = _declared_type(param)
-    try:
-        if text == "None" and "None" in param.type_name.replace("Optional", "None"):
-            return None
-        if kind == "bool":
-            low = text.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "str":
-            return text
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
-        raise SweepError(
-            f"parameter {param.name} ({param.type_name}): cannot parse {text!r}: {exc}"
-        ) from None
-
-
-def split_values(text: str) -> list[str]:
-    """Split `v1,v2,...` on commas outside brackets and quotes (so `[1,2],[3,4]` gives two values)."""
-    out, depth, quote_char, cur = [], 0, "", []
-    for ch in text:
-        if quote_char:
-            quote_char = "" if ch == quote_char else quote_char
-        elif ch in "'\"":
-            quote_char = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    out.append("".join(cur))
-    return out
-
-
-def format_value(value: Any) -> str:
-    """Canonical text of a parsed value (so `1e-3` and `0.001` name the same cell)."""
-    return value if isinstance(value, str) else repr(value)
+class SweepError(ParameterError):
+    """A sweep that must not start (bad grid, conflicting records)."""
 
 
 def cell_id(assignment: dict[str, Any]) -> str:
@@ -290,32 +163,6 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # executing one cell
 # --------------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def cell_state(cell_dir: Path) -> str:
-    """ "ok" / "failed" (finished), "running" (a live process holds it), "interrupted", or "new"."""
-    if (cell_dir / DONE_FILE).is_file():
-        return str(read_json(cell_dir / DONE_FILE).get("status", "ok"))
-    running = cell_dir / RUNNING_FILE
-    if running.is_file():
-        try:
-            info = read_json(running)
-        except ValueError:
-            return "interrupted"
-        if info.get("host") == socket.gethostname() and _pid_alive(int(info.get("pid", -1))):
-            return "running"
-        return "interrupted"
-    return "interrupted" if cell_dir.exists() else "new"
-
-
 def _move_aside(cell: Cell, sweep_dir: Path, why: str) -> Path:
     """Keep an earlier attempt's folder under `.attempts/<cell>/<why>-N` (nothing is deleted)."""
     base = sweep_dir / ATTEMPTS_DIR / cell.id
@@ -324,65 +171,6 @@ def _move_aside(cell: Cell, sweep_dir: Path, why: str) -> Path:
     target = base / f"{why}-{n}"
     shutil.move(str(cell.dir), str(target))
     return target
-
-
-def execute_cell(
-    notebook: str, cell_dir: str, params: dict[str, Any], pass_output_dir: bool, timeout: float | None = None
-) -> dict[str, Any]:
-    """Run the notebook once into `cell_dir` (which must not hold a finished run); never raises for a
-    failing notebook: the failure is recorded in FAILED.json / DONE.json and returned."""
-    import papermill
-
-    nb, out = Path(notebook), Path(cell_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / DONE_FILE).exists():
-        raise SweepError(f"{out} already holds a finished run")
-    started = time.time()
-    write_json(out / RUNNING_FILE, {"pid": os.getpid(), "host": socket.gethostname(), "started": started})
-    injected = dict(params)
-    if pass_output_dir:
-        injected[OUTPUT_DIR_PARAM] = str(out)
-    output_notebook = out / nb.name
-    record: dict[str, Any] = {
-        "status": "ok",
-        "params": injected,
-        "notebook": str(nb),
-        "output_notebook": output_notebook.name,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-    }
-    try:
-        papermill.execute_notebook(
-            str(nb),
-            str(output_notebook),
-            parameters=injected,
-            kernel_name=KERNEL_NAME,
-            cwd=str(nb.parent),
-            progress_bar=False,
-            request_save_on_cell_execute=True,
-            execution_timeout=timeout,
-        )
-    except Exception as exc:  # a failing notebook is a result, not a crash of the sweep
-        record["status"] = "failed"
-        failure = {
-            "error": type(exc).__name__,
-            "ename": getattr(exc, "ename", type(exc).__name__),
-            "evalue": getattr(exc, "evalue", str(exc)),
-            "cell_index": getattr(exc, "cell_index", None),
-            "traceback": [
-                _ANSI.sub("", line)
-                for line in (getattr(exc, "traceback", None) or traceback.format_exception(exc))
-            ],
-            "params": injected,
-        }
-        record["error"] = f"{failure['ename']}: {failure['evalue']}"
-    record["wall_s"] = round(time.time() - started, 3)
-    if (out / METRICS_FILE).is_file():
-        record["metrics_file"] = METRICS_FILE
-    if record["status"] == "failed":
-        write_json(out / FAILED_FILE, {**failure, "wall_s": record["wall_s"]})
-    write_json(out / DONE_FILE, record)
-    (out / RUNNING_FILE).unlink(missing_ok=True)
-    return record
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,14 +186,8 @@ class CellResult:
 
 
 def _scalar_metrics(cell_dir: Path) -> dict[str, Any]:
-    path = cell_dir / METRICS_FILE
-    try:
-        data = read_json(path) if path.is_file() else {}
-    except ValueError as err:  # shown in the summary instead of silently dropping the cell's numbers
-        return {"metrics_error": f"unreadable {path.name}: {err}"}
-    if not isinstance(data, dict):
-        return {"metrics_error": f"{path.name} holds a {type(data).__name__}, not an object"}
-    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The cell's metrics.json flattened by `runs.flat_metrics` (the reader notebook 04 uses too)."""
+    return flat_metrics(cell_dir)
 
 
 def _finished_result(cell: Cell, status: str) -> CellResult:
@@ -430,7 +212,7 @@ def run_sweep(
     results: dict[str, CellResult] = {}
     todo: list[Cell] = []
     for cell in plan.cells:
-        state = cell_state(cell.dir)
+        state = run_state(cell.dir)
         if state == "ok" or (state == "failed" and not retry_failed):
             results[cell.id] = _finished_result(cell, "skipped" if state == "ok" else "failed (earlier)")
             log(f"skip  {cell.id}: finished earlier ({state})")
@@ -455,13 +237,13 @@ def run_sweep(
     if workers <= 1 or len(todo) <= 1:
         for cell, a in zip(todo, args, strict=True):
             log(f"run   {cell.id}")
-            finish(cell, execute_cell(*a))
+            finish(cell, execute_notebook(*a))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures: dict[Future, Cell] = {}
             for cell, a in zip(todo, args, strict=True):
                 log(f"run   {cell.id}")
-                futures[pool.submit(execute_cell, *a)] = cell
+                futures[pool.submit(execute_notebook, *a)] = cell
             for fut in as_completed(futures):
                 finish(futures[fut], fut.result())
     return [results[c.id] for c in plan.cells]
@@ -501,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--workers must be >= 1")
     try:
         plan = plan_sweep(a.notebook, a.grid, a.out, [tuple(x) for x in a.param], a.name)
-    except SweepError as exc:
+    except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

@@ -53,7 +53,8 @@ class SyntheticSceneConfig:
 
     Sizes: height and width are multiples of 14 by default so the model needs no resize.
     Cameras: ``orbit_deg_per_step`` = 0 is a static rig; otherwise every camera turns about the room
-    centre by that many degrees per step. Movers: ``mover_speed`` is path length per step.
+    centre by that many degrees per step. Movers: ``mover_speed`` is path length per step; ``mover_size`` the
+    range their radius / half-extent is drawn from.
     Mask noise (applied to ``sam2/mask_frames`` only; ``sam2/exact_masks`` is always exact):
     ``mask_offset_px`` > 0 dilates, < 0 erodes; ``mask_jitter_px`` adds a random per-frame offset in
     [-jitter, jitter]; ``mask_drop_prob`` leaves a frame's file out (a missing pseudo label).
@@ -71,6 +72,7 @@ class SyntheticSceneConfig:
     orbit_deg_per_step: float = 0.0
     num_movers: int = 2
     mover_speed: float = 0.15
+    mover_size: tuple[float, float] = (0.28, 0.42)
     num_static_boxes: int = 4
     num_static_spheres: int = 1
     room_half_size: float = 4.5
@@ -90,6 +92,9 @@ class SyntheticSceneConfig:
             raise ValueError(f"mask_drop_prob {self.mask_drop_prob} outside [0, 1]")
         if self.num_movers < 0 or self.num_movers > len(_PALETTE) // 3 - 1:
             raise ValueError(f"num_movers {self.num_movers} outside [0, {len(_PALETTE) // 3 - 1}]")
+        lo, hi = self.mover_size
+        if not 0 < lo <= hi:
+            raise ValueError(f"mover_size must be (low, high) with 0 < low <= high, got {self.mover_size}")
         if self.camera_radius >= self.room_half_size:
             raise ValueError("camera_radius must be inside the room (< room_half_size)")
 
@@ -197,7 +202,7 @@ def _build_world(
     )
     movers = []
     for k in range(config.num_movers):
-        size = float(rng.uniform(0.28, 0.42))
+        size = float(rng.uniform(*config.mover_size))
         path_radius = float(rng.uniform(0.35, 0.7))
         angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0.0, 0.5)
         movers.append(

@@ -1,0 +1,221 @@
+"""Tables and figures of an ablation's metrics.json (what notebook 03 and `page4d.main` show).
+
+Every table shows per-seed values when there are fewer than 3 seeds and "mean ±half-width of the 95%
+CI" from 3 on; the mask table ends with the trivial floors ("all dynamic", "all static") scored by the
+same code, and geometry columns appear only when geometry was trained.
+
+    print(runs.format_table(mask_rows(metrics)))
+    print(runs.format_table(paired_rows(metrics)))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from page4d.ablation import PREDICTIONS_DIR, safe
+from page4d.ablation_stats import MIN_SEEDS_FOR_CI
+
+MASK_COLUMNS = {
+    "mask_ap": "AP",
+    "mask_iou": "IoU@0.5",
+    "mask_iou_tuned": "IoU@train-thr",
+    "mask_jf": "J&F@0.5",
+    "mask_p_static": "P(dyn)|static",
+    "mask_p_dynamic": "P(dyn)|dynamic",
+    "mask_ece": "ECE",
+}
+GEOMETRY_COLUMNS = {
+    "depth_abs_rel": "AbsRel",
+    "depth_delta1": "d<1.25",
+    "ate": "ATE",
+    "rpe_trans": "RPE-t",
+    "rpe_rot": "RPE-r(deg)",
+    "rpe_view_trans": "view-RPE-t",
+    "rpe_view_rot": "view-RPE-r",
+}
+PAIRED_KEYS = ("mask_ap", "mask_iou", "mask_iou_tuned", "mask_p_static", "mask_ece")
+
+
+def _fmt(x: float | None, digits: int) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def value_text(entry: dict[str, Any], key: str, digits: int = 3) -> str:
+    """`mean ±half` from 3 seeds on, else the per-seed values joined by " / "."""
+    values = [r.get(key, float("nan")) for r in entry["per_seed"]]
+    if len(values) >= MIN_SEEDS_FOR_CI and entry.get(f"{key}_ci95") is not None:
+        lo, hi = entry[f"{key}_ci95"]
+        return f"{_fmt(entry[key], digits)} ±{_fmt((hi - lo) / 2, digits)}"
+    return " / ".join(_fmt(v, digits) for v in values) or "-"
+
+
+def geometry_trained(metrics: dict[str, Any]) -> bool:
+    return bool(metrics["params"].get("geometry"))
+
+
+def mask_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
+    """One row per arm with the mask metrics, then the floors and the GT dynamic share."""
+    rows = []
+    for arm, entry in metrics["arms"].items():
+        row: dict[str, Any] = {"arm": arm, "seeds": len(entry["per_seed"])}
+        row.update({label: value_text(entry, key, digits) for key, label in MASK_COLUMNS.items()})
+        rows.append(row)
+    floors = metrics.get("floors") or {}
+    for name, scores in floors.items():
+        row = {"arm": f"floor: {name.replace('_', ' ')}", "seeds": "-"}
+        row.update({label: _fmt(scores.get(key), digits) for key, label in MASK_COLUMNS.items()})
+        rows.append(row)
+    if floors:
+        share = next(iter(floors.values())).get("gt_dynamic_share")
+        rows.append({"arm": f"GT dynamic share {_fmt(share, digits)}", "seeds": ""})
+    return rows
+
+
+def geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
+    """Depth and camera metrics per arm; empty when geometry was not trained (its numbers would be an
+    untrained network's noise)."""
+    if not geometry_trained(metrics):
+        return []
+    rows = []
+    for arm, entry in metrics["arms"].items():
+        row: dict[str, Any] = {"arm": arm, "seeds": len(entry["per_seed"])}
+        row.update({label: value_text(entry, key, digits) for key, label in GEOMETRY_COLUMNS.items()})
+        rows.append(row)
+    return rows
+
+
+def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, digits: int = 3) -> list[dict]:
+    """arm - baseline (`none`, or `untrained` without geometry) per metric: "mean [lo, hi]" (95% CI of
+    the paired difference) or per-seed values. `keys` default to the mask metrics;
+    `paired_geometry_rows` gives the geometry ones."""
+    labels = {**MASK_COLUMNS, **GEOMETRY_COLUMNS}
+    baseline = metrics.get("baseline", "none")
+    rows = []
+    for arm, entry in metrics["arms"].items():
+        paired = entry.get(f"paired_vs_{baseline}")
+        if not paired:
+            continue
+        row: dict[str, Any] = {f"arm - {baseline}": arm}
+        for key in keys:
+            d = paired[key]
+            if d["ci95"] is not None:
+                lo, hi = d["ci95"]
+                row[labels[key]] = f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+            else:
+                row[labels[key]] = " / ".join(f"{v:+.{digits}f}" for v in d["per_seed"].values()) or "-"
+        rows.append(row)
+    return rows
+
+
+def paired_geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict]:
+    """`paired_rows` for depth and camera metrics; empty when geometry was not trained."""
+    return paired_rows(metrics, tuple(GEOMETRY_COLUMNS), digits) if geometry_trained(metrics) else []
+
+
+def per_view_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
+    """Held-out mask IoU at 0.5 per view, averaged over seeds, one row per arm."""
+    rows = []
+    for arm, m in metrics["arms"].items():
+        views = sorted({int(v) for r in m["per_seed"] for v in r["mask_iou_per_view"]})
+        row: dict[str, Any] = {"arm": arm}
+        for v in views:
+            vals = [r["mask_iou_per_view"].get(v, r["mask_iou_per_view"].get(str(v))) for r in m["per_seed"]]
+            row[f"view{v}"] = _fmt(float(np.nanmean(vals)), digits)
+        rows.append(row)
+    return rows
+
+
+def ablation_figure(metrics: dict[str, Any], keys: tuple[str, ...] | None = None):
+    """Bar chart per metric: arm means, 95% CI error bars from 3 seeds on, and the per-seed points;
+    dashed lines mark the floors of mask metrics."""
+    from matplotlib.figure import Figure
+
+    if keys is None:
+        keys = ("mask_ap", "mask_iou", "mask_p_static") + (
+            ("depth_abs_rel", "ate") if geometry_trained(metrics) else ()
+        )
+    arms = list(metrics["arms"])
+    fig = Figure(figsize=(3.0 * len(keys), 3.2), dpi=100)
+    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    for ax, key in zip(axes, keys, strict=True):
+        means = [metrics["arms"][a][key] for a in arms]
+        errs = []
+        for a in arms:
+            ci = metrics["arms"][a].get(f"{key}_ci95")
+            errs.append(0.0 if ci is None else (ci[1] - ci[0]) / 2)
+        ax.bar(range(len(arms)), np.nan_to_num(means), yerr=errs, capsize=4, color="#4c72b0", alpha=0.8)
+        for i, a in enumerate(arms):
+            ys = [r[key] for r in metrics["arms"][a]["per_seed"]]
+            ax.plot([i] * len(ys), ys, "k.", ms=5)
+        for name, style in (("all_dynamic", "r--"), ("all_static", "g:")):
+            value = ((metrics.get("floors") or {}).get(name) or {}).get(key)
+            if value is not None and math.isfinite(value):
+                ax.axhline(value, color=style[0], ls=style[1:], lw=1, label=f"floor: {name}")
+        ax.set_xticks(range(len(arms)), [a.replace("+", "+\n") for a in arms], fontsize=7)
+        ax.set_title(MASK_COLUMNS.get(key) or GEOMETRY_COLUMNS.get(key) or key, fontsize=9)
+    if any(ax.get_legend_handles_labels()[0] for ax in axes):
+        axes[0].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def arm_overlays_figure(
+    run_dir: str | Path, metrics: dict[str, Any], time_index: int = 0, threshold: float = 0.5
+):
+    """Rows = arms, columns = views: P(dynamic) >= threshold vs SegAnyMo on one held-out time step of the
+    first seed (green = both, red = predicted only, blue = missed), with the frame's IoU in the title."""
+    from page4d.metrics import mask_iou
+    from page4d.viz import legend_handles, new_figure, overlay_rgb
+
+    folder = Path(run_dir) / PREDICTIONS_DIR
+    frames = np.load(folder / "eval_frames.npz")
+    arms = [a for a in metrics["arms"] if (folder / f"{safe(a)}.npz").is_file()]
+    images, gt, valid = frames["images"], frames["gt"], frames["valid"]
+    views, times = frames["views"].tolist(), frames["times"].tolist()
+    n_v = len(views)
+    aspect = images.shape[2] / images.shape[3]
+    fig = new_figure((2.3 * n_v + 0.2, (2.3 * aspect + 0.35) * len(arms) + 0.5))
+    axes = fig.subplots(len(arms), n_v, squeeze=False)
+    for row, arm in enumerate(arms):
+        prob = np.load(folder / f"{safe(arm)}.npz")["prob"].astype(np.float32)
+        for vi in range(n_v):
+            ax = axes[row, vi]
+            pred = prob[time_index, vi] >= threshold
+            has_gt = bool(valid[time_index, vi])
+            g = gt[time_index, vi].astype(bool) if has_gt else None
+            ax.imshow(overlay_rgb(images[time_index, vi] / 255.0, pred, g, 0.5, "both"))
+            title = f"{arm} v={views[vi]}"
+            if has_gt:
+                title += f" IoU {float(mask_iou(pred, g)):.2f}"
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"held-out t={times[time_index]}, seed {metrics['params']['seeds'][0]}", fontsize=8, y=0.995)
+    fig.legend(handles=legend_handles("both"), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.98))
+    return fig
+
+
+def loss_curve_figure(run_dir: str | Path):
+    """Training loss per step of every (arm, seed) run under `<run_dir>/train/`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.subplots()
+    for hist in sorted(Path(run_dir, "train").glob("*/history.json")):
+        steps = json.loads(hist.read_text())
+        if isinstance(steps, dict):  # {"steps": [...], ...} as well as a bare list
+            steps = steps.get("steps", [])
+        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=hist.parent.name, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,101 @@
+"""Statistics of an ablation over seeds: per-seed values, means, and paired differences with a 95% CI.
+
+Arms of one seed start from the same weights and see the same clips, so the honest comparison is the
+*paired* difference arm - baseline per seed; its mean and a t-interval over seeds say whether an
+effect is larger than the seed-to-seed noise. Below `MIN_SEEDS_FOR_CI` seeds a t-interval is
+meaningless (t = 12.7 at two seeds), so only the values are reported (the CI is None).
+
+    arms = summarize_arms(["none", "bce"], seeds=(0, 1, 2), cells=..., baseline="none")
+    arms["bce"]["paired_vs_none"]["mask_ap"]  # {"mean", "ci95": [lo, hi] or None, "n", "per_seed"}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from page4d.evaluate import GEOMETRY_KEYS, MASK_KEYS
+
+METRIC_KEYS = (*MASK_KEYS, *GEOMETRY_KEYS)
+MIN_SEEDS_FOR_CI = 3
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, list[float] | None, int]:
+    """Mean, the 95% t-interval ``[lo, hi]`` (None below `MIN_SEEDS_FOR_CI` values) and the count of
+    finite values (NaNs -- metrics that could not be measured -- are left out)."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return float("nan"), None, 0
+    mean = float(arr.mean())
+    if arr.size < MIN_SEEDS_FOR_CI:
+        return mean, None, int(arr.size)
+    half = float(stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
+    return mean, [mean - half, mean + half], int(arr.size)
+
+
+def summarize_arms(
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    cells: dict[tuple[str, int], dict[str, Any]],
+    baseline: str = "none",
+    unpaired: Sequence[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """metrics.json's ``arms``: per arm ``per_seed`` (every finished cell: seed, init digest, results),
+    for each metric ``<key>`` (mean over seeds) and ``<key>_ci95`` ([lo, hi] or None), ``seeds``
+    (finished), ``failed_seeds``, and -- for every arm but the baseline, when the baseline ran --
+    ``paired_vs_<baseline>``: {metric: {"mean", "ci95", "n", "per_seed"}} of arm - baseline (not for
+    the `unpaired` arms, e.g. the untrained reference, which is not a variant of the training)."""
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        per_seed = []
+        for seed in seeds:
+            cell = cells.get((arm, seed))
+            if cell is None or cell["status"] != "ok":
+                continue
+            per_seed.append(
+                {
+                    **cell["result"],
+                    "seed": seed,
+                    "init_digest": cell["init_digest"],
+                    "final_digest": cell.get("final_digest"),
+                    "clip_order_digest": cell.get("clip_order_digest"),
+                    "trained_steps": cell["trained_steps"],
+                    "seconds": cell["seconds"],
+                }
+            )
+        entry: dict[str, Any] = {
+            "per_seed": per_seed,
+            "seeds": [r["seed"] for r in per_seed],
+            "failed_seeds": [s for s in seeds if (arm, s) in cells and cells[(arm, s)]["status"] != "ok"],
+        }
+        for key in METRIC_KEYS:
+            mean, ci, _ = mean_ci95([r.get(key, float("nan")) for r in per_seed])
+            entry[key] = mean
+            entry[f"{key}_ci95"] = ci
+        out[arm] = entry
+    if baseline in out:
+        base = {r["seed"]: r for r in out[baseline]["per_seed"]}
+        for arm, entry in out.items():
+            if arm == baseline or (arm in unpaired and baseline not in unpaired):
+                continue
+            entry[f"paired_vs_{baseline}"] = paired_differences(entry["per_seed"], base)
+    return out
+
+
+def paired_differences(per_seed: list[dict[str, Any]], baseline: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """arm - baseline per seed (seeds both finished), with mean and 95% CI, for every metric."""
+    out = {}
+    for key in METRIC_KEYS:
+        diffs = {
+            r["seed"]: r[key] - baseline[r["seed"]][key]
+            for r in per_seed
+            if r["seed"] in baseline and key in r and key in baseline[r["seed"]]
+        }
+        diffs = {s: d for s, d in diffs.items() if math.isfinite(d)}
+        mean, ci, n = mean_ci95(list(diffs.values()))
+        out[key] = {"mean": mean, "ci95": ci, "n": n, "per_seed": diffs}
+    return out

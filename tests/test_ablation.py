@@ -1,0 +1,234 @@
+"""The ablation as an experiment: paired arms, a `none` that trains, floors, per-seed records that survive
+failures and interruptions, and evaluation that reports what it can instead of raising."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from page4d import ablation, ablation_report, runs
+from page4d.ablation import AblationParams, parse_pos_weight, run_ablation
+from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
+from page4d.evaluate import evaluate
+from page4d.train import TrainConfig, build_training_model
+
+SIZE = (56, 70)
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory) -> Path:
+    cfg = SyntheticSceneConfig(
+        seed=1,
+        times=6,
+        views=2,
+        height=56,
+        width=70,
+        orbit_deg_per_step=4.0,
+        num_movers=2,
+        mover_size=(0.4, 0.5),
+    )
+    return generate_synthetic_scene(tmp_path_factory.mktemp("scene") / "synthetic", cfg)
+
+
+def _params(scene_dir: Path, out: Path, **kw) -> AblationParams:
+    base = dict(
+        train_root=str(scene_dir),
+        holdout=2,
+        arms=("untrained", "none", "bce"),
+        seeds=(0, 1),
+        steps=3,
+        image_size=SIZE,
+        geometry=True,
+        freeze="middle_blocks",
+        clip_times=2,
+        output_dir=str(out),
+    )
+    base.update(kw)
+    return AblationParams(**base)
+
+
+@pytest.fixture(scope="module")
+def paired_run(scene_dir, tmp_path_factory) -> dict:
+    torch.set_num_threads(1)
+    return run_ablation(_params(scene_dir, tmp_path_factory.mktemp("abl") / "run"), progress=False)
+
+
+def test_arms_of_one_seed_start_from_identical_weights_and_see_the_same_clips(paired_run):
+    arms = paired_run["arms"]
+    assert list(arms) == ["untrained", "none", "bce"] and not paired_run["failed"]
+    for i, seed in enumerate((0, 1)):
+        digests = {arm: arms[arm]["per_seed"][i]["init_digest"] for arm in arms}
+        assert len(set(digests.values())) == 1, digests
+        assert arms["none"]["per_seed"][i]["seed"] == seed
+        assert (
+            arms["none"]["per_seed"][i]["clip_order_digest"]
+            == arms["bce"]["per_seed"][i]["clip_order_digest"]
+        )
+    assert arms["none"]["per_seed"][0]["init_digest"] != arms["none"]["per_seed"][1]["init_digest"]
+    # `none` trains (geometry on); untrained does not
+    assert arms["untrained"]["per_seed"][0]["trained_steps"] == 0
+    none0 = arms["none"]["per_seed"][0]
+    assert none0["trained_steps"] == 3 and none0["final_digest"] != none0["init_digest"]
+
+
+def test_metrics_json_holds_threshold_free_scores_floors_and_paired_differences(paired_run):
+    bce = paired_run["arms"]["bce"]
+    for key in ("mask_ap", "mask_iou", "mask_iou_tuned", "mask_p_static", "mask_p_dynamic", "mask_ece"):
+        assert all(0.0 <= r[key] <= 1.0 for r in bce["per_seed"]), key
+    assert all(r["tuned_threshold"] is not None for r in bce["per_seed"])  # chosen on training frames
+    for key in ("ate", "rpe_trans", "rpe_rot", "rpe_view_trans", "rpe_view_rot", "depth_abs_rel"):
+        assert all(math.isfinite(r[key]) for r in bce["per_seed"]), key
+    floors = paired_run["floors"]
+    share = floors["all_dynamic"]["gt_dynamic_share"]
+    assert 0 < share < 1
+    assert floors["all_dynamic"]["mask_ap"] == pytest.approx(share)  # a constant ranks nothing
+    assert floors["all_static"]["mask_iou"] < 0.5 and floors["all_static"]["mask_p_static"] == 0.0
+    paired = bce["paired_vs_none"]["mask_ap"]
+    assert paired["n"] == 2 and paired["ci95"] is None  # two seeds: values, not an interval
+    expected = [
+        b["mask_ap"] - n["mask_ap"]
+        for b, n in zip(bce["per_seed"], paired_run["arms"]["none"]["per_seed"], strict=True)
+    ]
+    assert list(paired["per_seed"].values()) == pytest.approx(expected)
+    assert "paired_vs_none" not in paired_run["arms"]["untrained"]
+    rows = ablation_report.mask_rows(paired_run)
+    assert [r["arm"] for r in rows][:3] == ["untrained", "none", "bce"]
+    assert any(r["arm"] == "floor: all dynamic" for r in rows)
+    assert " / " in rows[2]["AP"]  # per-seed values below 3 seeds
+    assert ablation_report.geometry_rows(paired_run)  # geometry trained -> geometry columns
+
+
+def test_an_arm_gives_the_same_result_whatever_runs_beside_it(paired_run, scene_dir, tmp_path):
+    alone = run_ablation(_params(scene_dir, tmp_path / "alone", arms=("bce",), seeds=(0,)), progress=False)
+    assert (
+        alone["arms"]["bce"]["per_seed"][0]["final_digest"]
+        == paired_run["arms"]["bce"]["per_seed"][0]["final_digest"]
+    )
+
+
+def test_none_without_geometry_is_reported_as_untrained(scene_dir, tmp_path):
+    out = run_ablation(
+        _params(
+            scene_dir,
+            tmp_path / "run",
+            arms=("none", "bce"),
+            seeds=(0,),
+            geometry=False,
+            freeze="mask_head_only",
+        ),
+        progress=False,
+    )
+    assert list(out["arms"]) == ["untrained", "bce"]
+    assert "reported as 'untrained'" in out["notes"][0]
+    assert ablation_report.geometry_rows(out) == []  # no geometry columns when geometry did not train
+
+
+def test_a_failing_arm_is_recorded_and_the_others_are_kept_then_the_run_resumes(
+    scene_dir, tmp_path, monkeypatch
+):
+    real_train = ablation.train
+    calls = []
+
+    def flaky(cfg, *args, **kw):
+        calls.append((cfg.arm, cfg.seed))
+        if cfg.arm == "bce":
+            raise RuntimeError("simulated crash in the bce arm")
+        return real_train(cfg, *args, **kw)
+
+    monkeypatch.setattr(ablation, "train", flaky)
+    params = _params(scene_dir, tmp_path / "run", arms=("none", "bce"), seeds=(0,))
+    out = run_ablation(params, progress=False)
+    assert out["failed"] == [
+        {"arm": "bce", "seed": 0, "error": "RuntimeError: simulated crash in the bce arm"}
+    ]
+    assert out["arms"]["none"]["per_seed"] and out["arms"]["bce"]["failed_seeds"] == [0]
+    cell = json.loads((tmp_path / "run" / "cells" / "bce_seed0.json").read_text())
+    assert cell["status"] == "failed" and "simulated crash" in cell["traceback"]
+    # a finished ablation folder is a record: never run into again
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        run_ablation(params, progress=False)
+    # an interrupted one (no metrics.json) resumes: finished cells are read, the missing one runs
+    (tmp_path / "run" / "metrics.json").unlink()
+    (tmp_path / "run" / "cells" / "bce_seed0.json").unlink()
+    monkeypatch.setattr(ablation, "train", real_train)
+    calls.clear()
+    monkeypatch.setattr(
+        ablation, "train", lambda cfg, *a, **k: (calls.append(cfg.arm), real_train(cfg, *a, **k))[1]
+    )
+    out = run_ablation(params, progress=False)
+    assert calls == ["bce"] and not out["failed"]
+
+
+def test_mask_arms_without_any_gt_fail_before_training(scene_dir, tmp_path, monkeypatch):
+    bare = tmp_path / "bare"
+    shutil.copytree(scene_dir, bare)
+    shutil.rmtree(bare / "SegAnyMo")
+    monkeypatch.setattr(ablation, "train", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(ValueError, match=r"arms \['bce'\] supervise masks.*no GT mask"):
+        run_ablation(_params(bare, tmp_path / "run", arms=("none", "bce"), seeds=(0,)), progress=False)
+
+
+def test_pos_weight_parameter():
+    assert parse_pos_weight("auto") == "auto" and parse_pos_weight("none") is None
+    assert parse_pos_weight("6.5") == 6.5
+    with pytest.raises(ValueError, match="pos_weight"):
+        parse_pos_weight("-1")
+    with pytest.raises(ValueError, match="pos_weight"):
+        parse_pos_weight("balanced")
+
+
+def test_evaluate_scores_what_it_can(scene_dir):
+    scene = load_scene(scene_dir, image_size=SIZE)
+    torch.manual_seed(0)
+    model = build_training_model(TrainConfig())
+    # frames without GT: mask metrics over the frames that have it, with the reason
+    scene.mask_valid[4] = False
+    out = evaluate(model, scene, times=[2, 3, 4, 5], clip_times=2)
+    assert out["mask_frames"] == 6 and math.isfinite(out["mask_ap"]) and out["mask_missing_reason"]
+    scene.mask_valid[:] = False
+    out = evaluate(model, scene, times=[2, 3, 4, 5], clip_times=2)
+    assert out["mask_frames"] == 0 and math.isnan(out["mask_ap"]) and out["mask_missing_reason"]
+
+    # predicted cameras collapsed to one pose: NaN plus a reason, never an exception
+    class Collapsed(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images):
+            pred = self.inner(images)
+            pred["pose_enc"] = torch.zeros_like(pred["pose_enc"])
+            pred["pose_enc"][..., 6] = 1.0
+            return pred
+
+    out = evaluate(Collapsed(model), scene, times=[0, 1, 2, 3], clip_times=2)
+    assert math.isnan(out["ate"]) and "collapsed" in out["trajectory_note"]
+    assert math.isfinite(out["depth_abs_rel"])
+
+
+def test_main_refuses_a_finished_run_folder_and_leaves_it_byte_identical(tmp_path, capsys):
+    from page4d import main as main_mod
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "DONE.json").write_text('{"status": "ok"}\n')
+    (run / "metrics.json").write_text('{"arms": {}}\n')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(SystemExit) as exc:
+        main_mod.main(["--out", str(run), "-p", "steps", "1"])
+    assert exc.value.code == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_one_metrics_reader_flattens_nested_arms_for_the_sweep(paired_run, tmp_path):
+    runs.write_json(tmp_path / "metrics.json", paired_run)
+    flat = runs.flat_metrics(tmp_path)
+    assert flat["bce:mask_ap"] == pytest.approx(paired_run["arms"]["bce"]["mask_ap"])
+    assert "none:ate" in flat
+    rows = runs.comparison_rows(runs.find_runs(tmp_path).runs)
+    assert [r["arm"] for r in rows] == ["untrained", "none", "bce"] and rows[2]["seeds"] == 2
