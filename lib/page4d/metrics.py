@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from page4d.checks import require_finite
 from page4d.geometry import camera_centers, rotation_angle, umeyama_alignment
 
 __all__ = [
@@ -36,12 +37,6 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
     return x
 
 
-def _require_finite(x: torch.Tensor, name: str) -> None:
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} (shape {tuple(x.shape)}) contains {bad} non-finite values (NaN/inf)")
-
-
 # --------------------------------------------------------------------------------------------------
 # masks: J and F
 # --------------------------------------------------------------------------------------------------
@@ -54,7 +49,7 @@ def _binary_pair(pred: Any, gt: Any, threshold: float) -> tuple[torch.Tensor, to
             f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
         )
     for x, name in ((p, "pred"), (g, "gt")):
-        _require_finite(x, name)
+        require_finite(x, name)
         if x.dtype != torch.bool and ((x < 0).any() or (x > 1).any()):
             raise ValueError(
                 f"{name} (shape {tuple(x.shape)}) must be a probability or binary mask in [0, 1] "
@@ -198,7 +193,7 @@ def depth_metrics(pred: Any, gt: Any, valid: Any = None, alignment: str = "media
         raise ValueError(
             f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
         )
-    _require_finite(p, "pred")
+    require_finite(p, "pred")
     mask = torch.isfinite(g) & (g > 0)
     if valid is not None:
         v = _as_tensor(valid, "valid")
@@ -272,8 +267,8 @@ def trajectory_metrics(pred_extrinsics: Any, gt_extrinsics: Any, align: str = "s
     n = p.shape[0]
     if n < 2:
         raise ValueError(f"trajectory_metrics needs at least 2 frames, got {n}")
-    _require_finite(p, "pred_extrinsics")
-    _require_finite(g, "gt_extrinsics")
+    require_finite(p, "pred_extrinsics")
+    require_finite(g, "gt_extrinsics")
     c_pred, c_gt = camera_centers(p), camera_centers(g)
     r_pred, r_gt = p[:, :3, :3].transpose(-1, -2), g[:, :3, :3].transpose(-1, -2)  # camera-to-world
     if align in ("sim3", "se3"):
