@@ -31,13 +31,12 @@ from tqdm.auto import tqdm
 from page4d.data import Scene, load_scene, scene_to_batch
 from page4d.evaluate import evaluate
 from page4d.losses import LossConfig, compute_mask_supervision_loss, compute_total_loss, loss_dict_to_floats
-from page4d.model import build_model, load_checkpoint, preset
+from page4d.model import MASK_HEAD_PREFIX, build_model, load_checkpoint, preset
 
 __all__ = ["TrainConfig", "train", "evaluate", "build_training_model", "apply_freeze", "FREEZE_STRATEGIES"]
 
 Freeze = Literal["mask_head_only", "middle_blocks", "all"]
 FREEZE_STRATEGIES = ("mask_head_only", "middle_blocks", "all")
-MASK_HEAD = "aggregator.spatial_mask_head."
 
 
 @dataclass
@@ -121,7 +120,7 @@ def apply_freeze(model: nn.Module, strategy: Freeze) -> list[str]:
     def trainable(name: str) -> bool:
         if strategy == "all":
             return True
-        if name.startswith(MASK_HEAD):
+        if name.startswith(MASK_HEAD_PREFIX):
             return True
         if strategy == "middle_blocks":
             for kind in ("frame_blocks", "global_blocks"):
