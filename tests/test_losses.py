@@ -9,6 +9,7 @@ from page4d.geometry import extrinsics_intrinsics_to_pose_encoding
 from page4d.losses import (
     ARM_NAMES,
     LossConfig,
+    MaskLossResult,
     camera_loss,
     compute_auto_pos_weight,
     compute_mask_supervision_loss,
@@ -551,3 +552,34 @@ def test_total_loss_accepts_flat_predictions_and_skips_missing_masks():
     assert abs(float(no_masks["loss"]) - (float(b["loss"]) - float(b["mask_loss"]))) < 1e-6
     with pytest.raises(ValueError, match="depth"):
         compute_total_loss({**preds, "depth": preds["depth"][..., :27, :]}, targets, cfg)
+
+
+def test_mask_result_is_typed_and_keeps_the_flat_history_keys():
+    cfg = LossConfig.for_arm("bce+boundary")
+    out = compute_mask_supervision_loss({"mask_logits": torch.zeros(1, 1, 2, 2)}, _quarter_gt(1, 1), cfg)
+    assert isinstance(out, MaskLossResult) and out.supervised
+    flat = out.as_dict()
+    assert list(flat) == [
+        "mask_loss",
+        "mask_bce_loss",
+        "mask_boundary_loss",
+        "mask_temporal_loss",
+        "mask_supervised",
+        "mask_skip_reason",
+        "mask_pos_weight",
+        "mask_valid_frames",
+        "mask_boundary_pixels",
+        "mask_boundary_pos_weight",
+        "mask_temporal_pixels",
+    ]
+    assert flat["mask_loss"] is out.loss and flat["mask_boundary_pixels"] == out.boundary_pixels
+    skipped = compute_mask_supervision_loss({}, None, cfg)
+    assert not skipped.supervised and skipped.as_dict()["mask_valid_frames"] == 0
+
+
+def test_geometry_enabled_is_one_switch_over_the_three_terms():
+    assert LossConfig().geometry_enabled
+    assert not LossConfig(use_camera=False, use_depth=False, use_point=False).geometry_enabled
+    for term in ("camera", "depth", "point"):
+        only = {f"use_{t}": t == term for t in ("camera", "depth", "point")}
+        assert LossConfig(**only).geometry_enabled, term
