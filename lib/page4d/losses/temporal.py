@@ -34,18 +34,11 @@ def temporal_geometry(
     """
     if config.temporal_warp == "identity":
         return None, None, None
+    given = _given_geometry(gt_shape, depths, intrinsics, extrinsics, "temporal warp")
+    if given is not None:
+        return given
     lead = tuple(gt_shape[:3])
     big_h, big_w = gt_shape[-2:]
-    given = [x is not None for x in (depths, intrinsics, extrinsics)]
-    if any(given) and not all(given):
-        raise ValueError(
-            "temporal warp needs depths, intrinsics and extrinsics together (got only some of them)"
-        )
-    if all(given):
-        d = to_layout(require_tensor(depths, "depths"), lead, (big_h, big_w), "depths")
-        k = to_layout(require_tensor(intrinsics, "intrinsics"), lead, (3, 3), "intrinsics")
-        e = to_layout(require_tensor(extrinsics, "extrinsics"), lead, (3, 4), "extrinsics")
-        return d.detach(), k.detach(), e.detach()
     if predictions.get("depth") is None or predictions.get("pose_enc") is None:
         raise ValueError(
             f"LossConfig.temporal_warp={config.temporal_warp!r} needs geometry: pass depths/intrinsics/"
@@ -59,6 +52,27 @@ def temporal_geometry(
     )
     e, k = pose_encoding_to_extrinsics_intrinsics(pose.detach(), (big_h, big_w))
     return d.detach(), k, e
+
+
+def _given_geometry(
+    shape: tuple[int, ...],
+    depths: torch.Tensor | None,
+    intrinsics: torch.Tensor | None,
+    extrinsics: torch.Tensor | None,
+    who: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The caller's depths / intrinsics / extrinsics for ``shape = (B, T, V, H, W)``, detached, in
+    ``[B, T, V, ...]``; None when none is given, ``ValueError`` when only some are."""
+    given = [x is not None for x in (depths, intrinsics, extrinsics)]
+    if any(given) and not all(given):
+        raise ValueError(f"{who} needs depths, intrinsics and extrinsics together (got only some of them)")
+    if not all(given):
+        return None
+    lead = tuple(shape[:3])
+    d = to_layout(require_tensor(depths, "depths"), lead, tuple(shape[-2:]), "depths")
+    k = to_layout(require_tensor(intrinsics, "intrinsics"), lead, (3, 3), "intrinsics")
+    e = to_layout(require_tensor(extrinsics, "extrinsics"), lead, (3, 4), "extrinsics")
+    return d.detach(), k.detach(), e.detach()
 
 
 def temporal_agreement(
@@ -151,18 +165,11 @@ def temporal_consistency_loss(
                 f"valid must be [B, T, V] or [B, T, V, H, W] of prob {tuple(p.shape)}, "
                 f"got {tuple(valid.shape)}"
             )
-    given = [x is not None for x in (depths, intrinsics, extrinsics)]
-    if any(given) and not all(given):
-        raise ValueError("temporal_consistency_loss needs depths, intrinsics and extrinsics together")
-    if cfg.temporal_warp != "identity" and not all(given):
+    given = _given_geometry(tuple(p.shape), depths, intrinsics, extrinsics, "temporal_consistency_loss")
+    if cfg.temporal_warp != "identity" and given is None:
         raise ValueError(
             f"temporal_warp={cfg.temporal_warp!r} needs depths/intrinsics/extrinsics; "
             f'use LossConfig(temporal_warp="identity") for a static camera'
         )
-    if all(given):
-        lead = tuple(p.shape[:3])
-        depths = to_layout(require_tensor(depths, "depths"), lead, tuple(p.shape[-2:]), "depths").detach()
-        intrinsics = to_layout(require_tensor(intrinsics, "intrinsics"), lead, (3, 3), "intrinsics").detach()
-        extrinsics = to_layout(require_tensor(extrinsics, "extrinsics"), lead, (3, 4), "extrinsics").detach()
-    loss, _ = temporal_agreement(p, pixel_valid, depths, intrinsics, extrinsics, config=cfg)
+    loss, _ = temporal_agreement(p, pixel_valid, *(given or (None, None, None)), config=cfg)
     return loss
