@@ -118,21 +118,25 @@ def _canonical_mask_inputs(
     require_finite(gt, "segmask_gt")
     if (gt < 0).any() or (gt > 1).any():
         raise ValueError(f"segmask_gt (shape {tuple(gt.shape)}) must lie in [0, 1] (1 = dynamic)")
+    return _MaskInputs(lg5, gt5.to(lg5.dtype), _pixel_valid(valid, gt))
+
+
+def _pixel_valid(valid: torch.Tensor | None, gt: torch.Tensor) -> torch.Tensor:
+    """Per-frame (GT's leading dims) or per-pixel (GT's shape) validity as bool ``[B, T, V, H, W]``."""
+    gt5_shape = gt.shape if gt.ndim == 5 else gt[:, :, None].shape
     if valid is None:
-        pixel_valid = torch.ones(gt5.shape, dtype=torch.bool, device=gt.device)
-    else:
-        vd = require_tensor(valid, "valid")
-        require_bool(vd, "valid")
-        if tuple(vd.shape) == lead_g:
-            vd5 = vd if gt.ndim == 5 else vd[:, :, None]
-            pixel_valid = vd5[..., None, None].expand(gt5.shape)
-        elif tuple(vd.shape) == tuple(gt.shape):
-            pixel_valid = vd if gt.ndim == 5 else vd[:, :, None]
-        else:
-            raise ValueError(
-                f"valid must be per frame {list(lead_g)} or per pixel {list(gt.shape)}, got {tuple(vd.shape)}"
-            )
-    return _MaskInputs(lg5, gt5.to(lg5.dtype), pixel_valid)
+        return torch.ones(gt5_shape, dtype=torch.bool, device=gt.device)
+    vd = require_tensor(valid, "valid")
+    require_bool(vd, "valid")
+    lead_g = tuple(gt.shape[:-2])
+    if tuple(vd.shape) == lead_g:
+        vd5 = vd if gt.ndim == 5 else vd[:, :, None]
+        return vd5[..., None, None].expand(gt5_shape)
+    if tuple(vd.shape) == tuple(gt.shape):
+        return vd if gt.ndim == 5 else vd[:, :, None]
+    raise ValueError(
+        f"valid must be per frame {list(lead_g)} or per pixel {list(gt.shape)}, got {tuple(vd.shape)}"
+    )
 
 
 @dataclass
