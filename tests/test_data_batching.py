@@ -10,12 +10,11 @@ from page4d.data import (
     SyntheticSceneConfig,
     generate_synthetic_scene,
     load_scene,
-    project_points,
     scene_to_batch,
     to_first_camera_frame,
-    unproject_depth,
 )
 from page4d.data.seganymo import MASK_FRAMES
+from page4d.geometry import depth_to_world_points, project_points
 
 CONFIG = SyntheticSceneConfig(seed=11, times=4, views=3, height=70, width=84, tracks_per_mover=8)
 
@@ -60,7 +59,7 @@ def test_first_camera_frame_keeps_geometry(scene):
     depth = scene.depths[2, 1].double()
     projected = []
     for extrinsics in (scene.extrinsics.double(), E):
-        world = unproject_depth(depth, K1, extrinsics[2, 1]).reshape(-1, 3)
+        world = depth_to_world_points(depth, K1, extrinsics[2, 1]).reshape(-1, 3)
         xy, z = project_points(world, K2, extrinsics[2, 2])
         projected.append(xy[z > 0.1])
     assert torch.allclose(projected[0], projected[1], atol=1e-3)

@@ -15,11 +15,10 @@ from page4d.data import (
     SceneFormatError,
     cross_view_depth_agreement,
     load_scene,
-    project_points,
     read_query_points,
-    sample_nearest,
     vggt_size,
 )
+from page4d.geometry import project_points, sample_nearest
 from PIL import Image
 from scipy import ndimage
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from page4d.data import CropResize, check_patch_multiple, project_points, vggt_size
+from page4d.data import CropResize, check_patch_multiple, vggt_size
+from page4d.geometry import project_points
 from PIL import Image
 
 

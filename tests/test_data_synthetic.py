@@ -18,13 +18,11 @@ from page4d.data import (
     cross_view_depth_agreement,
     generate_synthetic_scene,
     load_scene,
-    project_points,
     render_synthetic_scene,
-    sample_nearest,
-    unproject_depth,
 )
 from page4d.data.seganymo import EXACT_MASKS
 from page4d.data.synthetic import CONFIG_FILE, write_synthetic_scene
+from page4d.geometry import depth_to_world_points, project_points, sample_nearest
 
 TINY = {"times": 3, "views": 2, "height": 56, "width": 70, "tracks_per_mover": 16, "query_points_per_step": 4}
 
@@ -79,7 +77,9 @@ def test_cross_view_reprojection_is_exact(default_scene, loaded):
         for i in range(4):
             j = (i + 1) % 4
             depth = loaded.depths[t, i].double()
-            world = unproject_depth(depth, loaded.intrinsics[t, i].double(), loaded.extrinsics[t, i].double())
+            world = depth_to_world_points(
+                depth, loaded.intrinsics[t, i].double(), loaded.extrinsics[t, i].double()
+            )
             world = world.reshape(-1, 3)[rng.choice(depth.numel(), 3000, replace=False)]
             xy, z = project_points(world, loaded.intrinsics[t, j].double(), loaded.extrinsics[t, j].double())
             inside = (z > 0) & (xy[:, 0] > -0.5) & (xy[:, 0] < 223.5) & (xy[:, 1] > -0.5) & (xy[:, 1] < 167.5)
@@ -113,7 +113,7 @@ def test_masks_are_the_movers_silhouettes(default_scene, loaded):
     for t in range(loaded.num_times):
         movers = rendered.movers_at(t)
         for v in range(loaded.num_views):
-            world = unproject_depth(
+            world = depth_to_world_points(
                 loaded.depths[t, v].double(),
                 loaded.intrinsics[t, v].double(),
                 loaded.extrinsics[t, v].double(),

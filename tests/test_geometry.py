@@ -8,13 +8,18 @@ from conftest import assert_close
 from page4d.geometry import (
     camera_centers,
     closed_form_inverse_se3,
+    depth_backward_warp,
     depth_to_world_points,
     extrinsics_intrinsics_to_pose_encoding,
+    points_are_degenerate,
     pose_encoding_to_extrinsics_intrinsics,
     project_points,
     quaternion_to_rotation_matrix,
+    relative_to_first_camera,
     rotation_angle,
     rotation_matrix_to_quaternion,
+    sample_nearest,
+    trajectory_is_degenerate,
     umeyama_alignment,
 )
 
@@ -177,3 +182,83 @@ def test_umeyama_rejects_degenerate_points():
         umeyama_alignment(line, line + 1.0)
     with pytest.raises(ValueError, match="at least 3"):
         umeyama_alignment(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def _w2c(rot: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """World-to-camera [R | -R C] of a camera at ``centre`` with world-to-camera rotation ``rot``."""
+    return torch.cat((rot, -(rot @ centre)[:, None]), dim=-1)
+
+
+def test_relative_to_first_camera_makes_camera_0_the_world_and_keeps_relative_poses():
+    rots = [_axis_angle((1.0, 2.0, 0.5), a) for a in (0.3, -0.7, 1.1)]
+    centres = torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.5], [3.0, 1.0, 0.0]], dtype=torch.float64)
+    e = torch.stack([_w2c(r, c) for r, c in zip(rots, centres, strict=True)])[None]  # [1, 3, 3, 4]
+    rel = relative_to_first_camera(e)
+    assert_close(rel[0, 0], torch.eye(3, 4, dtype=torch.float64))
+
+    def homogeneous(m: torch.Tensor) -> torch.Tensor:
+        return torch.cat((m, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=m.dtype)), dim=0)
+
+    # camera 2 seen from camera 1 does not depend on the world frame
+    before = homogeneous(e[0, 2]) @ torch.linalg.inv(homogeneous(e[0, 1]))
+    after = homogeneous(rel[0, 2]) @ torch.linalg.inv(homogeneous(rel[0, 1]))
+    assert_close(after, before)
+    with pytest.raises(ValueError, match=r"\[\.\.\., S, 3, 4\]"):
+        relative_to_first_camera(torch.zeros(3, 4))
+
+
+def test_depth_backward_warp_hand_values_shift_and_occlusion():
+    h, w, z, f, shift = 6, 8, 5.0, 10.0, 1.0
+    k = torch.tensor([[f, 0.0, 3.5], [0.0, f, 2.5], [0.0, 0.0, 1.0]], dtype=torch.float64)[None]
+    eye = torch.eye(3, dtype=torch.float64)
+    source = _w2c(eye, torch.zeros(3, dtype=torch.float64))[None]
+    # target camera moved by `shift` along +x: a point at depth z lands f * shift / z = 2 pixels further left
+    target = _w2c(eye, torch.tensor([shift, 0.0, 0.0], dtype=torch.float64))[None]
+    target_depth = torch.full((1, h, w), z, dtype=torch.float64)
+    depth = target_depth.clone()
+    depth[0, 0, 0] = 0.0  # invalid source pixel
+    warp = depth_backward_warp(depth, k, source, target_depth, k, target)
+    u = (warp.grid[..., 0] + 1.0) / 2.0 * (w - 1)  # back to pixel columns
+    v = (warp.grid[..., 1] + 1.0) / 2.0 * (h - 1)
+    cols = torch.arange(w, dtype=torch.float64)
+    expected_in = (cols - 2.0 >= -0.5)[None, None].expand(1, h, w).clone()
+    expected_in[0, 0, 0] = False
+    assert torch.equal(warp.in_view, expected_in)
+    assert_close(u[warp.in_view], (cols - 2.0).expand(1, h, w)[warp.in_view])
+    assert_close(v[warp.in_view], torch.arange(h, dtype=torch.float64)[:, None].expand(1, h, w)[warp.in_view])
+    assert bool((warp.grid[~warp.in_view] == 0).all())  # finite, harmless sampling outside
+    assert bool((warp.depth[warp.in_view] == z).all()) and bool(warp.visible(0.05)[warp.in_view].all())
+    # the backward warp reads the target image at the shifted columns
+    image = cols.expand(1, 1, h, w).clone()
+    assert_close(warp.sample(image)[0, 0][warp.in_view[0]], (cols - 2.0).expand(h, w)[warp.in_view[0]])
+    # something closer in the target hides the surface: not visible, though still in view
+    occluded = depth_backward_warp(depth, k, source, target_depth * 0.5, k, target)
+    assert not bool(occluded.visible(0.05).any()) and torch.equal(occluded.in_view, warp.in_view)
+    holes = target_depth.clone()
+    holes[0, :, 4] = 0.0  # the target has no depth where source column 6 lands
+    seen = depth_backward_warp(depth, k, source, holes, k, target).visible(0.05)
+    assert not bool(seen[0, :, 6].any()) and bool(seen[0, 1:, 5].all())
+    with pytest.raises(ValueError, match="target_depth"):
+        depth_backward_warp(depth, k, source, target_depth[:, :-1], k, target)
+
+
+def test_sample_nearest_rounds_to_pixel_centres_and_flags_outside():
+    image = torch.arange(12.0).reshape(3, 4)
+    xy = torch.tensor([[0.49, 0.0], [0.5, 1.2], [3.4, 2.0], [-0.6, 0.0], [1.0, 2.6]])
+    values, inside = sample_nearest(image, xy)
+    assert values[:3].tolist() == [0.0, 5.0, 11.0]
+    assert inside.tolist() == [True, True, True, False, False]
+
+
+def test_degeneracy_is_one_test_for_alignment_and_evaluation():
+    plane = torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.3]], dtype=torch.float64
+    )
+    line = torch.linspace(0, 1, 4, dtype=torch.float64)[:, None] * torch.tensor([[1.0, 2.0, 3.0]]).double()
+    batch = torch.stack((plane, line, torch.zeros(4, 3, dtype=torch.float64)))
+    assert points_are_degenerate(batch).tolist() == [False, True, True]
+    assert bool(points_are_degenerate(plane[:2]))  # fewer than 3 points
+    eye = torch.eye(3, dtype=torch.float64)
+    cameras = torch.stack([_w2c(eye, c) for c in plane])
+    assert trajectory_is_degenerate(cameras) is False
+    assert trajectory_is_degenerate(torch.stack([_w2c(eye, c) for c in line])) is True

@@ -4,10 +4,12 @@ import math
 
 import pytest
 import torch
+from conftest import assert_close
 from page4d.geometry import extrinsics_intrinsics_to_pose_encoding
 from page4d.losses import (
     ARM_NAMES,
     LossConfig,
+    MaskLossResult,
     camera_loss,
     compute_auto_pos_weight,
     compute_mask_supervision_loss,
@@ -21,14 +23,6 @@ from page4d.losses import (
 )
 
 LN2 = math.log(2.0)
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """torch.testing.assert_close's default tolerances without its slow first-call import."""
-    tol = 1e-7 if expected.dtype == torch.float64 else 1e-5
-    assert actual.shape == expected.shape, (tuple(actual.shape), tuple(expected.shape))
-    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
-    assert torch.allclose(actual, expected, rtol=tol, atol=tol), (actual, expected)
 
 
 def _quarter_gt(*lead: int, size: int = 28) -> torch.Tensor:
@@ -100,11 +94,11 @@ def test_bce_hand_value_with_each_pos_weight(pos_weight, expected_pw, expected_l
     # logits 0 -> per-pixel BCE log 2, times pos_weight on the dynamic quarter of the pixels.
     cfg = LossConfig(pos_weight=pos_weight)
     out = compute_mask_supervision_loss({"mask_logits": torch.zeros(1, 1, 2, 2)}, _quarter_gt(1, 1), cfg)
-    assert out["mask_supervised"] and out["mask_skip_reason"] is None
-    assert out["mask_pos_weight"] == expected_pw
-    assert abs(float(out["mask_bce_loss"]) - expected_loss) < 1e-6
-    assert abs(float(out["mask_loss"]) - expected_loss) < 1e-6  # w_mask_bce = 1, other terms off
-    assert out["mask_boundary_loss"] is None and out["mask_temporal_loss"] is None
+    assert out.supervised and out.skip_reason is None
+    assert out.pos_weight == expected_pw
+    assert abs(float(out.bce) - expected_loss) < 1e-6
+    assert abs(float(out.loss) - expected_loss) < 1e-6  # w_mask_bce = 1, other terms off
+    assert out.boundary is None and out.temporal is None
 
 
 def test_frames_marked_invalid_do_not_count_in_pos_weight_or_loss():
@@ -113,9 +107,9 @@ def test_frames_marked_invalid_do_not_count_in_pos_weight_or_loss():
     out = compute_mask_supervision_loss(
         {"mask_logits": logits}, gt, LossConfig(), valid=torch.tensor([[True, False]])
     )
-    assert out["mask_pos_weight"] == 3.0
-    assert abs(float(out["mask_bce_loss"]) - 1.5 * LN2) < 1e-6
-    assert out["mask_valid_frames"] == 1
+    assert out.pos_weight == 3.0
+    assert abs(float(out.bce) - 1.5 * LN2) < 1e-6
+    assert out.valid_frames == 1
 
 
 def _two_frame_case() -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -141,8 +135,8 @@ def test_each_accepted_logit_layout_gives_the_hand_value(layout):
     else:
         lg, g = logits[None, :, None], gt[None, None]  # S = T * V = 1 * 2
     out = compute_mask_supervision_loss({"mask_logits": lg}, g, LossConfig())
-    assert out["mask_pos_weight"] == 7.0
-    assert abs(float(out["mask_bce_loss"]) - expected) < 1e-6
+    assert out.pos_weight == 7.0
+    assert abs(float(out.bce) - expected) < 1e-6
 
 
 def test_pool_gt_makes_soft_targets_from_patch_averages():
@@ -152,33 +146,32 @@ def test_pool_gt_makes_soft_targets_from_patch_averages():
     cfg = LossConfig(mask_alignment="pool_gt")
     out = compute_mask_supervision_loss({"mask_logits": torch.zeros(1, 1, 2, 2)}, gt, cfg)
     # pos = 1.5, neg = 2.5 -> pw = 5/3; BCE(0) = ln2 * (pw*y + 1 - y): (5/3 + 4/3 + 1 + 1) / 4 = 5/4.
-    assert abs(out["mask_pos_weight"] - 5.0 / 3.0) < 1e-6
-    assert abs(float(out["mask_bce_loss"]) - 1.25 * LN2) < 1e-6
+    assert abs(out.pos_weight - 5.0 / 3.0) < 1e-6
+    assert abs(float(out.bce) - 1.25 * LN2) < 1e-6
 
 
 def test_the_two_alignments_differ_where_upsampling_blurs_patch_edges():
     gt = _quarter_gt(1, 1).double()  # float64: torch's BCE cancels catastrophically at |x| = 10 in float32
     logits = torch.full((1, 1, 2, 2), -10.0, dtype=torch.float64)
     logits[..., 0, 0] = 10.0  # exactly the GT at patch level
-    pooled = compute_mask_supervision_loss({"mask_logits": logits}, gt, LossConfig(mask_alignment="pool_gt"))[
-        "mask_bce_loss"
-    ]
+    pool = LossConfig(mask_alignment="pool_gt")
+    pooled = compute_mask_supervision_loss({"mask_logits": logits}, gt, pool).bce
     # pool_gt: pw = 3, every patch has BCE softplus(-10): (3 + 3) / 4 * softplus(-10)
     softplus = math.log1p(math.exp(-10.0))
     assert abs(float(pooled) - 1.5 * softplus) < 1e-8
-    upsampled = compute_mask_supervision_loss({"mask_logits": logits}, gt, LossConfig())["mask_bce_loss"]
+    upsampled = compute_mask_supervision_loss({"mask_logits": logits}, gt, LossConfig()).bce
     assert float(upsampled) > 100 * float(pooled)  # bilinear ramps cross 0 around the patch edge
 
 
 def test_bce_gradient_pushes_logits_up_where_gt_is_dynamic():
     logits = torch.tensor([[[[-1.0, 0.0], [0.5, 2.0]]]], requires_grad=True)
     out = compute_mask_supervision_loss({"mask_logits": logits}, torch.ones(1, 1, 28, 28), LossConfig())
-    out["mask_loss"].backward()
+    out.loss.backward()
     assert (logits.grad < 0).all()  # descent direction -grad is positive for every logit
     with torch.no_grad():
         stepped = logits - 10.0 * logits.grad
     after = compute_mask_supervision_loss({"mask_logits": stepped}, torch.ones(1, 1, 28, 28), LossConfig())
-    assert (stepped > logits).all() and float(after["mask_loss"]) < float(out["mask_loss"].detach())
+    assert (stepped > logits).all() and float(after.loss) < float(out.loss.detach())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,11 +189,9 @@ def test_skip_paths_report_none_and_a_reason():
     ]
     for p, g, cfg, valid, reason in cases:
         out = compute_mask_supervision_loss(p, g, cfg, valid)
-        assert out["mask_supervised"] is False
-        assert reason in out["mask_skip_reason"]
-        assert all(
-            out[k] is None for k in ("mask_loss", "mask_bce_loss", "mask_boundary_loss", "mask_temporal_loss")
-        )
+        assert out.supervised is False
+        assert reason in out.skip_reason
+        assert all(getattr(out, k) is None for k in ("loss", "bce", "boundary", "temporal"))
 
 
 @pytest.mark.parametrize(
@@ -255,10 +246,10 @@ def test_boundary_term_hand_value_for_the_exact_mask():
     # on its own: pw = 112 / 80 (the frame-level weight would be (1024 - 144) / 144).
     pw = 112.0 / 80.0
     expected = math.log1p(math.exp(-6.0)) * (80 * pw + 112) / 192
-    assert out["mask_boundary_pixels"] == 192
-    assert abs(out["mask_boundary_pos_weight"] - pw) < 1e-6  # float32
-    assert abs(out["mask_pos_weight"] - 880.0 / 144.0) < 1e-6
-    assert abs(float(out["mask_boundary_loss"]) - expected) < 1e-6
+    assert out.boundary_pixels == 192
+    assert abs(out.boundary_pos_weight - pw) < 1e-6  # float32
+    assert abs(out.pos_weight - 880.0 / 144.0) < 1e-6
+    assert abs(float(out.boundary) - expected) < 1e-6
 
 
 def test_boundary_term_is_larger_for_a_shifted_mask():
@@ -266,9 +257,9 @@ def test_boundary_term_is_larger_for_a_shifted_mask():
     exact = compute_mask_supervision_loss({"mask_logits": _square_case(0)[0]}, _square_case(0)[1], cfg)
     logits_s, gt = _square_case(3)
     shifted = compute_mask_supervision_loss({"mask_logits": logits_s}, gt, cfg)
-    assert float(shifted["mask_boundary_loss"]) > 100 * float(exact["mask_boundary_loss"])
+    assert float(shifted.boundary) > 100 * float(exact.boundary)
     # The band concentrates the error: the boundary term exceeds the image-wide mean.
-    assert float(shifted["mask_boundary_loss"]) > float(shifted["mask_bce_loss"])
+    assert float(shifted.boundary) > float(shifted.bce)
     # Same with patch-level logits and pooled GT.
     gt14 = torch.zeros(1, 1, 56, 56)
     gt14[..., 14:42, 14:28] = 1.0
@@ -276,8 +267,8 @@ def test_boundary_term_is_larger_for_a_shifted_mask():
     good[..., 1:3, 1:2] = 6.0
     bad = torch.roll(good, shifts=1, dims=-1)
     pool = LossConfig.for_arm("bce+boundary", mask_alignment="pool_gt")
-    b_good = compute_mask_supervision_loss({"mask_logits": good}, gt14, pool)["mask_boundary_loss"]
-    b_bad = compute_mask_supervision_loss({"mask_logits": bad}, gt14, pool)["mask_boundary_loss"]
+    b_good = compute_mask_supervision_loss({"mask_logits": good}, gt14, pool).boundary
+    b_bad = compute_mask_supervision_loss({"mask_logits": bad}, gt14, pool).boundary
     assert float(b_bad) > 100 * float(b_good)
 
 
@@ -302,22 +293,22 @@ def test_temporal_term_zero_for_identical_masks_and_hand_value_otherwise():
     same = compute_mask_supervision_loss(
         {"mask_logits": torch.zeros(1, 2, 1, 2, 2)}, gt, cfg, depths=d, intrinsics=k, extrinsics=e
     )
-    assert float(same["mask_temporal_loss"]) == 0.0
-    assert same["mask_temporal_pixels"] == 28 * 28
+    assert float(same.temporal) == 0.0
+    assert same.temporal_pixels == 28 * 28
     logits = torch.zeros(1, 2, 1, 2, 2)
     logits[:, 1] = math.log(3.0)  # p = 0.5 then 0.75
     diff = compute_mask_supervision_loss(
         {"mask_logits": logits}, gt, cfg, depths=d, intrinsics=k, extrinsics=e
     )
-    assert abs(float(diff["mask_temporal_loss"]) - 0.25) < 1e-6
-    assert abs(float(diff["mask_loss"]) - 0.05 * 0.25) < 1e-7  # w_mask_temporal = 0.05
+    assert abs(float(diff.temporal) - 0.25) < 1e-6
+    assert abs(float(diff.loss) - 0.05 * 0.25) < 1e-7  # w_mask_temporal = 0.05
     # Identity warp needs no geometry; a frame marked invalid removes its pair.
     ident = LossConfig(use_mask_bce=False, use_mask_temporal=True, temporal_warp="identity")
     out = compute_mask_supervision_loss({"mask_logits": logits}, gt, ident)
-    assert abs(float(out["mask_temporal_loss"]) - 0.25) < 1e-6
+    assert abs(float(out.temporal) - 0.25) < 1e-6
     valid = torch.tensor([[[True], [False]]])
     out = compute_mask_supervision_loss({"mask_logits": logits}, gt, ident, valid)
-    assert float(out["mask_temporal_loss"]) == 0.0 and out["mask_temporal_pixels"] == 0
+    assert float(out.temporal) == 0.0 and out.temporal_pixels == 0
 
 
 def test_temporal_auto_without_any_geometry_is_loud():
@@ -561,3 +552,34 @@ def test_total_loss_accepts_flat_predictions_and_skips_missing_masks():
     assert abs(float(no_masks["loss"]) - (float(b["loss"]) - float(b["mask_loss"]))) < 1e-6
     with pytest.raises(ValueError, match="depth"):
         compute_total_loss({**preds, "depth": preds["depth"][..., :27, :]}, targets, cfg)
+
+
+def test_mask_result_is_typed_and_keeps_the_flat_history_keys():
+    cfg = LossConfig.for_arm("bce+boundary")
+    out = compute_mask_supervision_loss({"mask_logits": torch.zeros(1, 1, 2, 2)}, _quarter_gt(1, 1), cfg)
+    assert isinstance(out, MaskLossResult) and out.supervised
+    flat = out.as_dict()
+    assert list(flat) == [
+        "mask_loss",
+        "mask_bce_loss",
+        "mask_boundary_loss",
+        "mask_temporal_loss",
+        "mask_supervised",
+        "mask_skip_reason",
+        "mask_pos_weight",
+        "mask_valid_frames",
+        "mask_boundary_pixels",
+        "mask_boundary_pos_weight",
+        "mask_temporal_pixels",
+    ]
+    assert flat["mask_loss"] is out.loss and flat["mask_boundary_pixels"] == out.boundary_pixels
+    skipped = compute_mask_supervision_loss({}, None, cfg)
+    assert not skipped.supervised and skipped.as_dict()["mask_valid_frames"] == 0
+
+
+def test_geometry_enabled_is_one_switch_over_the_three_terms():
+    assert LossConfig().geometry_enabled
+    assert not LossConfig(use_camera=False, use_depth=False, use_point=False).geometry_enabled
+    for term in ("camera", "depth", "point"):
+        only = {f"use_{t}": t == term for t in ("camera", "depth", "point")}
+        assert LossConfig(**only).geometry_enabled, term

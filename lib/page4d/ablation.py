@@ -185,9 +185,8 @@ def baseline_arm(arms: list[str]) -> str:
 
 def has_any_term(loss_cfg: LossConfig, has_masks: bool) -> bool:
     """False when an arm has nothing to learn from (e.g. `none` with geometry off)."""
-    geometry = loss_cfg.use_camera or loss_cfg.use_depth or loss_cfg.use_point
     mask = loss_cfg.use_seganymo_mask and bool(loss_cfg.mask_terms_enabled) and has_masks
-    return geometry or mask
+    return loss_cfg.geometry_enabled or mask
 
 
 def safe(name: str) -> str:

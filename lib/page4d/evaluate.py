@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from page4d.data import Scene, scene_to_batch
-from page4d.geometry import quaternion_to_rotation_matrix
+from page4d.geometry import quaternion_to_rotation_matrix, trajectory_is_degenerate
 from page4d.metrics import (
     best_iou_threshold,
     depth_metrics,
@@ -312,16 +312,6 @@ def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> dict[str, Any
         "rpe_view_rot": pooled(view_r),
         "trajectory_note": "; ".join(sorted(notes)) or None,
     }
-
-
-def trajectory_is_degenerate(extrinsics: torch.Tensor, rel_tol: float = 1e-6) -> bool:
-    """True when the camera centres `[N]` span less than a plane (a static rig seen by 2 views, say)."""
-    rot, t = extrinsics[..., :3].double(), extrinsics[..., 3:].double()
-    centres = -(rot.transpose(-1, -2) @ t)[..., 0]
-    if centres.shape[0] < 3:
-        return True
-    sv = torch.linalg.svdvals(centres - centres.mean(0))
-    return bool(sv[0] <= 1e-12 or sv[1] <= rel_tol * sv[0])
 
 
 def pose_encoding_to_extrinsics(pose_enc: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from page4d.checks import require_finite
 from page4d.geometry import camera_centers, rotation_angle, umeyama_alignment
 
 __all__ = [
@@ -46,12 +47,6 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
     return x
 
 
-def _require_finite(x: torch.Tensor, name: str) -> None:
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} (shape {tuple(x.shape)}) contains {bad} non-finite values (NaN/inf)")
-
-
 # --------------------------------------------------------------------------------------------------
 # masks: J and F
 # --------------------------------------------------------------------------------------------------
@@ -64,7 +59,7 @@ def _binary_pair(pred: Any, gt: Any, threshold: float) -> tuple[torch.Tensor, to
             f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
         )
     for x, name in ((p, "pred"), (g, "gt")):
-        _require_finite(x, name)
+        require_finite(x, name)
         if x.dtype != torch.bool and ((x < 0).any() or (x > 1).any()):
             raise ValueError(
                 f"{name} (shape {tuple(x.shape)}) must be a probability or binary mask in [0, 1] "
@@ -202,8 +197,8 @@ def _prob_gt_pixels(prob: Any, gt: Any, valid: Any = None) -> tuple[torch.Tensor
         raise ValueError(
             f"prob and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
         )
-    _require_finite(p, "prob")
-    _require_finite(g, "gt")
+    require_finite(p, "prob")
+    require_finite(g, "gt")
     if p.dtype != torch.bool and ((p < 0).any() or (p > 1).any()):
         raise ValueError(f"prob (shape {tuple(p.shape)}) must lie in [0, 1] (pass sigmoid(logits))")
     if valid is not None:
@@ -320,7 +315,7 @@ def depth_metrics(pred: Any, gt: Any, valid: Any = None, alignment: str = "media
         raise ValueError(
             f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
         )
-    _require_finite(p, "pred")
+    require_finite(p, "pred")
     mask = torch.isfinite(g) & (g > 0)
     if valid is not None:
         v = _as_tensor(valid, "valid")
@@ -398,8 +393,8 @@ def trajectory_errors(
     n = p.shape[0]
     if n < 2:
         raise ValueError(f"trajectory metrics need at least 2 frames, got {n}")
-    _require_finite(p, "pred_extrinsics")
-    _require_finite(g, "gt_extrinsics")
+    require_finite(p, "pred_extrinsics")
+    require_finite(g, "gt_extrinsics")
     if pairs is None:
         pairs = [(i, i + 1) for i in range(n - 1)]
     idx = torch.as_tensor(list(pairs), dtype=torch.long, device=p.device).reshape(-1, 2)

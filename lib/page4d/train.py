@@ -31,13 +31,12 @@ from tqdm.auto import tqdm
 from page4d.data import Scene, load_scene, scene_to_batch
 from page4d.evaluate import evaluate
 from page4d.losses import LossConfig, compute_mask_supervision_loss, compute_total_loss, loss_dict_to_floats
-from page4d.model import build_model, load_checkpoint, preset
+from page4d.model import MASK_HEAD_PREFIX, build_model, load_checkpoint, preset
 
 __all__ = ["TrainConfig", "train", "evaluate", "build_training_model", "apply_freeze", "FREEZE_STRATEGIES"]
 
 Freeze = Literal["mask_head_only", "middle_blocks", "all"]
 FREEZE_STRATEGIES = ("mask_head_only", "middle_blocks", "all")
-MASK_HEAD = "aggregator.spatial_mask_head."
 
 
 @dataclass
@@ -121,7 +120,7 @@ def apply_freeze(model: nn.Module, strategy: Freeze) -> list[str]:
     def trainable(name: str) -> bool:
         if strategy == "all":
             return True
-        if name.startswith(MASK_HEAD):
+        if name.startswith(MASK_HEAD_PREFIX):
             return True
         if strategy == "middle_blocks":
             for kind in ("frame_blocks", "global_blocks"):
@@ -229,7 +228,7 @@ def train(
                     tokens = feature_cache[start] = model.aggregator(
                         _flat(batch.images), stop_at_mask_head=True
                     )
-            losses = compute_mask_supervision_loss(
+            mask = compute_mask_supervision_loss(
                 {"mask_logits": mask_logits_from_features(model, tokens, batch.images.shape)},
                 batch.masks,
                 loss_cfg,
@@ -238,7 +237,7 @@ def train(
                 intrinsics=batch.intrinsics,
                 extrinsics=batch.extrinsics,
             )
-            losses["loss"] = losses["mask_loss"]
+            losses = {**mask.as_dict(), "loss": mask.loss}
         else:
             preds = net(batch.images)
             losses = compute_total_loss(preds, batch_targets(batch), loss_cfg)
@@ -282,8 +281,7 @@ def train(
 def mask_only_objective(loss_cfg: LossConfig, model: nn.Module, world: int = 1) -> bool:
     """With mask terms alone only the mask logits matter, so the network runs up to the mask head and
     stops (no later blocks, no DPT heads). Single-process only: DDP syncs gradients in its own forward."""
-    geometry = loss_cfg.use_camera or loss_cfg.use_depth or loss_cfg.use_point
-    return not geometry and model.aggregator.spatial_mask_head is not None and world == 1
+    return not loss_cfg.geometry_enabled and model.aggregator.spatial_mask_head is not None and world == 1
 
 
 def features_are_fixed(cfg: TrainConfig) -> bool:

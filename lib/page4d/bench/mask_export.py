@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from page4d.model import build_model, preset
+from page4d.model import MASK_HEAD_PREFIX, build_model, preset
 from page4d.model.config import CameraHeadConfig, DPTConfig, MaskHeadConfig, ModelConfig
 
 from .common import (
@@ -86,7 +86,7 @@ def drop_mask_outputs(model: torch.nn.Module, fields: tuple[str, ...]) -> Iterat
 def vggt_twin(model: torch.nn.Module) -> torch.nn.Module:
     """The same network and weights without the mask head (plain VGGT)."""
     twin = build_model(model.cfg.replace(mask_head=None))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aggregator.spatial_mask_head.")}
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(MASK_HEAD_PREFIX)}
     twin.load_state_dict(state, strict=True)
     return twin.to(next(model.parameters()).device).eval()
 

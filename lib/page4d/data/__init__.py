@@ -6,13 +6,7 @@ generate_synthetic_scene(out_dir, SyntheticSceneConfig(seed=0))
 """
 
 from page4d.data.batching import SceneBatch, scene_to_batch, to_first_camera_frame
-from page4d.data.camera import (
-    DepthAgreement,
-    cross_view_depth_agreement,
-    project_points,
-    sample_nearest,
-    unproject_depth,
-)
+from page4d.data.depth_agreement import DepthAgreement, cross_view_depth_agreement
 from page4d.data.layout import SceneFormatError, SceneLayout, read_query_points
 from page4d.data.resize import CropResize, check_patch_multiple, vggt_size
 from page4d.data.scene import Scene, load_scene
@@ -39,12 +33,9 @@ __all__ = [
     "cross_view_depth_agreement",
     "generate_synthetic_scene",
     "load_scene",
-    "project_points",
     "read_query_points",
     "render_synthetic_scene",
-    "sample_nearest",
     "scene_to_batch",
     "to_first_camera_frame",
-    "unproject_depth",
     "vggt_size",
 ]

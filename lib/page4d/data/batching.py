@@ -14,6 +14,7 @@ import torch
 
 from page4d.data.resize import check_patch_multiple
 from page4d.data.scene import Scene
+from page4d.geometry import relative_to_first_camera
 
 WorldFrame = Literal["scene", "first_camera"]
 
@@ -50,18 +51,12 @@ class SceneBatch:
 def to_first_camera_frame(extrinsics: torch.Tensor) -> torch.Tensor:
     """World-to-camera [..., T, V, 3, 4] -> the same cameras with camera (t=0, v=0) as the world frame.
 
-    E_i' = E_i @ inv(E_0) in homogeneous form, so E_0' = [I | 0]. Depth is unchanged (a rigid move).
+    E_i' = E_i @ inv(E_0) (:func:`page4d.geometry.relative_to_first_camera` over the ``s = t * V + v``
+    frames), so E_0' = [I | 0]. Depth is unchanged (a rigid move).
     """
-    dtype = extrinsics.dtype
-    extrinsics = extrinsics.double()  # composing rigid transforms in float32 costs ~1e-6 per step
-    E0 = extrinsics[..., 0, 0, :, :]
-    R0, t0 = E0[..., :3], E0[..., 3:]
-    R, t = extrinsics[..., :3], extrinsics[..., 3:]
-    R0_ = R0[..., None, None, :, :]
-    t0_ = t0[..., None, None, :, :]
-    R_new = R @ R0_.transpose(-1, -2)
-    t_new = t - R_new @ t0_
-    return torch.cat([R_new, t_new], dim=-1).to(dtype)
+    lead = extrinsics.shape[:-4]
+    flat = extrinsics.double().reshape(*lead, -1, 3, 4)  # composing in float32 costs ~1e-6 per step
+    return relative_to_first_camera(flat).reshape(extrinsics.shape).to(extrinsics.dtype)
 
 
 def scene_to_batch(

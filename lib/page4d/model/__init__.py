@@ -1,6 +1,6 @@
 """VGGT / PAGE-4D network: config, builder, checkpoint loading and mask-logit helpers."""
 
-from .checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
+from .checkpoint import MASK_HEAD_PREFIX, CheckpointError, LoadReport, load_checkpoint, read_state_dict
 from .config import (
     PRESETS,
     CameraHeadConfig,
@@ -16,6 +16,7 @@ from .mask_heads import MaskHeadOutput
 from .vggt import PAGE4DModel, build_model, upsample_mask_logits
 
 __all__ = [
+    "MASK_HEAD_PREFIX",
     "PRESETS",
     "CameraHeadConfig",
     "CheckpointError",

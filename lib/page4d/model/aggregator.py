@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .attention import RowGatedKeyBias
 from .block import Block
 from .config import ModelConfig
 from .mask_heads import MaskHeadOutput, build_mask_head
@@ -93,53 +94,95 @@ class Aggregator(nn.Module):
     ) -> AggregatorOutput | torch.Tensor:
         """images: `[B, S, 3, H, W]` in [0, 1].
 
+        Runs `depth / aa_block_size` groups; each group applies `aa_block_size` blocks of every kind in
+        `aa_order` (frame: within each frame, global: across all frames) and records the pair of
+        outputs `[B, S, P, 2C]`. The mask head runs right after the frame blocks of group
+        `mask_after_block`; its attention bias then applies in the global blocks listed in
+        `masked_global_blocks`, from that same group on.
+
         `stop_at_mask_head=True` returns the `[B, S, P, C]` tokens the mask head reads and stops there:
         when only the head trains, they are fixed and can be computed once per clip.
         """
         b, s, _, h, w = images.shape
-        p_size = self.cfg.patch_size
-        grid_h, grid_w = h // p_size, w // p_size
-        x = ((images - self._mean.to(images.dtype)) / self._std.to(images.dtype)).reshape(b * s, 3, h, w)
-        patches = self.patch_embed(x)
-        tokens = torch.cat(
-            [first_and_rest(self.camera_token, b, s), first_and_rest(self.register_token, b, s), patches],
-            dim=1,
-        )
+        grid_h, grid_w = h // self.cfg.patch_size, w // self.cfg.patch_size
+        tokens = self._embed(images)  # [B*S, P, C]
         p, c = tokens.shape[1], tokens.shape[2]
         pos = None
         if self.rope is not None:
             pos = patch_positions(b * s, grid_h, grid_w, self.patch_start_idx, images.device)
 
         mask: MaskHeadOutput | None = None
-        bias = None
+        bias: RowGatedKeyBias | None = None  # the mask head's, once it has run
         outputs = []
-        mask_cfg = self.cfg.mask_head
-        for i in range(self.cfg.depth // self.cfg.aa_block_size):
-            frame_out, global_out = [], []
+        group_size = self.cfg.aa_block_size
+        for group in range(self.cfg.depth // group_size):
+            frame_out: list[torch.Tensor] = []
+            global_out: list[torch.Tensor] = []
             for kind in self.cfg.aa_order:
                 if kind == "frame":
-                    tokens = tokens.reshape(b * s, p, c)
-                    for _ in range(self.cfg.aa_block_size):
-                        idx = len(frame_out) + i * self.cfg.aa_block_size
-                        tokens = self._run(self.frame_blocks[idx], tokens, pos, None)
-                        frame_out.append(tokens.reshape(b, s, p, c))
-                    if self.spatial_mask_head is not None and i == mask_cfg.mask_after_block:
-                        head_in = tokens.reshape(b, s, p, c)
-                        if mask_cfg.detach_input:
-                            head_in = head_in.detach()
+                    start = group * group_size + len(frame_out)
+                    tokens, block_outs = self._process_frame_attention(tokens, b, s, p, c, start, pos)
+                    frame_out += block_outs
+                    if self.spatial_mask_head is not None and group == self.cfg.mask_head.mask_after_block:
+                        head_in = self._mask_head_input(tokens, b, s, p, c)
                         if stop_at_mask_head:
                             return head_in
                         mask = self.spatial_mask_head(head_in, self.patch_start_idx, grid_h, grid_w)
                         bias = mask.attention_bias(self.patch_start_idx, p)
                 else:
-                    tokens = tokens.reshape(b, s * p, c)
-                    gpos = pos.reshape(b, s * p, 2) if pos is not None else None
-                    for _ in range(self.cfg.aa_block_size):
-                        idx = len(global_out) + i * self.cfg.aa_block_size
-                        use_bias = bias if idx in self.masked_global_blocks else None
-                        tokens = self._run(self.global_blocks[idx], tokens, gpos, use_bias)
-                        global_out.append(tokens.reshape(b, s, p, c))
+                    start = group * group_size + len(global_out)
+                    tokens, block_outs = self._process_global_attention(tokens, b, s, p, c, start, pos, bias)
+                    global_out += block_outs
             outputs.extend(torch.cat([f, g], dim=-1) for f, g in zip(frame_out, global_out, strict=True))
         if stop_at_mask_head:
             raise ValueError("stop_at_mask_head=True needs a model with a mask head")
         return AggregatorOutput(tokens=outputs, patch_start_idx=self.patch_start_idx, mask=mask)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised patches with the camera and register tokens in front: `[B*S, P, C]`."""
+        b, s, _, h, w = images.shape
+        x = ((images - self._mean.to(images.dtype)) / self._std.to(images.dtype)).reshape(b * s, 3, h, w)
+        patches = self.patch_embed(x)
+        return torch.cat(
+            [first_and_rest(self.camera_token, b, s), first_and_rest(self.register_token, b, s), patches],
+            dim=1,
+        )
+
+    def _process_frame_attention(
+        self, tokens: torch.Tensor, b: int, s: int, p: int, c: int, start: int, pos: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Frame blocks `start, start + 1, ...` (`aa_block_size` of them), each token attending within its
+        own frame over `[B*S, P, C]`. Returns the tokens and every block's output as `[B, S, P, C]`."""
+        tokens = tokens.reshape(b * s, p, c)
+        outs = []
+        for idx in range(start, start + self.cfg.aa_block_size):
+            tokens = self._run(self.frame_blocks[idx], tokens, pos, None)
+            outs.append(tokens.reshape(b, s, p, c))
+        return tokens, outs
+
+    def _process_global_attention(
+        self,
+        tokens: torch.Tensor,
+        b: int,
+        s: int,
+        p: int,
+        c: int,
+        start: int,
+        pos: torch.Tensor | None,
+        bias: RowGatedKeyBias | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Global blocks `start, start + 1, ...` over all frames' tokens `[B, S*P, C]`; the mask head's
+        `bias` only in `masked_global_blocks`. Returns the tokens and each block's output `[B, S, P, C]`."""
+        tokens = tokens.reshape(b, s * p, c)
+        gpos = pos.reshape(b, s * p, 2) if pos is not None else None
+        outs = []
+        for idx in range(start, start + self.cfg.aa_block_size):
+            block_bias = bias if idx in self.masked_global_blocks else None
+            tokens = self._run(self.global_blocks[idx], tokens, gpos, block_bias)
+            outs.append(tokens.reshape(b, s, p, c))
+        return tokens, outs
+
+    def _mask_head_input(self, tokens: torch.Tensor, b: int, s: int, p: int, c: int) -> torch.Tensor:
+        """The `[B, S, P, C]` tokens the mask head reads (detached as in the originals, unless configured)."""
+        head_in = tokens.reshape(b, s, p, c)
+        return head_in.detach() if self.cfg.mask_head.detach_input else head_in

@@ -79,6 +79,8 @@ class MaskHeadConfig:
     standardised features, pointwise mixing, `m = sigmoid(x + mean) - 0.5` with gain `scale` x a cosine
     hold schedule. In both the bias touches only camera/register query rows of `masked_global_blocks`.
     `detach_input=True` is the originals' behaviour (mask supervision trains only the head).
+    `alpha_init` / `tau_init` initialise `log` parameters read through `softplus`, so the starting alpha
+    is `softplus(log alpha_init) = ln(1 + alpha_init)`: 0.693 for the default 1.0 (tau: 1.099 for 2.0).
     """
 
     variant: Literal["fin10", "official"] = "fin10"
@@ -212,12 +214,12 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
     if ref["patch_embed"] == "dinov2":
         d = ref["dino_patch_embed"]
         dino = DinoConfig(
-            d["depth"],
-            d["num_heads"],
-            d["embed_dim"],
-            d["num_register_tokens"],
-            d["pos_embed_img_size"],
-            d["init_values"],
+            depth=d["depth"],
+            num_heads=d["num_heads"],
+            embed_dim=d["embed_dim"],
+            num_register_tokens=d["num_register_tokens"],
+            pos_embed_img_size=d["pos_embed_img_size"],
+            init_values=d["init_values"],
         )
     cam = ref.get("camera_head")
     camera = None
@@ -227,14 +229,14 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
         if cam["dim_in"] != 2 * ref["embed_dim"]:
             raise ValueError(f"camera_head.dim_in {cam['dim_in']} != 2 * embed_dim {ref['embed_dim']}")
         camera = CameraHeadConfig(
-            cam["trunk_depth"],
-            cam["num_heads"],
-            cam["mlp_ratio"],
-            cam["init_values"],
-            4,
-            cam["trans_act"],
-            cam["quat_act"],
-            cam["fl_act"],
+            trunk_depth=cam["trunk_depth"],
+            num_heads=cam["num_heads"],
+            mlp_ratio=cam["mlp_ratio"],
+            init_values=cam["init_values"],
+            num_iterations=4,  # not a constructor argument of the original head: its forward default
+            trans_act=cam["trans_act"],
+            quat_act=cam["quat_act"],
+            fl_act=cam["fl_act"],
         )
     dpt_ref = ref.get("dpt_heads")
     dpt = None
@@ -242,13 +244,13 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
         if dpt_ref["point"]["output_dim"] != 4 or dpt_ref["depth"]["output_dim"] != 2:
             raise ValueError("reference DPT heads must have output_dim 4 (points) and 2 (depth)")
         dpt = DPTConfig(
-            dpt_ref["features"],
-            tuple(dpt_ref["out_channels"]),
-            tuple(dpt_ref["intermediate_layer_idx"]),
-            dpt_ref["point"]["activation"],
-            dpt_ref["point"]["conf_activation"],
-            dpt_ref["depth"]["activation"],
-            dpt_ref["depth"]["conf_activation"],
+            features=dpt_ref["features"],
+            out_channels=tuple(dpt_ref["out_channels"]),
+            intermediate_layer_idx=tuple(dpt_ref["intermediate_layer_idx"]),
+            point_activation=dpt_ref["point"]["activation"],
+            point_conf_activation=dpt_ref["point"]["conf_activation"],
+            depth_activation=dpt_ref["depth"]["activation"],
+            depth_conf_activation=dpt_ref["depth"]["conf_activation"],
         )
     trk_ref = ref.get("track_head")
     track = None
@@ -257,18 +259,18 @@ def config_from_reference(ref: dict[str, Any]) -> ModelConfig:
         if fe.get("pos_embed", False):
             raise ValueError("the track feature extractor has no position embedding in VGGT")
         track = TrackHeadConfig(
-            trk_ref["features"],
-            tuple(fe["out_channels"]),
-            tuple(fe["intermediate_layer_idx"]),
-            fe["down_ratio"],
-            trk_ref["iters"],
-            trk_ref["hidden_size"],
-            trk_ref["stride"],
-            trk_ref["corr_levels"],
-            trk_ref["corr_radius"],
-            trk_ref["predict_conf"],
-            trk_ref["tracker_depth"],
-            trk_ref["latent_dim"],
+            features=trk_ref["features"],
+            out_channels=tuple(fe["out_channels"]),
+            intermediate_layer_idx=tuple(fe["intermediate_layer_idx"]),
+            down_ratio=fe["down_ratio"],
+            iters=trk_ref["iters"],
+            hidden_size=trk_ref["hidden_size"],
+            stride=trk_ref["stride"],
+            corr_levels=trk_ref["corr_levels"],
+            corr_radius=trk_ref["corr_radius"],
+            predict_conf=trk_ref["predict_conf"],
+            tracker_depth=trk_ref["tracker_depth"],
+            latent_dim=trk_ref["latent_dim"],
         )
     mask_ref = ref.get("mask_head")
     mask = None

@@ -26,7 +26,11 @@ def uv_grid(width: int, height: int, aspect_ratio: float, dtype: torch.dtype, de
 
 
 def sincos_embed(dim: int, pos: torch.Tensor, omega_0: float = 100.0) -> torch.Tensor:
-    """1D sin/cos embedding `[M, dim]`; returned in float32 as in VGGT (kept for exact reproduction)."""
+    """1-D sin/cos embedding of positions `[M]` -> `[M, dim]`: (sin of all frequencies, cos of all).
+
+    Frequencies `1 / omega_0^(k / (dim/2))`, k < dim/2, and angles in float64; returned in float32 as
+    in VGGT (kept for exact reproduction). The tracker's grid embedding is the same with base 10000.
+    """
     omega = torch.arange(dim // 2, dtype=torch.float64, device=pos.device) / (dim / 2.0)
     omega = 1.0 / omega_0**omega
     angles = torch.outer(pos.reshape(-1).double(), omega)

@@ -86,6 +86,9 @@ class Fin10MaskHead(nn.Module):
         return torch.clamp(F.softplus(self.tau_logit) + self.eps, min=1e-3)
 
     def alpha(self) -> torch.Tensor:
+        """`softplus(alpha_logit) + eps`. `alpha_logit` starts at `log(alpha_init)`, so the default
+        `alpha_init=1.0` gives alpha = softplus(0) = ln 2 ~ 0.693 at initialisation, as in the original
+        (not 1: the key bias then reaches at most 0.693 * |soft_mask_bias|)."""
         return F.softplus(self.alpha_logit) + self.eps
 
     def forward(self, tokens: torch.Tensor, patch_start: int, grid_h: int, grid_w: int) -> MaskHeadOutput:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .block import Mlp
 from .config import TrackHeadConfig
 from .tracker_blocks import (
     CorrelationPyramid,
-    Mlp,
     UpdateTransformer,
     flow_fourier_embedding,
     grid_sincos_embedding,

@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .block import Mlp
+from .dpt_head import sincos_embed
+
 __all__ = [
     "CorrelationPyramid",
     "CrossAttentionBlock",
-    "Mlp",
     "SelfAttentionBlock",
     "UpdateTransformer",
     "flow_fourier_embedding",
@@ -81,32 +83,23 @@ def sample_at_points(feature_map: Tensor, points: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _sincos_1d(dim: int, positions: Tensor) -> Tensor:
-    """[M] positions -> [M, dim] as (sin of all frequencies, cos of all frequencies), float64.
-
-    Frequencies 1 / 10000^(k / (dim/2)), k < dim/2, built in float64 like the reference.
-    """
-    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
-    omega = 1.0 / (10000.0**omega)
-    angles = positions.to(torch.float64)[:, None] * omega[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-
-
 def grid_sincos_embedding(dim: int, height: int, width: int) -> Tensor:
     """Fixed 2-D sin/cos embedding of every cell of an ``height x width`` grid -> [1, dim, H, W] float32.
 
     The first half of the channels encodes the column (x), the second half the row (y); each half
-    is (sin..., cos...) of ``dim/4`` frequencies. Computed in float64 and then **rounded to float32**:
-    the released model always used a float32 table, whatever the working precision.
+    is (sin..., cos...) of ``dim/4`` frequencies ``1 / 10000^(k / (dim/4))`` (the 1-D embedding of the
+    DPT heads, :func:`~page4d.model.dpt_head.sincos_embed`, with base 10000). Computed in float64 and
+    then **rounded to float32**: the released model always used a float32 table, whatever the working
+    precision.
     """
     if dim % 4 != 0:
         raise ValueError(f"grid_sincos_embedding needs dim divisible by 4, got {dim}")
     rows = torch.arange(height, dtype=torch.float32)
     cols = torch.arange(width, dtype=torch.float32)
     grid_y, grid_x = torch.meshgrid(rows, cols, indexing="ij")  # [H, W] each
-    emb_x = _sincos_1d(dim // 2, grid_x.reshape(-1))
-    emb_y = _sincos_1d(dim // 2, grid_y.reshape(-1))
-    emb = torch.cat([emb_x, emb_y], dim=1).float()  # [H*W, dim]
+    emb_x = sincos_embed(dim // 2, grid_x.reshape(-1), omega_0=10000.0)
+    emb_y = sincos_embed(dim // 2, grid_y.reshape(-1), omega_0=10000.0)
+    emb = torch.cat([emb_x, emb_y], dim=1)  # [H*W, dim] float32
     return emb.reshape(height, width, dim).permute(2, 0, 1).unsqueeze(0)
 
 
@@ -133,19 +126,6 @@ def flow_fourier_embedding(flows: Tensor, channels: int) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # Transformer pieces
 # --------------------------------------------------------------------------------------------------
-
-
-class Mlp(nn.Module):
-    """Linear -> GELU (erf) -> Linear. x: [..., in_features] -> [..., out_features]."""
-
-    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SelfAttentionBlock(nn.Module):

@@ -89,10 +89,36 @@ class PAGE4DModel(nn.Module):
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None, return_internals: bool = False
     ) -> dict:
-        """images in [0, 1]; query_points `[B, N, 2]` (or `[N, 2]`) pixel coordinates in the first frame.
+        """Predict cameras, depth, points (tracks) and the dynamic-mask logits of a clip.
 
-        With `return_internals`, also returns `aggregated_tokens_list`, `patch_start_idx` and `mask_head`
-        (the `MaskHeadOutput`, including the raw conv output and the attention-bias tensors).
+        images: `[B, S, 3, H, W]` (or `[S, 3, H, W]`) or multi-view `[B, T, V, 3, H, W]` in [0, 1], H and W
+            multiples of 14. Multi-view input runs as `S = T*V` frames (`s = t*V + v`) and every
+            per-frame output below comes back with `[B, T, V]` in place of `[B, S]`.
+        query_points: `[B, N, 2]` (or `[N, 2]`) pixel coordinates (x, y) in the first frame; only used
+            by the track head.
+
+        Returns a dict (h = H/14, w = W/14, P tokens per frame, C = embed_dim):
+            pose_enc: `[B, S, 9]` camera after the last refinement iteration: translation (3),
+                quaternion xyzw (4), fov_h, fov_w of the world-to-camera pose (`absT_quaR_FoV`); the
+                world is the camera of frame 0 (t=0, v=0).
+            pose_enc_list: list of `[B, S, 9]`, pose_enc after each refinement iteration (last = pose_enc).
+            depth: `[B, S, H, W, 1]` z-depth per pixel; depth_conf: `[B, S, H, W]` its confidence (1 + exp).
+            world_points: `[B, S, H, W, 3]` 3D point per pixel in the frame of camera 0;
+                world_points_conf: `[B, S, H, W]` its confidence (1 + exp).
+            track: `[B, S, N, 2]` query points tracked into every frame (last iteration); track_list:
+                one such tensor per iteration; vis / conf: `[B, S, N]` visibility and confidence. Only
+                with a track head and `query_points`.
+            mask_logits: `[B, S, 1, h, w]` (multi-view: `[B, T, V, h, w]`) dynamic logit per patch;
+                `sigmoid` = P(dynamic) = the suppression the attention applies. Only with a mask head.
+        With `return_internals` also:
+            aggregated_tokens_list: one `[B, S, P, 2C]` tensor per block pair, [frame | global] tokens
+                (never reshaped to `[B, T, V]`).
+            patch_start_idx: index of the first patch token (camera + register tokens come before).
+            mask_head: the `MaskHeadOutput` (None without a mask head): raw_logits `[B*S, 1, h, w]` the raw
+                conv output m (original sign); head_input `[B*S, C, h, w]` the patch features fed to the
+                head; dynamic_logits `[B, S, 1, h, w]` mask_logits before the `[B, T, V]` split;
+                query_gain `[B, S*P]` per query row gain r_i (camera/register rows only); key_bias
+                `[B, S*P]` per key additive bias c_j (patch keys only).
         """
         validate_images(images, self.cfg.patch_size)
         if images.ndim == 4:
