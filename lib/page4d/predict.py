@@ -156,14 +156,14 @@ def predict(
             panels = []
             for vi in range(scene.num_views):
                 view, stem = scene.view_name(vi), scene.frame_name(ti, vi)
-                prob = prob_source[k, vi].numpy()
-                mask = prob >= threshold
+                prob = prob_source[k, vi].numpy().astype(np.float16)
+                mask = prob.astype(np.float32) >= threshold  # the same mask as re-thresholding the .npy
                 (out / "masks" / view).mkdir(parents=True, exist_ok=True)
                 (out / "prob" / view).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(
                     out / "masks" / view / f"{stem}.png"
                 )
-                np.save(out / "prob" / view / f"{stem}.npy", prob.astype(np.float16))
+                np.save(out / "prob" / view / f"{stem}.npy", prob)
                 reader = gt_readers.get((ti, vi))
                 row = {"sequence": view, "frame": stem, "J": None, "F": None, "size": None}
                 if reader is not None:
