@@ -198,3 +198,15 @@ def test_an_rgb_image_of_the_wrong_size_is_named(clip, tmp_path):
     Image.fromarray(np.zeros((H, W + 14, 3), np.uint8)).save(tmp_path / "frames" / "00003.png")
     with pytest.raises(SceneFormatError, match="00003.png: size.*00000.png"):
         load_input(tmp_path / "frames")
+
+
+def test_mask_supervision_trains_on_a_clip_without_geometry(clip):
+    from page4d.train import TrainConfig, train
+
+    scene = load_input(clip / "rig", image_size=(70, 98), gt=clip / "gt")
+    cfg = TrainConfig(
+        preset="tiny", arm="bce", steps=3, freeze="all", clip_times=2, device="cpu",
+        loss_overrides={"use_camera": False, "use_depth": False, "use_point": False},
+    )  # fmt: skip
+    _, history = train(cfg, scene, progress=False)
+    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)

@@ -282,3 +282,48 @@ def test_save_mask_logits_round_trip(tiny_run, tmp_path):
     saved = torch.load(path, weights_only=True)
     assert torch.equal(saved["mask_logits"], pred["mask_logits"][0])
     assert saved["image_size"] == [56, 70] and saved["preset"] == "tiny"
+
+
+def test_probability_next_to_overlay_figure_with_and_without_gt(clip):
+    images, prob, gt, valid = clip
+    scores = mask_scores.frame_scores(prob, gt, valid)
+    fig = viz.probability_overlay_figure(images, prob, gt, valid, 0.5, 0.5, [0, 1, 2], [0, 1], scores)
+    assert len(fig.axes) == T * 2 * V + 1  # + colorbar
+    assert "IoU" in fig.axes[1].get_title() and "(no mask)" in fig.axes[2 * (2 * V) + 3].get_title()
+    bare = viz.probability_overlay_figure(images, prob, None, None, 0.5, 0.5, [0, 1, 2], [0, 1])
+    assert [t.get_text() for t in bare.legends[0].get_texts()] == ["prediction"]
+
+
+def test_widget_bundle_replaces_the_vbox_repr():
+    import ipywidgets as w
+
+    bundle = viz.widget_bundle(w.VBox([w.IntSlider()]), "viewer")
+    assert bundle["text/plain"] == "viewer" and "application/vnd.jupyter.widget-view+json" in bundle
+
+
+# --------------------------------------------------------------------------------------------------
+# loading.py
+# --------------------------------------------------------------------------------------------------
+def test_newest_ablation_checkpoint_skips_unsupervised_arms(tmp_path):
+    import os
+
+    assert loading.newest_ablation_checkpoint(tmp_path / "absent") is None
+    paths = {}
+    for i, rel in enumerate(
+        ["a_ablation/train/bce_seed0", "b_ablation/train/none_seed0", "c/train/bce_seed1"]
+    ):
+        (tmp_path / rel).mkdir(parents=True)
+        paths[rel] = tmp_path / rel / "checkpoint.pt"
+        paths[rel].write_bytes(b"")
+        os.utime(paths[rel], (1000 + i, 1000 + i))
+    os.utime(paths["a_ablation/train/bce_seed0"], (5000, 5000))
+    assert loading.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+    os.utime(paths["b_ablation/train/none_seed0"], (9000, 9000))  # newest, but learnt no masks
+    assert loading.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+
+
+def test_load_clip_shows_the_synthetic_scenes_held_out_steps(tmp_path):
+    scene = loading.load_clip("", (56, 70), 2, 1, 0, tmp_path)
+    assert scene.times == [4, 5] and scene.views == [0] and scene.image_size == (56, 70)
+    with pytest.raises(ValueError, match="image_height > 0"):
+        loading.load_clip("", (0, 70), 2, 1, 0, tmp_path)
