@@ -16,7 +16,8 @@ import torch
 from own_clip import GAP, H, T, W, make_clip
 from page4d.data.resize import CropResize
 from page4d.loading import quick_trained_model
-from page4d.predict import logits_to_source, main, predict
+from page4d.model import build_model, preset
+from page4d.predict import logits_to_source, main, predict, require_mask_head
 from PIL import Image
 from vos_benchmark.evaluator import Evaluator
 
@@ -129,3 +130,8 @@ def test_logits_go_back_to_the_source_frame_through_the_crop():
     prob = logits_to_source(logits_big, transform)
     assert prob[:, :10].max() < 0.05 and prob[:, 30:].min() > 0.95  # edges replicate the crop's border
     assert prob[0, 19] < 0.5 < prob[0, 20]  # the crop's centre line stays where the logit changes sign
+
+
+def test_a_preset_without_mask_head_is_refused():
+    with pytest.raises(ValueError, match="no mask head"):
+        require_mask_head(build_model(preset("tiny", mask_head=None)), "vggt_1b")

@@ -100,6 +100,14 @@ class OverlayVideo:
         return self.path
 
 
+def require_mask_head(model: torch.nn.Module, preset_name: str) -> None:
+    if model.aggregator.spatial_mask_head is None:
+        raise ValueError(
+            f"preset {preset_name!r} has no mask head, so there are no masks to predict; load VGGT-1B "
+            "weights into a PAGE-4D preset instead (e.g. --preset page4d_fin10_1b: its head starts untrained)"
+        )
+
+
 def source_gt(scene: Scene, gt: str | Path | None) -> dict[tuple[int, int], Any]:
     """`{(ti, vi): reader}` of the GT masks at their own (the frames' original) resolution."""
     if gt is not None and scene.frame_names is not None:
@@ -140,6 +148,7 @@ def predict(
     kind = input_kind(input)
     scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
     model, note = load_model(preset, checkpoint, seed)
+    require_mask_head(model, preset)
     gt_readers = source_gt(scene, gt)
     video = OverlayVideo(out / "overlay")
     rows: list[dict[str, Any]] = []  # per-frame DAVIS scores, computed as the frames go by
