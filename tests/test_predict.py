@@ -135,3 +135,14 @@ def test_logits_go_back_to_the_source_frame_through_the_crop():
 def test_a_preset_without_mask_head_is_refused():
     with pytest.raises(ValueError, match="no mask head"):
         require_mask_head(build_model(preset("tiny", mask_head=None)), "vggt_1b")
+
+
+def test_overlay_falls_back_to_gif_without_an_encoder(tmp_path, monkeypatch):
+    import page4d.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "VIDEO_CODECS", ("no-such-codec",))
+    video = predict_module.OverlayVideo(tmp_path / "overlay")
+    for k in range(3):
+        video.add(np.full((7, 9, 3), 80 * k, np.uint8))  # odd sizes are padded
+    path = video.close()
+    assert path.name == "overlay.gif" and Image.open(path).n_frames == 3

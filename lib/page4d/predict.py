@@ -69,34 +69,39 @@ def logits_to_source(logits: torch.Tensor, transform: CropResize) -> torch.Tenso
 
 
 class OverlayVideo:
-    """Frames in, `path.mp4` out (H.264 or MPEG-4 via PyAV), or `path.gif` when neither encoder exists."""
+    """Frames in, `path.mp4` out (H.264 or MPEG-4 via PyAV, encoded as the frames arrive, so a long clip
+    is never held in memory), or `path.gif` when neither encoder exists (frames kept until `close`)."""
 
     def __init__(self, stem: Path, fps: int = 8) -> None:
         codecs = [c for c in VIDEO_CODECS if c in av.codecs_available]
         self.codec = codecs[0] if codecs else None
         self.path = stem.with_suffix(".mp4" if self.codec else ".gif")
         self.fps = fps
-        self.frames: list[np.ndarray] = []
+        self.frames: list[Image.Image] = []
+        self.container = None
+        self.stream = None
 
     def add(self, frame: np.ndarray) -> None:
-        # yuv420p needs even sizes; pad by one black row / column where needed
         h, w = frame.shape[:2]
-        self.frames.append(np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0))))
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))  # yuv420p needs even sizes
+        if self.codec is None:
+            self.frames.append(Image.fromarray(frame))
+            return
+        if self.container is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.container = av.open(str(self.path), mode="w")
+            self.stream = self.container.add_stream(self.codec, rate=Fraction(self.fps))
+            self.stream.height, self.stream.width = frame.shape[:2]
+            self.stream.pix_fmt = "yuv420p"
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
 
     def close(self) -> Path:
         if self.codec is None:
-            images = [Image.fromarray(f) for f in self.frames]
-            images[0].save(
-                self.path, save_all=True, append_images=images[1:], duration=1000 // self.fps, loop=0
-            )
-            return self.path
-        with av.open(str(self.path), mode="w") as container:
-            stream = container.add_stream(self.codec, rate=Fraction(self.fps))
-            stream.height, stream.width = self.frames[0].shape[:2]
-            stream.pix_fmt = "yuv420p"
-            for f in self.frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-            container.mux(stream.encode())
+            first, *rest = self.frames
+            first.save(self.path, save_all=True, append_images=rest, duration=1000 // self.fps, loop=0)
+        else:
+            self.container.mux(self.stream.encode())
+            self.container.close()
         return self.path
 
 
