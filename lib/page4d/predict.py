@@ -41,6 +41,7 @@ from page4d.data.resize import CropResize
 from page4d.data.scene import SEGANYMO_DIR
 from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
 from page4d.davis import frame_j_f, summarize
+from page4d.extract import mask_probabilities
 from page4d.loading import load_model
 from page4d.viz import overlay_rgb
 
@@ -162,9 +163,7 @@ def predict(
         stop = min(start + chunk, scene.num_times)
         with torch.no_grad():
             logits = model(scene.images[start:stop][None])["mask_logits"][0]  # [t, V, h, w]
-        prob_model = torch.sigmoid(
-            F.interpolate(logits.float(), size=scene.image_size, mode="bilinear", align_corners=False)
-        )
+        prob_model = mask_probabilities(logits, scene.image_size)  # for the overlay video
         prob_source = logits_to_source(logits, scene.transform)
         for k, ti in enumerate(range(start, stop)):
             panels = []
