@@ -179,16 +179,57 @@ def test_extract_notebook_records_keys_sign_check_and_figures(tmp_path):
     assert list(saved["mask_logits"].shape) == [2, 2, 8, 11] and saved["times"] == [0, 1]
 
 
-def test_overlay_notebook_records_scores_and_figures(tmp_path):
+def test_overlay_notebook_records_scores_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAGE4D_OUTPUTS", str(tmp_path / "no_runs"))  # no ablation checkpoint: quick head
     run = _execute("02_mask_overlays.ipynb", tmp_path, num_times=2, num_views=1, threshold=0.4)
     metrics = json.loads((run / "metrics.json").read_text())
     per_frame = json.loads((run / "mask_scores.json").read_text())
     assert metrics["threshold"] == 0.4
-    assert len(per_frame) == 2 and {r["time"] for r in per_frame} == {0, 1}
+    assert len(per_frame) == 2 and {r["time"] for r in per_frame} == {4, 5}  # held out from the training
     ious = [r["IoU"] for r in per_frame]
     assert metrics["mask_iou"] == pytest.approx(sum(ious) / len(ious))
     assert 0.0 <= metrics["mask_jf"] <= 1.0
-    assert _is_png(run / "overlays.png") and _is_png(run / "scores.png")
+    assert metrics["mask_iou"] > 0.1, "the default model should be a trained one, not an untrained 0.000"
+    assert "trained here" in metrics["model"]
+    for name in ("overlays.png", "scores.png", "probability_overlay.png"):
+        assert _is_png(run / name), name
+
+
+def test_overlay_notebook_takes_a_frames_folder_without_gt(tmp_path, monkeypatch):
+    from page4d.data import SyntheticSceneConfig, generate_synthetic_scene
+
+    monkeypatch.setenv("PAGE4D_OUTPUTS", str(tmp_path / "no_runs"))
+    scene = generate_synthetic_scene(
+        tmp_path / "s", SyntheticSceneConfig(times=3, views=1, height=56, width=70)
+    )
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for t in range(3):
+        (frames / f"{t:05d}.png").write_bytes((scene / "images" / f"time_{t:02d}" / "view0.png").read_bytes())
+    run = _execute(
+        "02_mask_overlays.ipynb", tmp_path, input=str(frames), image_height=0, image_width=70, num_views=1
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["mask_iou"] is None and metrics["params"]["input"] == str(frames)
+    assert _is_png(run / "probability_overlay.png") and not (run / "mask_scores.json").exists()
+
+
+def test_overlay_notebook_prefers_the_newest_ablation_checkpoint(tmp_path, monkeypatch):
+    import torch
+    from page4d.model import build_model, preset
+
+    outputs = tmp_path / "outputs"
+    ck = outputs / "20260101-000000_ablation" / "train" / "bce_seed0" / "checkpoint.pt"
+    ck.parent.mkdir(parents=True)
+    torch.manual_seed(5)
+    torch.save({"model": build_model(preset("tiny")).state_dict(), "config": {"preset": "tiny"}}, ck)
+    monkeypatch.setenv("PAGE4D_OUTPUTS", str(outputs))
+    run = _execute("02_mask_overlays.ipynb", tmp_path, num_times=1, num_views=1)
+    note = json.loads((run / "metrics.json").read_text())["model"]
+    assert (
+        "outputs/20260101-000000_ablation/train/bce_seed0/checkpoint.pt" in note
+        and "all keys matched" in note
+    )
 
 
 def test_compare_notebook_reads_every_run_folder(tmp_path):

@@ -1,9 +1,9 @@
-"""Pictures and tables of predicted vs SegAnyMo masks, plus the interactive overlay viewer.
+"""Pictures of predicted vs SegAnyMo masks, plus the interactive overlay viewer (scores: mask_scores.py).
 
 Figures are `matplotlib.figure.Figure` objects built without pyplot, so a notebook shows exactly the
 figures it displays (none leak into the cell output twice) and tests render them headless.
 
-    scores = frame_scores(prob, scene.masks, scene.mask_valid, threshold=0.5)   # IoU / F per frame
+    scores = mask_scores.frame_scores(prob, scene.masks, scene.mask_valid, threshold=0.5)
     fig = overlay_grid_figure(scene.images, prob, scene.masks, scene.mask_valid, 0.5, 0.5, times, views)
     viewer = MaskOverlayViewer(scene.images, prob, scene.masks, scene.mask_valid, times, views)
     viewer.time.value = 2            # the figure and viewer.score_label update
@@ -15,7 +15,6 @@ import html
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from page4d.metrics import boundary_f_measure, jf_metrics, mask_iou
+from page4d.mask_scores import BOUND_TH, MaskScores
+from page4d.metrics import boundary_f_measure, mask_iou
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
 TP_COLOR = (0 / 255, 158 / 255, 115 / 255)  # bluish green: predicted and in the SegAnyMo mask
@@ -34,7 +34,6 @@ FN_COLOR = (86 / 255, 180 / 255, 233 / 255)  # sky blue: in the mask, missed
 PRED_COLOR = (230 / 255, 159 / 255, 0 / 255)  # orange: the prediction alone
 GT_COLOR = (204 / 255, 121 / 255, 167 / 255)  # reddish purple: the SegAnyMo mask alone
 SHOW_MODES = ("both", "prediction", "gt")
-BOUND_TH = 0.008  # DAVIS boundary tolerance: fraction of the image diagonal
 
 
 def _np(x: Any) -> np.ndarray:
@@ -92,91 +91,6 @@ def legend_handles(show: str = "both") -> list[Patch]:
         Patch(color=FP_COLOR, label="false positive"),
         Patch(color=FN_COLOR, label="missed"),
     ]
-
-
-# --------------------------------------------------------------------------------------------------
-# scores
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class MaskScores:
-    """Per-frame region IoU (J) and boundary F of thresholded P(dynamic) against SegAnyMo masks.
-
-    iou, f: float `[T, V]`, NaN where the frame has no mask. The means are over frames with a mask
-    (`page4d.metrics.jf_metrics`); `jf` = (J + F) / 2.
-    """
-
-    iou: np.ndarray
-    f: np.ndarray
-    valid: np.ndarray
-    threshold: float
-    mean_iou: float
-    mean_f: float
-    mean_jf: float
-
-    def per_time(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean IoU and F over views per time step (NaN where no view has a mask)."""
-        return _nanmean(self.iou, axis=1), _nanmean(self.f, axis=1)
-
-    def per_view(self) -> tuple[np.ndarray, np.ndarray]:
-        return _nanmean(self.iou, axis=0), _nanmean(self.f, axis=0)
-
-
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    counts = (~np.isnan(a)).sum(axis=axis)
-    sums = np.nansum(a, axis=axis)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def frame_scores(
-    prob: Any, gt: Any, valid: Any, threshold: float = 0.5, bound_th: float = BOUND_TH
-) -> MaskScores:
-    """Score `prob [T, V, H, W]` (P(dynamic)) against `gt [T, V, H, W]` where `valid [T, V]` is True."""
-    if gt is None:
-        raise ValueError("no SegAnyMo masks to score against (scene.masks is None; see mask_missing_reason)")
-    prob_t = torch.as_tensor(_np(prob), dtype=torch.float32)
-    gt_t = torch.as_tensor(_np(gt), dtype=torch.float32)
-    valid_t = torch.as_tensor(_np(valid), dtype=torch.bool)
-    if prob_t.ndim != 4 or prob_t.shape != gt_t.shape or tuple(valid_t.shape) != tuple(prob_t.shape[:2]):
-        raise ValueError(
-            f"prob and gt must be [T, V, H, W] and valid [T, V]; got {tuple(prob_t.shape)}, "
-            f"{tuple(gt_t.shape)}, {tuple(valid_t.shape)}"
-        )
-    r = jf_metrics(prob_t, gt_t, threshold=threshold, valid=valid_t, bound_th=bound_th)
-    v = valid_t.numpy()
-    iou = np.where(v, r["J"].numpy(), np.nan)
-    f = np.where(v, r["F"].numpy(), np.nan)
-    return MaskScores(iou, f, v, float(threshold), r["J_mean"], r["F_mean"], r["JF_mean"])
-
-
-def score_rows(scores: MaskScores, times: Sequence[int], views: Sequence[int]) -> list[dict[str, Any]]:
-    """One row per frame: time, view, IoU, F (None where the frame has no mask)."""
-    rows = []
-    for ti, t in enumerate(times):
-        for vi, v in enumerate(views):
-            ok = bool(scores.valid[ti, vi])
-            rows.append(
-                {
-                    "time": t,
-                    "view": v,
-                    "IoU": float(scores.iou[ti, vi]) if ok else None,
-                    "F": float(scores.f[ti, vi]) if ok else None,
-                }
-            )
-    return rows
-
-
-def mean_rows(scores: MaskScores, times: Sequence[int], views: Sequence[int]) -> list[dict[str, Any]]:
-    """Means per time step, per view and over all frames with a mask."""
-
-    def val(x: float) -> float | None:
-        return None if math.isnan(x) else float(x)
-
-    ti, tf = scores.per_time()
-    vi, vf = scores.per_view()
-    rows = [{"over": f"time {t}", "IoU": val(a), "F": val(b)} for t, a, b in zip(times, ti, tf, strict=True)]
-    rows += [{"over": f"view {v}", "IoU": val(a), "F": val(b)} for v, a, b in zip(views, vi, vf, strict=True)]
-    rows.append({"over": "all", "IoU": scores.mean_iou, "F": scores.mean_f})
-    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -467,3 +381,58 @@ class MaskOverlayViewer:
         self.score_label.value = f"<code>{html.escape(self.score_text())}</code>"
         self.image.value = figure_png(self.render())
         self.renders += 1
+
+
+def probability_overlay_figure(
+    images: Any,
+    prob: Any,
+    gt: Any | None,
+    valid: Any | None,
+    threshold: float,
+    alpha: float,
+    times: Sequence[int],
+    views: Sequence[int],
+    scores: MaskScores | None = None,
+    panel_size: float = 2.2,
+) -> Figure:
+    """Per frame, P(dynamic) (left) next to its thresholded overlay (right); rows = time, column pairs
+    = views. Overlay colours as in `overlay_grid_figure` (TP / FP / missed; prediction only without GT)."""
+    imgs, p = _np(images), _np(prob)
+    g = None if gt is None else _np(gt)
+    ok = np.zeros(p.shape[:2], bool) if (valid is None or g is None) else _np(valid).astype(bool)
+    t_n, v_n = p.shape[:2]
+    aspect = imgs.shape[-2] / imgs.shape[-1]
+    height = (panel_size * aspect + 0.3) * t_n + 0.6
+    fig = new_figure((2 * panel_size * v_n + 0.9, height))
+    axes = fig.subplots(t_n, 2 * v_n, squeeze=False)
+    im = None
+    for ti in range(t_n):
+        for vi in range(v_n):
+            left, right = axes[ti, 2 * vi], axes[ti, 2 * vi + 1]
+            im = left.imshow(p[ti, vi], cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            frame_gt = g[ti, vi] >= 0.5 if ok[ti, vi] else None
+            right.imshow(overlay_rgb(imgs[ti, vi], p[ti, vi] >= threshold, frame_gt, alpha))
+            left.set_title(f"t={times[ti]} v={views[vi]} P(dynamic)", fontsize=7)
+            title = f"p >= {threshold:.2f}"
+            if scores is not None and ok[ti, vi]:
+                title += f"  IoU {scores.iou[ti, vi]:.2f} F {scores.f[ti, vi]:.2f}"
+            elif not ok[ti, vi]:
+                title += "  (no mask)"
+            right.set_title(title, fontsize=7)
+            for ax in (left, right):
+                ax.set_xticks([])
+                ax.set_yticks([])
+    show = "both" if g is not None else "prediction"
+    fig.legend(handles=legend_handles(show), loc="upper center", ncol=3, fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.02, right=0.9, bottom=0.01, top=1 - 0.5 / height, hspace=0.3, wspace=0.05)
+    cax = fig.add_axes((0.92, 0.1, 0.015, 0.75))
+    fig.colorbar(im, cax=cax, label="P(dynamic)")
+    return fig
+
+
+def widget_bundle(widget: Any, text: str) -> dict[str, Any]:
+    """The widget's display data with `text` as its plain-text form (instead of the `VBox(children=...`
+    repr that a saved notebook, nbval and a terminal would show); `display(bundle, raw=True)`."""
+    bundle = dict(widget._repr_mimebundle_())
+    bundle["text/plain"] = text
+    return bundle

@@ -26,21 +26,24 @@ class SceneBatch:
     images:      [B, T, V, 3, H, W] float32 in [0, 1]
     depths:      [B, T, V, H, W] float32, 0 = invalid;   depth_valid: [B, T, V, H, W] bool
     intrinsics:  [B, T, V, 3, 3] float32;   extrinsics: [B, T, V, 3, 4] float32 world-to-camera
+                 (depths, depth_valid, intrinsics, extrinsics are None for a scene without geometry;
+                 geometry_missing_reason says why)
     masks:       [B, T, V, H, W] float32 (1 = dynamic) or None when the scene has no masks
     mask_valid:  [B, T, V] bool; a loss must ignore frames where it is False (their mask slot is 0)
     """
 
     images: torch.Tensor
-    depths: torch.Tensor
-    depth_valid: torch.Tensor
-    intrinsics: torch.Tensor
-    extrinsics: torch.Tensor
+    depths: torch.Tensor | None
+    depth_valid: torch.Tensor | None
+    intrinsics: torch.Tensor | None
+    extrinsics: torch.Tensor | None
     masks: torch.Tensor | None
     mask_valid: torch.Tensor
     mask_missing_reason: str | None
     times: list[int]
     views: list[int]
     world_frame: WorldFrame
+    geometry_missing_reason: str | None = None
 
     def to(self, device: torch.device | str) -> SceneBatch:
         """Copy of the batch with every tensor on ``device``."""
@@ -74,20 +77,20 @@ def scene_to_batch(
     ti = _positions(scene.times, times, "time")
     vi = _positions(scene.views, views, "view")
 
-    def pick(x: torch.Tensor) -> torch.Tensor:
-        return x[ti][:, vi].unsqueeze(0)
+    def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x[ti][:, vi].unsqueeze(0)
 
-    extrinsics = pick(scene.extrinsics)
-    if world_frame == "first_camera":
-        extrinsics = to_first_camera_frame(extrinsics)
-    elif world_frame != "scene":
+    if world_frame not in ("scene", "first_camera"):
         raise ValueError(f"world_frame {world_frame!r}; expected 'scene' or 'first_camera'")
+    extrinsics = pick(scene.extrinsics)
+    if world_frame == "first_camera" and extrinsics is not None:
+        extrinsics = to_first_camera_frame(extrinsics)
     depths = pick(scene.depths)
     mask_valid = pick(scene.mask_valid)
     return SceneBatch(
         images=pick(scene.images),
         depths=depths,
-        depth_valid=depths > 0,
+        depth_valid=None if depths is None else depths > 0,
         intrinsics=pick(scene.intrinsics),
         extrinsics=extrinsics,
         masks=None if scene.masks is None else pick(scene.masks),
@@ -97,6 +100,7 @@ def scene_to_batch(
         times=[scene.times[i] for i in ti],
         views=[scene.views[i] for i in vi],
         world_frame=world_frame,
+        geometry_missing_reason=scene.geometry_missing_reason,
     )
 
 

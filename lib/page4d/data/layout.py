@@ -69,12 +69,18 @@ class SceneLayout:
             raise SceneFormatError(f"{images}: no images folder; is {root} a scene in the multi-view layout?")
         time_dirs: dict[int, str] = {}
         for entry in sorted(images.iterdir()):
+            if entry.name.startswith("."):  # .DS_Store and friends
+                continue
             match = _TIME_DIR.match(entry.name)
-            if match and entry.is_dir():
-                t = int(match.group(1))
-                if t in time_dirs:
-                    raise SceneFormatError(f"{entry}: time {t} also given by {images / time_dirs[t]}")
-                time_dirs[t] = entry.name
+            # Skipping a misnamed entry would silently drop a time step and shift every later one.
+            if not match:
+                raise SceneFormatError(f"{entry}: not a time folder name; expected time_TT (e.g. time_02)")
+            if not entry.is_dir():  # a plain file, a dangling link or a symlink loop
+                raise SceneFormatError(f"{entry}: named like a time folder but is not a folder")
+            t = int(match.group(1))
+            if t in time_dirs:
+                raise SceneFormatError(f"{entry}: time {t} also given by {images / time_dirs[t]}")
+            time_dirs[t] = entry.name
         if not time_dirs:
             raise SceneFormatError(f"{images}: no time_TT folders")
         view_sets = {t: _views_in(images / name) for t, name in time_dirs.items()}

@@ -24,6 +24,8 @@ from page4d.data.layout import (
     read_extrinsics,
     read_intrinsics,
     read_rgb,
+    time_dir_name,
+    view_stem,
 )
 from page4d.data.resize import CropResize, DepthMode, MaskMode, check_patch_multiple
 from page4d.data.seganymo import (
@@ -43,9 +45,11 @@ class Scene:
     """A loaded scene; T and V follow ``times`` and ``views`` (ids as named on disk, in the order asked for).
 
     images:      [T, V, 3, H, W] float32 in [0, 1]
-    depths:      [T, V, H, W] float32 z-depth, 0 = invalid
-    intrinsics:  [T, V, 3, 3] float32, for the returned H x W pixels (pixel centres at integers)
-    extrinsics:  [T, V, 3, 4] float32 world-to-camera [R|t], OpenCV axes
+    depths:      [T, V, H, W] float32 z-depth, 0 = invalid; None for an input without depth
+    intrinsics:  [T, V, 3, 3] float32, for the returned H x W pixels (pixel centres at integers); or None
+    extrinsics:  [T, V, 3, 4] float32 world-to-camera [R|t], OpenCV axes; or None
+    geometry_missing_reason: None when depth and cameras exist, else why geometry terms and metrics
+                 are skipped (a frames folder or a video has neither)
     masks:       [T, V, H, W] float32 {0, 1} (1 = dynamic; soft in [0, 1] with mask_mode="area"),
                  or None when no mask file exists at all
     mask_valid:  [T, V] bool, True where a mask frame was read; all False when masks is None
@@ -53,15 +57,18 @@ class Scene:
     tracks:      per view, SegAnyMo moseg tracks (None for a view without them), or None
     instances:   SAM2 instance ids (only with ``load_instances=True``), else None
     transform:   the crop/resize that maps source pixels to the returned pixels
+    frame_names: [T][V] file stems the frames came from (outputs and GT masks are matched by them);
+                 None for the multi-view layout, where `frame_name` derives them from the ids
+    view_names:  one name per view (a sub-folder's name), or None for the ids' ``view{v}``
     """
 
     root: Path
     times: list[int]
     views: list[int]
     images: torch.Tensor
-    depths: torch.Tensor
-    intrinsics: torch.Tensor
-    extrinsics: torch.Tensor
+    depths: torch.Tensor | None
+    intrinsics: torch.Tensor | None
+    extrinsics: torch.Tensor | None
     masks: torch.Tensor | None
     mask_valid: torch.Tensor
     mask_missing_reason: str | None
@@ -70,6 +77,9 @@ class Scene:
     tracks_missing_reason: str | None
     instances: FrameLabels | None
     transform: CropResize
+    geometry_missing_reason: str | None = None
+    frame_names: list[list[str]] | None = None
+    view_names: list[str] | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -84,8 +94,21 @@ class Scene:
         return len(self.views)
 
     @property
-    def depth_valid(self) -> torch.Tensor:
-        return self.depths > 0
+    def depth_valid(self) -> torch.Tensor | None:
+        return None if self.depths is None else self.depths > 0
+
+    @property
+    def has_geometry(self) -> bool:
+        return self.depths is not None and self.intrinsics is not None and self.extrinsics is not None
+
+    def frame_name(self, ti: int, vi: int) -> str:
+        """The file stem of frame (time index ti, view index vi): its source name, else ``time_TT``."""
+        if self.frame_names is not None:
+            return self.frame_names[ti][vi]
+        return time_dir_name(self.times[ti])
+
+    def view_name(self, vi: int) -> str:
+        return self.view_names[vi] if self.view_names is not None else view_stem(self.views[vi])
 
 
 def load_scene(

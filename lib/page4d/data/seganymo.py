@@ -77,7 +77,7 @@ def read_mask_png(path: Path, expect_hw: tuple[int, int]) -> np.ndarray:
     """
     image = open_png(path)
     array = np.asarray(image)
-    if array.shape != tuple(expect_hw):
+    if array.shape[:2] != tuple(expect_hw):
         raise SceneFormatError(f"{path}: mask size (H, W) = {array.shape[:2]}, expected {tuple(expect_hw)}")
     if image.mode == "L":
         bad = (array != 0) & (array != 255)
@@ -90,6 +90,11 @@ def read_mask_png(path: Path, expect_hw: tuple[int, int]) -> np.ndarray:
         return (array > 0).astype(np.uint8)
     if image.mode == "1":
         return array.astype(np.uint8)
+    if image.mode in ("RGB", "RGBA"):
+        raise SceneFormatError(
+            f"{path}: mask saved as {image.mode} (colour); "
+            "save it as a grey 'L' {0, 255} or palette 'P' PNG"
+        )
     raise SceneFormatError(f"{path}: mask mode {image.mode!r}, expected 'L' {{0, 255}}, 'P' or '1'")
 
 

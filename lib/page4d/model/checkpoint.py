@@ -6,6 +6,7 @@ with a report instead of loading partially by accident.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,13 @@ def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{path}: not a torch checkpoint that loads with weights_only=True ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''})"
+            ) from err
         where = str(path)
     else:
         obj, where = source, "<dict>"

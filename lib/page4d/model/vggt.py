@@ -47,6 +47,11 @@ def validate_images(images: torch.Tensor, patch_size: int) -> None:
         raise ValueError(f"image height and width must be multiples of {patch_size}, got H={h}, W={w}")
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    # 0..255 floats would pass every check above and give silently meaningless predictions.
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (0..255 pixel values? divide by 255)" if hi > 1.0 else ""
+        raise ValueError(f"images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
 
 
 class PAGE4DModel(nn.Module):

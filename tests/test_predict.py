@@ -1,0 +1,148 @@
+"""`python -m page4d.predict` end to end (issue 11's "Done when"): a frames folder, an .mp4 made from it
+and a two-view frames folder, with DAVIS-style GT; re-scoring the written PNGs with vos-benchmark
+reproduces J_mean and F_mean."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from own_clip import GAP, H, T, W, make_clip
+from page4d.data.resize import CropResize
+from page4d.loading import quick_trained_model
+from page4d.model import build_model, preset
+from page4d.predict import logits_to_source, main, predict, require_mask_head
+from PIL import Image
+from vos_benchmark.evaluator import Evaluator
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("own_clip"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny model whose mask head learnt something (a few seconds), so the scores are not all 0."""
+    work = tmp_path_factory.mktemp("quick")
+    model, _ = quick_trained_model("tiny", work, (70, 98), 4, 1, seed=0, steps=150)
+    torch.save({"model": model.state_dict()}, work / "ck.pt")
+    return work / "ck.pt"
+
+
+def rescore_with_vos_benchmark(out: Path, gt_dirs: dict[str, Path]) -> tuple[float, float]:
+    """Mean over views of vos-benchmark's per-sequence J and F of the written PNGs."""
+    js, fs = [], []
+    for view, gt_dir in gt_dirs.items():
+        evaluator = Evaluator(boundary=0.008)
+        for gt_png in sorted(gt_dir.glob("*.png")):
+            written = out / "masks" / view / gt_png.name
+            mask = (np.array(Image.open(written)) > 0).astype(np.uint8)
+            gt = (np.array(Image.open(gt_png)) > 0).astype(np.uint8)
+            evaluator.feed_frame(mask, gt)
+        iou, f = evaluator.conclude()
+        js.append(iou[1] / 100)
+        fs.append(f[1] / 100)
+    return float(np.mean(js)), float(np.mean(fs))
+
+
+def check_outputs(out: Path, views: list[str], frames: list[str]) -> dict:
+    for view in views:
+        for stem in frames:
+            mask = Image.open(out / "masks" / view / f"{stem}.png")
+            assert mask.mode == "L" and mask.size == (W, H)  # the frames' original resolution
+            assert set(np.unique(np.array(mask))) <= {0, 255}
+            prob = np.load(out / "prob" / view / f"{stem}.npy")
+            assert prob.dtype == np.float16 and prob.shape == (H, W)
+            assert np.array_equal(np.array(mask) == 255, prob.astype(np.float32) >= 0.5)
+    with av.open(str(out / "overlay.mp4")) as video:
+        decoded = list(video.decode(video=0))
+    assert len(decoded) == len(frames)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay", "JF_mean"):
+        assert 0.0 <= metrics[key] <= 1.0 or key.endswith("decay"), key
+    assert metrics["resolution"] == [H, W] and metrics["source_size"] == [H, W]
+    assert len(metrics["per_frame"]) == len(views) * len(frames)
+    return metrics
+
+
+def test_frames_folder_with_davis_gt(clip, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    metrics = predict(
+        clip / "rig" / "cam0", out, checkpoint=checkpoint, gt=clip / "gt" / "cam0", image_width=70, chunk=4,
+        progress=False,
+    )  # fmt: skip
+    frames = [f"{t:05d}" for t in range(T)]
+    check_outputs(out, ["cam0"], frames)
+    assert metrics["model_input_size"] == [56, 70] and metrics["input_kind"] == "frames"  # cropped + resized
+    gap = [r for r in metrics["per_frame"] if r["frame"] == f"{GAP:05d}"][0]
+    assert gap["J"] is None and "no mask" in metrics["gt_missing_reason"]
+    assert metrics["J_mean"] > 0.05, "the trained head should find part of the movers"
+    j, f = rescore_with_vos_benchmark(out, {"cam0": clip / "gt" / "cam0"})
+    assert abs(j - metrics["J_mean"]) < 1e-6 and abs(f - metrics["F_mean"]) < 1e-6
+    assert "no depth or cameras" in metrics["geometry"]
+
+
+def test_mp4_made_from_the_frames_folder(clip, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    metrics = main(
+        [str(clip / "clip.mp4"), "--out", str(out), "--checkpoint", str(checkpoint),
+         "--gt", str(clip / "gt" / "cam0"), "--image-width", "98", "--no-progress"]
+    )  # fmt: skip
+    check_outputs(out, ["clip"], [f"{t:05d}" for t in range(T)])
+    assert metrics["input_kind"] == "video" and metrics["model_input_size"] == [70, 98]
+    j, f = rescore_with_vos_benchmark(out, {"clip": clip / "gt" / "cam0"})
+    assert abs(j - metrics["J_mean"]) < 1e-6 and abs(f - metrics["F_mean"]) < 1e-6
+
+
+def test_two_view_frames_folder_as_a_command(clip, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "page4d.predict", str(clip / "rig"), "--out", str(out), "--checkpoint",
+           str(checkpoint), "--gt", str(clip / "gt"), "--image-width", "70", "--chunk", "4"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    assert "6 time steps x 2 views" in proc.stdout and "J " in proc.stdout
+    assert "page4d.predict" in proc.stderr and "6/6" in proc.stderr  # the progress bar
+    metrics = check_outputs(out, ["cam0", "cam1"], [f"{t:05d}" for t in range(T)])
+    assert set(metrics["sequences"]) == {"cam0", "cam1"}
+    j, f = rescore_with_vos_benchmark(out, {v: clip / "gt" / v for v in ("cam0", "cam1")})
+    assert abs(j - metrics["J_mean"]) < 1e-6 and abs(f - metrics["F_mean"]) < 1e-6
+
+
+def test_without_gt_no_metrics_file_and_every_max_frames(clip, tmp_path):
+    out = tmp_path / "out"
+    result = predict(clip / "rig" / "cam0", out, image_width=56, every=2, max_frames=2, progress=False)
+    assert sorted(p.name for p in (out / "masks" / "cam0").iterdir()) == ["00000.png", "00002.png"]
+    assert not (out / "metrics.json").exists() and "J_mean" not in result
+
+
+def test_logits_go_back_to_the_source_frame_through_the_crop():
+    transform = CropResize.centered((20, 40), (14, 14))  # keeps the middle 20 x 20 columns 10..29
+    logits = torch.full((1, 1), -3.0)
+    logits_big = torch.tensor([[-3.0, 3.0]])  # left half static, right half dynamic
+    prob = logits_to_source(logits, transform)
+    assert prob.shape == (20, 40) and torch.allclose(prob, torch.sigmoid(torch.tensor(-3.0)))
+    prob = logits_to_source(logits_big, transform)
+    assert prob[:, :10].max() < 0.05 and prob[:, 30:].min() > 0.95  # edges replicate the crop's border
+    assert prob[0, 19] < 0.5 < prob[0, 20]  # the crop's centre line stays where the logit changes sign
+
+
+def test_a_preset_without_mask_head_is_refused():
+    with pytest.raises(ValueError, match="no mask head"):
+        require_mask_head(build_model(preset("tiny", mask_head=None)), "vggt_1b")
+
+
+def test_overlay_falls_back_to_gif_without_an_encoder(tmp_path, monkeypatch):
+    import page4d.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "VIDEO_CODECS", ("no-such-codec",))
+    video = predict_module.OverlayVideo(tmp_path / "overlay")
+    for k in range(3):
+        video.add(np.full((7, 9, 3), 80 * k, np.uint8))  # odd sizes are padded
+    path = video.close()
+    assert path.name == "overlay.gif" and Image.open(path).n_frames == 3
