@@ -127,7 +127,7 @@ class PAGE4DModel(nn.Module):
         if agg.mask is not None:
             pred["mask_logits"] = agg.mask.dynamic_logits
         if return_internals:
-            pred["aggregated_tokens_list"] = tokens
+            pred["aggregated_tokens_list"] = agg.tokens
             pred["patch_start_idx"] = agg.patch_start_idx
             pred["mask_head"] = agg.mask
         if multiview is not None:
