@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import frames_scaling, mask_export, masked_attention, notebooks, train_step
+from . import frames_scaling, long_sequence, mask_export, masked_attention, notebooks, train_step
 from .common import machine_info
 
 BENCHMARKS = {
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "train_step": train_step,
     "frames_scaling": frames_scaling,
     "notebooks": notebooks,
+    "long_sequence": long_sequence,
 }
 
 # seconds-scale sizes for tests and `--quick` smoke runs (not for figures)
@@ -27,6 +28,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "train_step": dict(frames=2, image_size=56, repeats=2),
     "frames_scaling": dict(frames=(1, 2, 4), image_size=56, repeats=2),
     "notebooks": dict(),
+    "long_sequence": dict(frames=(2, 4), image_size=(56, 70), repeats=1),
 }
 
 
