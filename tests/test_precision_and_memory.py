@@ -91,17 +91,19 @@ def test_dpt_frame_chunk_is_config_and_does_not_change_the_numbers(chunk):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_fp16_training_uses_a_grad_scaler_on_cpu(tmp_path):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_on_cpu(tmp_path, precision):
     from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
     from page4d.train import TrainConfig, train
 
     root = generate_synthetic_scene(
         tmp_path / "s", SyntheticSceneConfig(seed=1, times=3, views=2, height=56, width=70)
     )
-    cfg = TrainConfig(steps=2, clip_times=2, threads=1, precision="fp16", freeze="everything")
+    cfg = TrainConfig(steps=2, clip_times=2, threads=1, precision=precision, freeze="everything")
     model, history = train(cfg, load_scene(root), output_dir=tmp_path / "run", progress=False)
     assert all(r["updated"] for r in history) and all(torch.isfinite(p).all() for p in model.parameters())
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0
+    scaler = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["scaler"]
+    assert (scaler["scale"] > 0) if precision == "fp16" else scaler == {}  # a GradScaler only for fp16
 
 
 def metric_inputs(device):

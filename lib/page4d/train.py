@@ -399,6 +399,7 @@ def train(
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
     model.aggregator.gradient_checkpointing = cfg.gradient_checkpointing
     model.train()
@@ -603,6 +604,9 @@ def train(
                 device=str(device),
                 feature_cache=cache.report(),
                 final_losses=final,
+                peak_device_memory_bytes=torch.cuda.max_memory_allocated(device)
+                if device.type == "cuda"
+                else None,
             )
             atomic_write_json(out / FINISH_MARKER, summary)  # last: its presence marks the run finished
     if rank == 0 and progress:
