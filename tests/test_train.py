@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import MaskHeadConfig
 from page4d.train import (
     TRAINS,
+    ClipOrder,
     TrainConfig,
     build_parser,
     build_training_model,
@@ -227,17 +229,16 @@ def cpu_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def test_ranks_split_the_clips_like_a_distributed_sampler():
-    for world in (1, 2, 3):
-        per_rank = -(-7 // world)
-        for epoch in range(2):
-            steps = range(epoch * per_rank, (epoch + 1) * per_rank)
-            seen = [
-                clip_for_step(7, step, seed=0, rank=r, world=world) for r in range(world) for step in steps
-            ]
-            assert set(seen) == set(range(7)) and len(seen) == per_rank * world  # every clip, padded
-    orders = {tuple(clip_for_step(7, step, seed=seed) for step in range(7)) for seed in range(3)}
-    assert len(orders) > 1  # the seed decides the order
+def test_ranks_split_one_seeded_stream_of_clips():
+    rng = random.Random(3 * 1000)
+    stream = [rng.choice(range(7)) for _ in range(24)]  # one process draws exactly this (as before)
+    assert [clip_for_step(7, k, seed=3) for k in range(24)] == stream
+    for world in (2, 3):
+        for rank in range(world):
+            order = ClipOrder(7, seed=3, rank=rank, world=world)
+            assert [order.clip(k) for k in range(24 // world)] == stream[rank::world]
+    assert ClipOrder(7, seed=3).clip(5) == stream[5]  # a pure function of the step: resumable
+    assert [clip_for_step(7, k, seed=4) for k in range(24)] != stream
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,9 +1,9 @@
 """Trainer for VGGT / PAGE-4D on multi-view RGB-D scenes with optional SegAnyMo mask supervision.
 
 Seeded and deterministic on CPU; one process, or `torchrun` with DistributedDataParallel (gloo on CPU,
-nccl on GPUs, one GPU per process from LOCAL_RANK). Each rank trains on its own share of the clips
-(a seeded shuffle per epoch, split like torch's DistributedSampler); gradients are averaged, so every
-rank holds the same weights and only rank 0 writes.
+nccl on GPUs, one GPU per process from LOCAL_RANK). Each rank trains on its own share of one seeded
+stream of clips (split across ranks like torch's DistributedSampler splits its order, see `ClipOrder`);
+gradients are averaged, so every rank holds the same weights and only rank 0 writes.
 
 A run folder is a record: every file is written atomically, a folder that already holds a run is never
 written into again (continue it with --resume, or pick a new --out), and a checkpoint holds everything a
@@ -60,6 +60,7 @@ __all__ = [
     "middle_blocks",
     "lr_at",
     "clip_for_step",
+    "ClipOrder",
     "weights_digest",
     "latest_checkpoint",
     "FREEZE_STRATEGIES",
@@ -151,7 +152,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     continues the same schedule."""
     warmup = cfg.warmup()
     if step < warmup:
-        return cfg.lr * (step + 1) / warmup
+        return cfg.lr * ((step + 1) / warmup)
     u = (step - warmup) / max(1, cfg.steps - warmup)
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
 
@@ -266,18 +267,32 @@ def clip_starts(num_times: int, clip_times: int) -> list[int]:
     return list(range(num_times - clip_times + 1))
 
 
-def clip_for_step(num_clips: int, step: int, seed: int, rank: int = 0, world: int = 1) -> int:
-    """Index of the clip rank `rank` trains on at `step`, a pure function of its arguments.
+class ClipOrder:
+    """Which clip each rank trains on at each step: one seeded stream of draws (uniform, with
+    replacement) shared by every rank, split like DistributedSampler splits its order: at step k, rank r
+    takes draw `k * world + r`, so the ranks never share a position of the stream. A pure function of
+    (seed, step, rank, world), so a resumed run continues the same order; with one process it is exactly
+    the order earlier versions drew (`random.Random(seed * 1000).choice` per step)."""
 
-    Like `DistributedSampler`: each epoch is a seeded permutation of the clips, padded by repetition to
-    a multiple of `world`, and rank r takes every world-th entry starting at r; one clip per step.
-    """
-    per_rank = math.ceil(num_clips / world)
-    epoch, i = divmod(step, per_rank)
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(num_clips, generator=gen).tolist()
-    order += order[: per_rank * world - num_clips]
-    return order[rank::world][i]
+    def __init__(self, num_clips: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.num_clips, self.seed, self.rank, self.world = num_clips, seed, rank, world
+        self._rng = random.Random(seed * 1000)
+        self._drawn = 0
+        self._last = -1
+
+    def clip(self, step: int) -> int:
+        target = step * self.world + self.rank
+        if target < self._drawn - 1:
+            self._rng, self._drawn = random.Random(self.seed * 1000), 0
+        while self._drawn <= target:
+            self._last = self._rng.choice(range(self.num_clips))
+            self._drawn += 1
+        return self._last
+
+
+def clip_for_step(num_clips: int, step: int, seed: int, rank: int = 0, world: int = 1) -> int:
+    """Index of the clip rank `rank` trains on at `step` (see `ClipOrder`)."""
+    return ClipOrder(num_clips, seed, rank, world).clip(step)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -491,13 +506,14 @@ def train(
         initial=first_step,
         total=cfg.steps,
     )
+    order = ClipOrder(len(starts), cfg.seed, rank, world)
     t0 = time.perf_counter()
     step = first_step
     try:
         for step in bar:
             if stop_after is not None and step - first_step >= stop_after:
                 break
-            start = starts[clip_for_step(len(starts), step, cfg.seed, rank, world)]
+            start = starts[order.clip(step)]
             clip = times[start : start + cfg.clip_times]
             batch = scene_to_batch(scene, times=clip, world_frame="first_camera").to(device)
             has_gt = batch.masks is not None and bool(batch.mask_valid.any())
