@@ -759,8 +759,16 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return text + " (default: off)"
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -773,7 +781,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="run folder (never overwritten once it holds a run)")
     run.add_argument("--resume", action="store_true", help="continue the newest checkpoint in --out")
     run.add_argument(
-        "--stop-after", type=int, default=None, help="stop after N steps of this call (resumable)"
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop after N steps of this call, resumably (default: run to --steps)",
     )
     run.add_argument(
         "--save-every", type=int, default=d.save_every, help="step checkpoint every N steps (0: none)"
@@ -785,7 +796,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--image-size", type=int, nargs=2, default=(112, 154), metavar=("H", "W"), help="crop+resize"
     )
-    data.add_argument("--train-times", type=int, nargs="*", default=None, help="time ids (default: all)")
+    data.add_argument(
+        "--train-times",
+        type=int,
+        nargs="*",
+        default=None,
+        help="time ids to train on (default: all of the scene's)",
+    )
     data.add_argument("--clip-times", type=int, default=d.clip_times, help="time steps per clip (all views)")
     what = parser.add_argument_group("what trains")
     what.add_argument("--preset", default=d.preset, help="model preset (tiny, page4d_fin10_1b, ...)")
@@ -800,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trains",
         "--freeze",
         dest="trains",
+        metavar="WHAT",
         default=d.freeze,
         choices=FREEZE_STRATEGIES,
         help=f"what trains (the rest is frozen): {', '.join(TRAINS)}; old names "
