@@ -417,34 +417,46 @@ def test_resume_refuses_changed_settings(scene, tmp_path):
         train(dataclasses.replace(cfg, lr=0.1), scene, output_dir=tmp_path / "r", progress=False, resume=True)
 
 
-def test_a_sigkilled_run_resumes_to_the_same_weights(scene_dir, tmp_path):
-    steps = 16
-    uninterrupted, _ = train(
-        small(steps=steps),
-        load_scene(scene_dir, image_size=(56, 70)),
-        output_dir=tmp_path / "whole",
-        progress=False,
-    )
-    out = tmp_path / "killed"
-    flags = ("--steps", str(steps), "--save-every", "1", "--keep-last", "2")
-    argv = [sys.executable, "-m", "page4d.train", *cli(scene_dir, out, *flags)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_env())
+def interrupt_when(proc: subprocess.Popen, path: Path, sig: signal.Signals) -> None:
     deadline = time.monotonic() + 120
-    while not (out / "checkpoint_3.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait(timeout=60)
+
+
+def test_ctrl_c_then_sigkill_then_resume_ends_with_the_uninterrupted_weights(scene_dir, tmp_path):
+    steps = 16
+    scene = load_scene(scene_dir, image_size=(56, 70))
+    uninterrupted, _ = train(small(steps=steps), scene, output_dir=tmp_path / "whole", progress=False)
+    out = tmp_path / "killed"
+    flags = ("--steps", str(steps), "--save-every", "4", "--keep-last", "2")
+    argv = [sys.executable, "-m", "page4d.train", *cli(scene_dir, out, *flags)]
+    env = cpu_env()
+
+    # Ctrl-C: a checkpoint at the step it reached, and the history up to it
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    interrupt_when(proc, out / "checkpoint_4.pt", signal.SIGINT)
+    assert proc.returncode != 0 and "continue with --resume" in proc.stderr.read()
+    done = len(json.loads((out / "history.json").read_text()))
+    assert done >= 4 and (out / f"checkpoint_{done}.pt").exists()
+
+    # SIGKILL of the resumed run: nothing is written after the kill, no half file is ever visible
+    proc = subprocess.Popen(
+        [*argv, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    interrupt_when(proc, out / f"checkpoint_{(done // 4 + 1) * 4}.pt", signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists(), "the run finished before the kill: make it longer"
     assert len(list(out.glob("checkpoint_*.pt"))) <= 3  # --keep-last 2 (+1 if killed before pruning)
-    subprocess.run(
-        argv + ["--resume"], check=True, capture_output=True, text=True, timeout=300, env=cpu_env()
-    )
+
+    subprocess.run([*argv, "--resume"], check=True, capture_output=True, text=True, timeout=300, env=env)
     resumed = build_training_model(small())
     assert load_checkpoint(resumed, out / "checkpoint.pt").ok
     assert weights_digest(resumed) == weights_digest(uninterrupted)
     assert not list(out.glob(".*tmp-*"))
+    assert len(json.loads((out / "history.json").read_text())) == steps
 
 
 def test_keep_last_prunes_step_checkpoints(scene, tmp_path):
