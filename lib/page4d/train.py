@@ -580,6 +580,7 @@ def train(
                 save(done, out / f"checkpoint_{done}.pt")
         else:
             step = cfg.steps
+        bar.close()
     except KeyboardInterrupt:
         done = len(history) and history[-1]["step"] + 1
         if out is not None and done > first_step:
