@@ -43,7 +43,7 @@ def _params(scene_dir: Path, out: Path, **kw) -> AblationParams:
         steps=3,
         image_size=SIZE,
         geometry=True,
-        freeze="middle_blocks",
+        trains="mask_head+middle_blocks",
         clip_times=2,
         output_dir=str(out),
     )
@@ -118,7 +118,7 @@ def test_none_without_geometry_is_reported_as_untrained(scene_dir, tmp_path):
             arms=("none", "bce"),
             seeds=(0,),
             geometry=False,
-            freeze="mask_head_only",
+            trains="mask_head",
         ),
         progress=False,
     )

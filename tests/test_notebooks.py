@@ -264,7 +264,7 @@ def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frame
         seeds="0",
         steps=40,
         geometry=False,
-        freeze="mask_head_only",
+        trains="mask_head",
         threads=1,
     )
     metrics = json.loads((run / "metrics.json").read_text())

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
+import random
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from page4d.ablation import AblationParams
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.evaluate import evaluate
 from page4d.geometry import rotation_matrix_to_quaternion
-from page4d.model import load_checkpoint
+from page4d.model import build_model, load_checkpoint, preset
+from page4d.model.config import MaskHeadConfig
 from page4d.train import (
+    TRAINS,
+    ClipOrder,
     TrainConfig,
+    build_parser,
     build_training_model,
+    clip_for_step,
+    lr_at,
+    main,
     mask_logits_from_features,
-    middle_block_range,
+    middle_blocks,
+    schedule_counters,
     train,
     weights_digest,
 )
@@ -57,18 +74,21 @@ def changed(before: dict, model: nn.Module) -> set[str]:
     return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
 
 
-@pytest.mark.parametrize("strategy", ["mask_head_only", "middle_blocks"])
+@pytest.mark.parametrize(
+    "strategy", ["mask_head", "mask_head+middle_blocks", "mask_head_only", "middle_blocks"]
+)
 def test_freeze_strategies_train_only_what_they_name(scene, strategy):
     cfg = small(steps=1, freeze=strategy)
+    assert cfg.freeze in TRAINS  # old names are aliases of the names for what trains
     model = build_training_model(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train(cfg, scene, model=model, progress=False)
     diff = changed(before, model)
     assert any(k.startswith("aggregator.spatial_mask_head.") for k in diff)
-    middle = middle_block_range(model.cfg.depth)
-    assert list(middle) == [2, 3, 4]  # 10..19 of 24, scaled to the tiny preset's 6 block pairs
+    middle = middle_blocks(model.cfg)
+    assert middle == (3, 4, 5)  # the tiny preset's masked_global_blocks
     for k in diff:
-        if strategy == "mask_head_only":
+        if cfg.freeze == "mask_head":
             assert k.startswith("aggregator.spatial_mask_head."), k
         else:
             block = (
@@ -79,8 +99,66 @@ def test_freeze_strategies_train_only_what_they_name(scene, strategy):
             assert k.startswith("aggregator.spatial_mask_head.") or (
                 block is not None and int(block) in middle
             ), k
-    if strategy == "middle_blocks":
+    if cfg.freeze == "mask_head+middle_blocks":
         assert any(k.startswith("aggregator.global_blocks.3.") for k in diff)
+
+
+def test_middle_blocks_follow_the_mask_head_config():
+    assert middle_blocks(preset("page4d_official_1b")) == tuple(range(10, 20))  # PAGE-4D's own recipe
+    assert middle_blocks(preset("page4d_fin10_1b")) == tuple(range(8, 24))
+    assert middle_blocks(preset("vggt_1b")) == tuple(range(10, 20))  # no mask head: 10..19 of 24
+    assert middle_blocks(preset("tiny"), (1, 2)) == (1, 2)
+    with pytest.raises(ValueError, match="outside"):
+        middle_blocks(preset("tiny"), (9,))
+
+
+def test_schedule_warmup_and_min_lr_are_config():
+    cfg = TrainConfig(steps=100, lr=1e-2, warmup_steps=10, min_lr=1e-3)
+    assert lr_at(0, cfg) == pytest.approx(1e-3) and lr_at(9, cfg) == pytest.approx(1e-2)
+    assert lr_at(10, cfg) == pytest.approx(1e-2)
+    assert lr_at(99, cfg) > 1e-3 and lr_at(100, cfg) == pytest.approx(1e-3)
+    assert TrainConfig(steps=300).warmup() == 15  # default: 5% of the steps
+
+
+def test_steps_zero_is_refused(tmp_path, scene_dir):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TrainConfig(steps=0)
+    with pytest.raises(SystemExit) as exc:
+        main(["--scene", str(scene_dir), "--out", str(tmp_path / "r"), "--steps", "0"])
+    assert "steps must be >= 1" in str(exc.value.code)
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir):
+    args = build_parser().parse_args(["--scene", "s", "--out", "o"])
+    p, d = AblationParams(), TrainConfig()
+    assert (args.lr, args.clip_times, args.steps, args.preset) == (p.lr, p.clip_times, p.steps, p.preset)
+    assert (d.lr, d.clip_times, d.steps) == (p.lr, p.clip_times, p.steps)
+    assert tuple(args.image_size) == tuple(p.image_size)
+    assert TrainConfig(freeze=args.trains).freeze == TrainConfig(freeze=p.freeze).freeze == "mask_head"
+    text = " ".join(build_parser().format_help().split())
+    for expected in (
+        "(default: 0.005)",
+        "(default: 2)",
+        "(default: 300)",
+        "(default: mask_head)",
+        "(default: fp32)",
+    ):
+        assert expected in text, expected
+    assert "all = everything" in text
+
+
+def test_start_and_end_lines_count_parameters_and_history_logs_each_term(scene, tmp_path, capsys):
+    cfg = small(freeze="mask_head")
+    _, history = train(cfg, scene, output_dir=tmp_path / "run", progress=True)
+    out = capsys.readouterr().out
+    n = sum(p.numel() for n_, p in build_training_model(cfg).named_parameters() if "spatial_mask_head" in n_)
+    assert f"trains mask_head ({n:,} parameters in 8 tensors)" in out
+    assert f"run folder {tmp_path / 'run'}" in out.splitlines()[-1] and "mask_loss" in out.splitlines()[-1]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["trainable_parameters"] == n and summary["trainable_tensors"] == 8
+    for key in ("loss", "camera_loss", "depth_loss", "point_loss", "mask_loss", "mask_bce_loss", "lr"):
+        assert isinstance(history[0][key], float), key
 
 
 def test_head_only_fast_path_uses_the_same_logits_as_a_full_forward(scene):
@@ -116,7 +194,7 @@ def test_two_gloo_processes_end_with_identical_weights(scene_dir, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(free_port()),
         "-m",
         "page4d.train",
         "--scene",
@@ -133,19 +211,55 @@ def test_two_gloo_processes_end_with_identical_weights(scene_dir, tmp_path):
         "--threads",
         "1",
     ]
-    subprocess.run(
-        cmd,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
-    )
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, env=cpu_env())
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2
     first, second = summary["rank_weight_digests"]
     assert first == second
     assert first != weights_digest(build_training_model(small()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_ranks_split_one_seeded_stream_of_clips():
+    rng = random.Random(3 * 1000)
+    stream = [rng.choice(range(7)) for _ in range(24)]  # one process draws exactly this (as before)
+    assert [clip_for_step(7, k, seed=3) for k in range(24)] == stream
+    for world in (2, 3):
+        for rank in range(world):
+            order = ClipOrder(7, seed=3, rank=rank, world=world)
+            assert [order.clip(k) for k in range(24 // world)] == stream[rank::world]
+    assert ClipOrder(7, seed=3).clip(5) == stream[5]  # a pure function of the step: resumable
+    assert [clip_for_step(7, k, seed=4) for k in range(24)] != stream
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_in_bf16_on_the_local_rank_device(scene, tmp_path):
+    model, history = train(
+        small(precision="bf16", device="cuda"), scene, output_dir=tmp_path / "gpu", progress=False
+    )
+    assert next(model.parameters()).device == torch.device("cuda", torch.cuda.current_device())
+    assert all(r["updated"] for r in history)
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    assert summary["device"].startswith("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_nccl_processes_use_one_gpu_each(scene_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(free_port()), "-m", "page4d.train", "--scene", str(scene_dir), "--out", str(tmp_path / "ddp"),
+           "--image-size", "56", "70", "--steps", "2", "--precision", "bf16"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and len(set(summary["rank_weight_digests"])) == 1
 
 
 class OracleModel(nn.Module):
@@ -209,3 +323,219 @@ def test_mask_only_objective_without_detach_trains_the_backbone_but_not_the_dens
     assert not any(k.startswith(("depth_head.", "point_head.", "camera_head.")) for k in diff)
     assert not any(k.startswith("aggregator.global_blocks.5.") for k in diff)  # after the mask head
     assert "camera_loss" not in history[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# run folders are records: refused when taken, resumable bit-identically, pruned on request
+# ---------------------------------------------------------------------------------------------------
+def folder_bytes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def cli(scene_dir, out, *extra) -> list[str]:
+    return [
+        "--scene",
+        str(scene_dir),
+        "--out",
+        str(out),
+        "--image-size",
+        "56",
+        "70",
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def test_a_finished_run_folder_is_never_overwritten(scene_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(cli(scene_dir, out, "--steps", "2"))
+    before = folder_bytes(out)
+    assert {"config.json", "history.json", "summary.json", "checkpoint.pt"} <= set(before)
+    for argv in (cli(scene_dir, out, "--steps", "2"), cli(scene_dir, out, "--steps", "3", "--lr", "0.1")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        message = str(exc.value.code)
+        assert str(out) in message and "--resume" in message and "new --out" in message
+        assert folder_bytes(out) == before
+    # the same through the real command line: non-zero exit, every file byte-identical
+    done = subprocess.run(
+        [sys.executable, "-m", "page4d.train", *cli(scene_dir, out, "--steps", "2")],
+        capture_output=True, text=True, timeout=300, env=cpu_env(),
+    )  # fmt: skip
+    assert done.returncode != 0 and str(out) in done.stderr and "--resume" in done.stderr
+    assert folder_bytes(out) == before
+    # --resume of a finished run at the same step count has nothing to do and writes nothing
+    main(cli(scene_dir, out, "--steps", "2", "--resume"))
+    assert "already finished at step 2" in capsys.readouterr().out
+    assert folder_bytes(out) == before
+
+
+def official_tiny_model(cfg: TrainConfig) -> nn.Module:
+    """Tiny model with the official head and a hold schedule that changes within a few steps, so a
+    resumed run that restarted the schedule counter would end with different weights."""
+    head = MaskHeadConfig(
+        variant="official", mask_after_block=2, masked_global_blocks=(3, 4, 5), pointwise_channels=8,
+        scale=8.0, hold_start=2, hold_end=6,
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    return build_model(preset("tiny", mask_head=head, track_head=None))
+
+
+def test_three_steps_then_resume_three_equals_six_in_one_go(scene, tmp_path):
+    cfg = small(steps=6, freeze="everything", save_every=2, lr=0.01)
+    whole, _ = train(
+        cfg, scene, output_dir=tmp_path / "whole", model=official_tiny_model(cfg), progress=False
+    )
+    part, first = train(
+        cfg, scene, output_dir=tmp_path / "part", model=official_tiny_model(cfg), progress=False, stop_after=3
+    )
+    assert len(first) == 3 and not (tmp_path / "part" / "summary.json").exists()
+    assert schedule_counters(part) == {"aggregator.spatial_mask_head.schedule_step": torch.tensor(3)}
+    with pytest.raises(RuntimeError):  # not resuming: the unfinished folder is refused too
+        train(cfg, scene, output_dir=tmp_path / "part", model=official_tiny_model(cfg), progress=False)
+    fresh = official_tiny_model(dataclasses.replace(cfg, seed=cfg.seed + 1))  # other weights: all restored
+    resumed, history = train(
+        cfg, scene, output_dir=tmp_path / "part", model=fresh, progress=False, resume=True
+    )
+    assert int(schedule_counters(resumed)["aggregator.spatial_mask_head.schedule_step"]) == 6
+    assert weights_digest(resumed) == weights_digest(whole)
+    whole_history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert [r["loss"] for r in history] == [r["loss"] for r in whole_history]
+    summary = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 3
+
+
+def test_resume_refuses_changed_settings(scene, tmp_path):
+    cfg = small(steps=4)
+    train(cfg, scene, output_dir=tmp_path / "r", progress=False, stop_after=2)
+    with pytest.raises(ValueError, match="lr"):
+        train(dataclasses.replace(cfg, lr=0.1), scene, output_dir=tmp_path / "r", progress=False, resume=True)
+
+
+def interrupt_when(proc: subprocess.Popen, path: Path, sig: signal.Signals) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+
+
+def test_ctrl_c_then_sigkill_then_resume_ends_with_the_uninterrupted_weights(scene_dir, tmp_path):
+    steps = 16
+    scene = load_scene(scene_dir, image_size=(56, 70))
+    uninterrupted, _ = train(small(steps=steps), scene, output_dir=tmp_path / "whole", progress=False)
+    out = tmp_path / "killed"
+    flags = ("--steps", str(steps), "--save-every", "4", "--keep-last", "2")
+    argv = [sys.executable, "-m", "page4d.train", *cli(scene_dir, out, *flags)]
+    env = cpu_env()
+
+    # Ctrl-C: a checkpoint at the step it reached, and the history up to it
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    interrupt_when(proc, out / "checkpoint_4.pt", signal.SIGINT)
+    assert proc.returncode != 0 and "continue with --resume" in proc.stderr.read()
+    done = len(json.loads((out / "history.json").read_text()))
+    assert done >= 4 and (out / f"checkpoint_{done}.pt").exists()
+
+    # SIGKILL of the resumed run: nothing is written after the kill, no half file is ever visible
+    proc = subprocess.Popen(
+        [*argv, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    interrupt_when(proc, out / f"checkpoint_{(done // 4 + 1) * 4}.pt", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists(), "the run finished before the kill: make it longer"
+    assert len(list(out.glob("checkpoint_*.pt"))) <= 3  # --keep-last 2 (+1 if killed before pruning)
+
+    subprocess.run([*argv, "--resume"], check=True, capture_output=True, text=True, timeout=300, env=env)
+    resumed = build_training_model(small())
+    assert load_checkpoint(resumed, out / "checkpoint.pt").ok
+    assert weights_digest(resumed) == weights_digest(uninterrupted)
+    assert not list(out.glob(".*tmp-*"))
+    assert len(json.loads((out / "history.json").read_text())) == steps
+
+
+def test_keep_last_prunes_step_checkpoints(scene, tmp_path):
+    train(small(steps=5, save_every=1, keep_last=2), scene, output_dir=tmp_path / "k", progress=False)
+    names = sorted(p.name for p in (tmp_path / "k").glob("checkpoint*.pt"))
+    assert names == ["checkpoint.pt", "checkpoint_3.pt", "checkpoint_4.pt"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# clips without mask GT (issue 10, item 6, training side)
+# ---------------------------------------------------------------------------------------------------
+def without_gt(scene, times):
+    valid = scene.mask_valid.clone()
+    for t in times:
+        valid[scene.times.index(t)] = False
+    return dataclasses.replace(scene, mask_valid=valid)
+
+
+def test_a_clip_without_mask_gt_trains_geometry_and_history_says_why(scene, tmp_path):
+    partial = without_gt(scene, scene.times[:2])  # the clip starting at t0 has no GT at all
+    _, history = train(small(steps=6), partial, output_dir=tmp_path / "g", progress=False)
+    assert all(r["updated"] for r in history)
+    skipped = [r for r in history if r["mask_supervised"] is False]
+    assert skipped and all(r["clip_start"] == scene.times[0] for r in skipped)
+    assert all(isinstance(r["camera_loss"], float) for r in skipped)
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["mask_skipped_steps"]["count"] == len(skipped)
+    assert "no valid frame" in next(iter(summary["mask_skipped_steps"]["reasons"]))
+
+
+def test_mask_only_training_skips_clips_without_gt_and_fails_only_if_nothing_trained(scene, tmp_path):
+    mask_only = {"use_camera": False, "use_depth": False, "use_point": False}
+    partial = without_gt(scene, scene.times[:2])
+    _, history = train(
+        small(steps=6, loss_overrides=mask_only), partial, output_dir=tmp_path / "m", progress=False
+    )
+    skipped = [r for r in history if not r["updated"]]
+    assert skipped and len(skipped) < len(history)
+    assert all("no mask GT" in r["skip_reason"] for r in skipped)
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert summary["skipped_steps"]["count"] == len(skipped) and summary["updated_steps"] == 6 - len(skipped)
+    with pytest.raises(RuntimeError, match="trained nothing"):
+        train(small(arm="none", loss_overrides=mask_only), scene, progress=False)
+
+
+def test_an_arm_with_mask_terms_and_no_gt_anywhere_is_refused_before_training(scene, tmp_path):
+    nothing = dataclasses.replace(scene, masks=None, mask_valid=torch.zeros_like(scene.mask_valid))
+    with pytest.raises(ValueError, match="mask terms"):
+        train(small(arm="bce"), nothing, output_dir=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="no training time step"):
+        train(small(arm="bce"), without_gt(scene, scene.times), progress=False)
+    train(small(arm="none", steps=1), nothing, progress=False)  # geometry alone is fine
+
+
+# ---------------------------------------------------------------------------------------------------
+# bounded memory
+# ---------------------------------------------------------------------------------------------------
+def test_feature_cache_has_a_limit_and_reports_it(scene, tmp_path):
+    mask_only = {"use_camera": False, "use_depth": False, "use_point": False}
+    cfg = small(steps=4, freeze="mask_head", loss_overrides=mask_only)
+    m1, _ = train(cfg, scene, output_dir=tmp_path / "cached", progress=False)
+    m2, _ = train(
+        dataclasses.replace(cfg, feature_cache_mb=0.001), scene, output_dir=tmp_path / "tiny", progress=False
+    )
+    assert weights_digest(m1) == weights_digest(m2)  # the cache changes the cost, never the numbers
+    big = json.loads((tmp_path / "cached" / "summary.json").read_text())["feature_cache"]
+    small_ = json.loads((tmp_path / "tiny" / "summary.json").read_text())["feature_cache"]
+    assert big["clips"] >= 1 and big["where"] == "host memory" and big["recomputed_for_lack_of_room"] == 0
+    assert small_["clips"] == 0 and small_["recomputed_for_lack_of_room"] == 4
+
+
+def test_weights_digest_sees_one_flipped_bit_and_runs_where_the_weights_are():
+    model = build_model(preset("tiny"))
+    digest = weights_digest(model)
+    clone = build_model(preset("tiny"))
+    clone.load_state_dict(model.state_dict())
+    assert weights_digest(clone) == digest
+    w = clone.aggregator.frame_blocks[0].attn.qkv.weight
+    with torch.no_grad():
+        w.view(-1).view(torch.int32)[123] ^= 1  # one bit of one float
+    assert weights_digest(clone) != digest

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import time
 import traceback
@@ -40,6 +41,7 @@ from page4d.ablation_stats import summarize_arms
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.evaluate import choose_threshold, evaluate, predict_scene
 from page4d.losses import ARM_NAMES, LossConfig
+from page4d.records import atomic_write_bytes
 from page4d.runs import read_json, write_json
 from page4d.train import TrainConfig, build_training_model, train, weights_digest
 
@@ -82,7 +84,7 @@ class AblationParams:
     preset: str = "tiny"
     image_size: tuple[int, int] = (112, 154)
     checkpoint: str = ""
-    freeze: str = "middle_blocks"
+    trains: str = "mask_head+middle_blocks"  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True
     clip_times: int = 2
     lr: float = 5e-3
@@ -160,7 +162,7 @@ def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
         preset=params.preset,
         arm=loss_arm,
         steps=params.steps,
-        freeze=params.freeze,
+        freeze=params.trains,
         seed=seed,
         checkpoint=params.checkpoint or None,
         detach_mask_input=detach,
@@ -393,7 +395,6 @@ def _save_predictions(
 
 
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -102,7 +102,7 @@ def mask_boundaries(mask: torch.Tensor) -> torch.Tensor:
 def _dilate_disk(b: torch.Tensor, radius: int) -> torch.Tensor:
     """Binary dilation of ``[..., H, W]`` by the disk ``x^2 + y^2 <= r^2`` (skimage's ``disk(r)``)."""
     h, w = b.shape[-2:]
-    r = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    r = torch.arange(-radius, radius + 1, dtype=torch.float32, device=b.device)
     disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius**2).to(torch.float32)
     flat = b.reshape(-1, 1, h, w).to(torch.float32)
     out = F.conv2d(flat, disk[None, None], padding=radius) > 0.5
@@ -159,7 +159,7 @@ def jf_metrics(
     j = mask_iou(pb, gb)
     f = _boundary_precision_recall(pb, gb, bound_th)[0]
     if valid is None:
-        v = torch.ones(j.shape, dtype=torch.bool)
+        v = torch.ones(j.shape, dtype=torch.bool, device=j.device)
     else:
         v = _as_tensor(valid, "valid")
         if v.dtype != torch.bool or tuple(v.shape) != tuple(j.shape):

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from page4d.records import atomic_write_text
+
 OUTPUTS_ENV = "PAGE4D_OUTPUTS"  # overrides <repo>/outputs (tests point it at a temporary folder)
 METRICS_FILE = "metrics.json"
 DONE_FILE = "DONE.json"
@@ -107,12 +109,9 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as indented JSON atomically (a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write `obj` as indented JSON atomically (a reader never sees half a file); paths, numpy and torch
+    values are converted. The write itself is `page4d.records`' (temp file, fsync, rename)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ablation_budget, frames_scaling, mask_export, masked_attention, notebooks, train_step
+from . import (
+    ablation_budget,
+    frames_scaling,
+    long_sequence,
+    mask_export,
+    masked_attention,
+    notebooks,
+    train_step,
+)
 from .common import machine_info
 
 BENCHMARKS = {
@@ -19,6 +27,7 @@ BENCHMARKS = {
     "frames_scaling": frames_scaling,
     "notebooks": notebooks,
     "ablation": ablation_budget,
+    "long_sequence": long_sequence,
 }
 
 # seconds-scale sizes for tests and `--quick` smoke runs (not for figures)
@@ -29,6 +38,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "frames_scaling": dict(frames=(1, 2, 4), image_size=56, repeats=2),
     "notebooks": dict(),
     "ablation": dict(seeds=(0,), steps=2, image_size=(56, 70), holdout=4),
+    "long_sequence": dict(frames=(2, 4), image_size=(56, 70), repeats=1),
 }
 
 

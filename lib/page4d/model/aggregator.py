@@ -26,7 +26,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class AggregatorOutput:
-    tokens: list[torch.Tensor]  # one [B, S, P, 2C] tensor per block pair
+    tokens: list[torch.Tensor | None]  # one [B, S, P, 2C] tensor per block pair (None: not kept)
     patch_start_idx: int
     mask: MaskHeadOutput | None
 
@@ -90,15 +90,17 @@ class Aggregator(nn.Module):
         return block(x, pos=pos, bias=bias)
 
     def forward(
-        self, images: torch.Tensor, stop_at_mask_head: bool = False
+        self, images: torch.Tensor, stop_at_mask_head: bool = False, keep_layers=None
     ) -> AggregatorOutput | torch.Tensor:
         """images: `[B, S, 3, H, W]` in [0, 1].
 
         Runs `depth / aa_block_size` groups; each group applies `aa_block_size` blocks of every kind in
         `aa_order` (frame: within each frame, global: across all frames) and records the pair of
         outputs `[B, S, P, 2C]`. The mask head runs right after the frame blocks of group
-        `mask_after_block`; its attention bias then applies in the global blocks listed in
-        `masked_global_blocks`, from that same group on.
+        `mask_after_block`, in float32 under autocast like the other heads; its attention bias then
+        applies in the global blocks listed in `masked_global_blocks`, from that same group on.
+        `keep_layers` (indices of block pairs; None = all) bounds memory on long sequences: the other
+        entries of `tokens` are None.
 
         `stop_at_mask_head=True` returns the `[B, S, P, C]` tokens the mask head reads and stops there:
         when only the head trains, they are fixed and can be computed once per clip.
@@ -127,13 +129,18 @@ class Aggregator(nn.Module):
                         head_in = self._mask_head_input(tokens, b, s, p, c)
                         if stop_at_mask_head:
                             return head_in
-                        mask = self.spatial_mask_head(head_in, self.patch_start_idx, grid_h, grid_w)
+                        if torch.is_autocast_enabled(images.device.type):
+                            head_in = head_in.float()
+                        with torch.autocast(images.device.type, enabled=False):
+                            mask = self.spatial_mask_head(head_in, self.patch_start_idx, grid_h, grid_w)
                         bias = mask.attention_bias(self.patch_start_idx, p)
                 else:
                     start = group * group_size + len(global_out)
                     tokens, block_outs = self._process_global_attention(tokens, b, s, p, c, start, pos, bias)
                     global_out += block_outs
-            outputs.extend(torch.cat([f, g], dim=-1) for f, g in zip(frame_out, global_out, strict=True))
+            for f, g in zip(frame_out, global_out, strict=True):
+                keep = keep_layers is None or len(outputs) in keep_layers
+                outputs.append(torch.cat([f, g], dim=-1) if keep else None)
         if stop_at_mask_head:
             raise ValueError("stop_at_mask_head=True needs a model with a mask head")
         return AggregatorOutput(tokens=outputs, patch_start_idx=self.patch_start_idx, mask=mask)

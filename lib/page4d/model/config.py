@@ -50,6 +50,7 @@ class DPTConfig:
     depth_conf_activation: str = "expp1"
     enable_depth: bool = True
     enable_point: bool = True
+    frames_chunk_size: int = 8  # frames decoded at once (bounds memory on long sequences); 0 = all
 
 
 @dataclass

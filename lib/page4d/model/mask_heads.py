@@ -127,6 +127,8 @@ class OfficialMaskHead(nn.Module):
     release also sets `requires_grad=False` on the head once the gain reaches 0; here the head stays
     trainable (mask supervision can still train it, and the zero gain already removes its effect).
     The presets hold the full gain forever (`hold_start = hold_end = 2**31 - 1`); set both to schedule it.
+    The step counter is a registered (non-persistent) int64 buffer: it moves with the model, is left alone
+    by dtype casts, and a trainer checkpoint saves and restores it; released state dicts do not carry it.
     """
 
     def __init__(self, dim: int, cfg: MaskHeadConfig) -> None:
@@ -142,10 +144,10 @@ class OfficialMaskHead(nn.Module):
         self.scale = cfg.scale
         self.hold_start = cfg.hold_start
         self.hold_end = cfg.hold_end
-        self.step = 0.0
+        self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long), persistent=False)
 
     def gain(self) -> float:
-        return hold_schedule(self.step, self.hold_start, self.hold_end) * self.scale
+        return hold_schedule(float(self.schedule_step), self.hold_start, self.hold_end) * self.scale
 
     @staticmethod
     def standardize(x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +157,7 @@ class OfficialMaskHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor, patch_start: int, grid_h: int, grid_w: int) -> MaskHeadOutput:
         if self.training:
-            self.step += 1.0
+            self.schedule_step += 1
         b, s, p, _ = tokens.shape
         head_input = self.standardize(_patch_grid(tokens, patch_start, grid_h, grid_w))
         raw = self.head0(head_input)

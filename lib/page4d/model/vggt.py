@@ -18,6 +18,7 @@ from .config import ModelConfig
 from .dpt_head import DPTHead
 from .track_head import TrackHead
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 PER_FRAME_KEYS = (
     "pose_enc",
     "depth",
@@ -77,6 +78,7 @@ class PAGE4DModel(nn.Module):
                     output_dim=output_dim,
                     activation=activation,
                     conf_activation=conf_activation,
+                    frames_chunk_size=d.frames_chunk_size,
                 )
 
             if d.enable_point:
@@ -145,35 +147,50 @@ class PAGE4DModel(nn.Module):
                     f"{tuple(query_points.shape)}"
                 )
 
-        agg = self.aggregator(images)
+        keep = None if return_internals else self.head_layers()
+        agg = self.aggregator(images, keep_layers=keep)
         tokens = agg.tokens
+        # As in VGGT, the heads run in float32 even under autocast (the DPT `exp`, the camera FoV).
+        if torch.is_autocast_enabled(images.device.type):
+            tokens = [t.float() if t is not None and t.dtype in LOW_PRECISION else t for t in tokens]
+        with torch.autocast(images.device.type, enabled=False):
+            pred = self._heads(tokens, images, agg.patch_start_idx, query_points)
+        if agg.mask is not None:
+            pred["mask_logits"] = agg.mask.dynamic_logits
+        if return_internals:
+            pred["aggregated_tokens_list"] = agg.tokens
+            pred["patch_start_idx"] = agg.patch_start_idx
+            pred["mask_head"] = agg.mask
+        if multiview is not None:
+            pred = _to_multiview(pred, *multiview)
+        return pred
+
+    def head_layers(self) -> frozenset[int]:
+        """Aggregator layers some head reads (the camera head: the last; DPT / track: their four)."""
+        layers = {self.cfg.depth - 1}
+        for head in (self.cfg.dpt, self.cfg.track_head):
+            if head is not None:
+                layers.update(head.intermediate_layer_idx)
+        return frozenset(layers)
+
+    def _heads(self, tokens: list, images: torch.Tensor, patch_start_idx: int, query_points) -> dict:
         pred: dict = {}
         if self.camera_head is not None:
             pose_list = self.camera_head(tokens)
             pred["pose_enc"] = pose_list[-1]
             pred["pose_enc_list"] = pose_list
         if self.depth_head is not None:
-            pred["depth"], pred["depth_conf"] = self.depth_head(tokens, images, agg.patch_start_idx)
+            pred["depth"], pred["depth_conf"] = self.depth_head(tokens, images, patch_start_idx)
         if self.point_head is not None:
-            pred["world_points"], pred["world_points_conf"] = self.point_head(
-                tokens, images, agg.patch_start_idx
-            )
+            pred["world_points"], pred["world_points_conf"] = self.point_head(tokens, images, patch_start_idx)
         if self.track_head is not None and query_points is not None:
-            track_list, vis, conf = self.track_head(tokens, images, agg.patch_start_idx, query_points)
+            track_list, vis, conf = self.track_head(tokens, images, patch_start_idx, query_points)
             pred["track"], pred["track_list"], pred["vis"], pred["conf"] = (
                 track_list[-1],
                 track_list,
                 vis,
                 conf,
             )
-        if agg.mask is not None:
-            pred["mask_logits"] = agg.mask.dynamic_logits
-        if return_internals:
-            pred["aggregated_tokens_list"] = tokens
-            pred["patch_start_idx"] = agg.patch_start_idx
-            pred["mask_head"] = agg.mask
-        if multiview is not None:
-            pred = _to_multiview(pred, *multiview)
         return pred
 
 
