@@ -4,7 +4,8 @@
   metrics of fixed computations) re-execute and must match, with notebooks/sanitize.cfg for volatile
   text. Run as a pytest subprocess per notebook, with PAGE4D_OUTPUTS pointing at a temporary folder
   (no run folders left in the repo). Notebooks 03 and 04 show training outcomes, which depend on the
-  CPU's SIMD path and BLAS build: they are not compared by nbval; pytest asserts on what they record.
+  CPU's SIMD path and BLAS build: they are not compared by nbval; pytest asserts on what they record
+  (notebook 02's score cells, from a head it trains, carry NBVAL_IGNORE_OUTPUT for the same reason).
 - papermill: each notebook executes into tmp_path with small parameters, and the values it records
   (summary.json / metrics.json / figures) are checked.
 """

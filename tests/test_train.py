@@ -135,13 +135,14 @@ def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir)
     assert (args.lr, args.clip_times, args.steps, args.preset) == (p.lr, p.clip_times, p.steps, p.preset)
     assert (d.lr, d.clip_times, d.steps) == (p.lr, p.clip_times, p.steps)
     assert tuple(args.image_size) == tuple(p.image_size)
-    assert TrainConfig(freeze=args.trains).freeze == TrainConfig(freeze=p.freeze).freeze == "mask_head"
+    assert TrainConfig(freeze=args.trains).freeze == TrainConfig(freeze=p.trains).freeze
+    assert p.trains == "mask_head+middle_blocks"
     text = " ".join(build_parser().format_help().split())
     for expected in (
         "(default: 0.005)",
         "(default: 2)",
-        "(default: 300)",
-        "(default: mask_head)",
+        "(default: 120)",
+        "(default: mask_head+middle_blocks)",
         "(default: fp32)",
     ):
         assert expected in text, expected

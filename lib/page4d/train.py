@@ -90,18 +90,19 @@ class TrainConfig:
     """Everything a training run depends on (written to `config.json` in the run folder).
 
     The defaults equal notebook 03's / `page4d.ablation.AblationParams`' (lr 0.005, clips of 2 time
-    steps, 300 steps, the mask head trains), with geometry losses on as in `AblationParams`.
+    steps, 120 steps, the mask head and the middle blocks train: PAGE-4D's recipe), with geometry losses
+    on as in `AblationParams`.
     """
 
     preset: str = "tiny"
     arm: str = "bce"
-    steps: int = 300
+    steps: int = 120
     lr: float = 5e-3
     min_lr: float = 0.0  # the cosine ends here
     warmup_steps: int | None = None  # linear warm-up; None = 5% of `steps` (at least 1)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    freeze: str = "mask_head"  # what TRAINS: one of TRAINS (older names in FREEZE_ALIASES accepted)
+    freeze: str = "mask_head+middle_blocks"  # what TRAINS: one of TRAINS (older names in FREEZE_ALIASES accepted)
     middle_blocks: tuple[int, ...] | None = None  # None = derived from the mask head, see `middle_blocks`
     clip_times: int = 2  # consecutive time steps per training clip (all views)
     seed: int = 0
