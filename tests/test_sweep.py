@@ -284,3 +284,16 @@ def test_a_finished_cell_with_an_unreadable_metrics_file_says_so(tmp_path):
     assert "holds a list" in _scalar_metrics(tmp_path)["metrics_error"]
     (tmp_path / "metrics.json").write_text('{"mask_iou": 0.5, "note": "x", "ok": true}')
     assert _scalar_metrics(tmp_path) == {"mask_iou": 0.5}
+
+
+def test_the_summary_shows_an_ablations_headline_metrics_per_arm(tmp_path):
+    """Notebook 03's nested metrics.json reaches the sweep summary (the one reader), headline first."""
+    cell_dir = tmp_path / "x=1"
+    cell_dir.mkdir()
+    runs.write_json(
+        cell_dir / "metrics.json",
+        {"arms": {"none": {"mask_ece": 0.3, "mask_ap": 0.2}, "bce": {"mask_ece": 0.1, "mask_ap": 0.9}}},
+    )
+    cell = sweep.Cell("x=1", {"x": 1}, cell_dir)
+    rows = sweep.summary_rows([sweep.CellResult(cell, "ok", 1.0, None, sweep._scalar_metrics(cell_dir))], 2)
+    assert rows == [{"cell": "x=1", "status": "ok", "wall_s": 1.0, "none:mask_ap": 0.2, "bce:mask_ap": 0.9}]

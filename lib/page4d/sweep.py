@@ -249,11 +249,21 @@ def run_sweep(
     return [results[c.id] for c in plan.cells]
 
 
+SUMMARY_FIRST = ("mask_ap", "mask_iou", "mask_jf", "ate", "depth_abs_rel")
+
+
 def summary_rows(results: list[CellResult], max_metrics: int = 6) -> list[dict[str, Any]]:
+    """One row per cell: status, wall time and up to `max_metrics` metrics, the headline ones first
+    (`SUMMARY_FIRST`, for every arm of an ablation: `bce:mask_ap`, ...), then the others in file order."""
     names: list[str] = []
     for r in results:
         names += [k for k in r.metrics if k not in names]
-    names = names[:max_metrics]
+
+    def rank(name: str) -> int:
+        metric = name.rsplit(":", 1)[-1]
+        return SUMMARY_FIRST.index(metric) if metric in SUMMARY_FIRST else len(SUMMARY_FIRST)
+
+    names = sorted(names, key=rank)[:max_metrics]
     return [
         {"cell": r.cell.id, "status": r.status, "wall_s": r.wall_s, **{k: r.metrics.get(k) for k in names}}
         for r in results

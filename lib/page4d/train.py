@@ -102,7 +102,9 @@ class TrainConfig:
     warmup_steps: int | None = None  # linear warm-up; None = 5% of `steps` (at least 1)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    freeze: str = "mask_head+middle_blocks"  # what TRAINS: one of TRAINS (older names in FREEZE_ALIASES accepted)
+    freeze: str = (
+        "mask_head+middle_blocks"  # what TRAINS: one of TRAINS (older names in FREEZE_ALIASES accepted)
+    )
     middle_blocks: tuple[int, ...] | None = None  # None = derived from the mask head, see `middle_blocks`
     clip_times: int = 2  # consecutive time steps per training clip (all views)
     seed: int = 0
