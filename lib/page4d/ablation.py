@@ -284,6 +284,7 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
             "train_times_used": train_times,
             "eval_times_used": eval_times,
             "eval_clip_times": eval_clip,
+            "torch_threads": torch.get_num_threads(),  # results are reproducible for a fixed count
         },
         "wall_seconds": time.perf_counter() - t_start,
     }
