@@ -54,8 +54,11 @@ def test_main_job_runs_the_ablation_and_prints_the_summary(tmp_path):
     ).stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert list(metrics["arms"]) == ["none", "bce"]
-    assert metrics["params"]["eval_times_used"] == [4, 5, 6, 7]  # synthetic default: 8 steps, last 4 held out
-    assert "held-out eval times [4, 5, 6, 7]" in out
+    # the built-in scene: 12 steps of orbiting cameras, the last 4 held out; geometry on, so `none` trains
+    assert metrics["params"]["eval_times_used"] == [8, 9, 10, 11]
+    assert "held-out eval times [8, 9, 10, 11]" in out
+    assert metrics["arms"]["none"]["per_seed"][0]["trained_steps"] == 3
+    assert "paired difference arm - none" in out and "held-out depth and cameras" in out
     iou = f"{metrics['arms']['bce']['mask_iou']:.3f}"
     assert any(line.startswith("bce ") and iou in line for line in out.splitlines())
     assert (tmp_path / "run" / "03_ablation_mask_supervision.ipynb").is_file()
