@@ -2,7 +2,8 @@
 
 Executes `notebooks/03_ablation_mask_supervision.ipynb` with the project's one notebook runner into a
 new run folder under `outputs/` (the executed notebook, metrics.json, figures, per-run checkpoints) and
-prints the mask table with its floors, the geometry table, and the paired differences against `none`.
+prints the mask table with its floors, the geometry table, and the paired differences against `none`
+(`untrained` when geometry is off).
 No external data or weights: the notebook generates its synthetic scene. A folder that already holds a
 finished run is refused (runs are records); the exit status is non-zero when the notebook or any
 (arm, seed) failed.
@@ -58,14 +59,14 @@ def report_text(metrics: dict) -> str:
     if paired:
         lines += [
             "",
-            "paired difference arm - none, mask metrics (mean [95% CI]):",
+            f"paired difference arm - {metrics['baseline']}, mask metrics (mean [95% CI]):",
             runs.format_table(paired),
         ]
     paired_geo = ablation_report.paired_geometry_rows(metrics)
     if paired_geo:
         lines += [
             "",
-            "paired difference arm - none, geometry (mean [95% CI]):",
+            f"paired difference arm - {metrics['baseline']}, geometry (mean [95% CI]):",
             runs.format_table(paired_geo),
         ]
     for failure in metrics.get("failed", []):
