@@ -52,23 +52,20 @@ def report_text(metrics: dict) -> str:
         "held-out mask metrics (mean ±95% CI half-width from 3 seeds on, else per-seed values):",
         runs.format_table(ablation_report.mask_rows(metrics)),
     ]
-    geometry = ablation_report.geometry_rows(metrics)
-    if geometry:
-        lines += ["", "held-out depth and cameras:", runs.format_table(geometry)]
-    paired = ablation_report.paired_rows(metrics)
-    if paired:
-        lines += [
-            "",
-            f"paired difference arm - {metrics['baseline']}, mask metrics (mean [95% CI]):",
-            runs.format_table(paired),
-        ]
-    paired_geo = ablation_report.paired_geometry_rows(metrics)
-    if paired_geo:
-        lines += [
-            "",
-            f"paired difference arm - {metrics['baseline']}, geometry (mean [95% CI]):",
-            runs.format_table(paired_geo),
-        ]
+    baseline = metrics["baseline"]
+    for title, rows in (
+        ("held-out depth and cameras:", ablation_report.geometry_rows(metrics)),
+        (
+            f"paired difference arm - {baseline}, mask metrics (mean [95% CI]):",
+            ablation_report.paired_rows(metrics),
+        ),
+        (
+            f"paired difference arm - {baseline}, geometry (mean [95% CI]):",
+            ablation_report.paired_geometry_rows(metrics),
+        ),
+    ):
+        if rows:  # geometry tables only when geometry trained; paired ones only with a baseline
+            lines += ["", title, runs.format_table(rows)]
     for failure in metrics.get("failed", []):
         lines.append(f"FAILED {failure['arm']} seed {failure['seed']}: {failure['error']}")
     return "\n".join(lines)
