@@ -50,21 +50,37 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # masks: J and F
 # --------------------------------------------------------------------------------------------------
-def _binary_pair(pred: Any, gt: Any, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``pred >= threshold`` and ``gt >= 0.5`` as bool ``[..., H, W]``; both must be in [0, 1]."""
-    p = _as_tensor(pred, "pred")
+def _checked_masks(pred: Any, gt: Any, pred_name: str = "pred") -> tuple[torch.Tensor, torch.Tensor]:
+    """`pred` and `gt` as tensors of one shape ``[..., H, W]``, finite, each bool or in [0, 1]."""
+    p = _as_tensor(pred, pred_name)
     g = _as_tensor(gt, "gt")
     if p.shape != g.shape or p.ndim < 2:
         raise ValueError(
-            f"pred and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
+            f"{pred_name} and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
         )
-    for x, name in ((p, "pred"), (g, "gt")):
+    for x, name in ((p, pred_name), (g, "gt")):
         require_finite(x, name)
         if x.dtype != torch.bool and ((x < 0).any() or (x > 1).any()):
             raise ValueError(
                 f"{name} (shape {tuple(x.shape)}) must be a probability or binary mask in [0, 1] "
                 f"(pass sigmoid(logits), not logits)"
             )
+    return p, g
+
+
+def _checked_valid(valid: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """A bool frame mask of exactly `shape` (the leading dims of the masks it selects)."""
+    v = _as_tensor(valid, "valid")
+    if v.dtype != torch.bool or tuple(v.shape) != tuple(shape):
+        raise ValueError(
+            f"valid must be a bool tensor of shape {tuple(shape)}, got {v.dtype} {tuple(v.shape)}"
+        )
+    return v
+
+
+def _binary_pair(pred: Any, gt: Any, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pred >= threshold`` and ``gt >= 0.5`` as bool ``[..., H, W]``; both must be in [0, 1]."""
+    p, g = _checked_masks(pred, gt)
     pb = p if p.dtype == torch.bool else p >= threshold
     gb = g if g.dtype == torch.bool else g >= 0.5
     return pb, gb
@@ -158,14 +174,11 @@ def jf_metrics(
     pb, gb = _binary_pair(pred, gt, threshold)
     j = mask_iou(pb, gb)
     f = _boundary_precision_recall(pb, gb, bound_th)[0]
-    if valid is None:
-        v = torch.ones(j.shape, dtype=torch.bool, device=j.device)
-    else:
-        v = _as_tensor(valid, "valid")
-        if v.dtype != torch.bool or tuple(v.shape) != tuple(j.shape):
-            raise ValueError(
-                f"valid must be a bool tensor of shape {tuple(j.shape)}, got {v.dtype} {tuple(v.shape)}"
-            )
+    v = (
+        torch.ones(j.shape, dtype=torch.bool, device=j.device)
+        if valid is None
+        else _checked_valid(valid, j.shape)
+    )
     n = int(v.sum())
     if n == 0:
         raise ValueError("jf_metrics: no valid frame")
@@ -191,22 +204,9 @@ def jf_metrics(
 # (mean P on static / dynamic pixels), none of which depends on the 0.5 threshold.
 def _prob_gt_pixels(prob: Any, gt: Any, valid: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened float64 probabilities and bool GT of the valid frames of ``[..., H, W]`` inputs."""
-    p = _as_tensor(prob, "prob")
-    g = _as_tensor(gt, "gt")
-    if p.shape != g.shape or p.ndim < 2:
-        raise ValueError(
-            f"prob and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
-        )
-    require_finite(p, "prob")
-    require_finite(g, "gt")
-    if p.dtype != torch.bool and ((p < 0).any() or (p > 1).any()):
-        raise ValueError(f"prob (shape {tuple(p.shape)}) must lie in [0, 1] (pass sigmoid(logits))")
+    p, g = _checked_masks(prob, gt, "prob")
     if valid is not None:
-        v = _as_tensor(valid, "valid")
-        if v.dtype != torch.bool or tuple(v.shape) != tuple(p.shape[:-2]):
-            raise ValueError(
-                f"valid must be a bool tensor of shape {tuple(p.shape[:-2])}, got {v.dtype} {tuple(v.shape)}"
-            )
+        v = _checked_valid(valid, p.shape[:-2])
         p, g = p[v], g[v]
     return p.reshape(-1).double(), (g.reshape(-1) >= 0.5)
 
@@ -318,12 +318,7 @@ def depth_metrics(pred: Any, gt: Any, valid: Any = None, alignment: str = "media
     require_finite(p, "pred")
     mask = torch.isfinite(g) & (g > 0)
     if valid is not None:
-        v = _as_tensor(valid, "valid")
-        if v.dtype != torch.bool or v.shape != g.shape:
-            raise ValueError(
-                f"valid must be a bool tensor of shape {tuple(g.shape)}, got {v.dtype} {tuple(v.shape)}"
-            )
-        mask &= v
+        mask &= _checked_valid(valid, g.shape)
     n = int(mask.sum())
     if n == 0:
         raise ValueError(f"depth_metrics: gt {tuple(g.shape)} has no valid pixel")
