@@ -56,7 +56,8 @@ def _checked_masks(pred: Any, gt: Any, pred_name: str = "pred") -> tuple[torch.T
     g = _as_tensor(gt, "gt")
     if p.shape != g.shape or p.ndim < 2:
         raise ValueError(
-            f"{pred_name} and gt must both be [..., H, W] of one shape, got {tuple(p.shape)} and {tuple(g.shape)}"
+            f"{pred_name} and gt must both be [..., H, W] of one shape, "
+            f"got {tuple(p.shape)} and {tuple(g.shape)}"
         )
     for x, name in ((p, pred_name), (g, "gt")):
         require_finite(x, name)
