@@ -154,7 +154,6 @@ def test_a_failing_arm_is_recorded_and_the_others_are_kept_then_the_run_resumes(
     # an interrupted one (no metrics.json) resumes: finished cells are read, the missing one runs
     (tmp_path / "run" / "metrics.json").unlink()
     (tmp_path / "run" / "cells" / "bce_seed0.json").unlink()
-    monkeypatch.setattr(ablation, "train", real_train)
     calls.clear()
     monkeypatch.setattr(
         ablation, "train", lambda cfg, *a, **k: (calls.append(cfg.arm), real_train(cfg, *a, **k))[1]
@@ -168,7 +167,8 @@ def test_mask_arms_without_any_gt_fail_before_training(scene_dir, tmp_path, monk
     shutil.copytree(scene_dir, bare)
     shutil.rmtree(bare / "SegAnyMo")
     monkeypatch.setattr(ablation, "train", lambda *a, **k: pytest.fail("must not train"))
-    with pytest.raises(ValueError, match=r"arms \['bce'\] supervise masks.*no GT mask"):
+    refused = r"arm 'bce' on .*bare: this arm has mask terms \('mask_bce',\) but .*mask_frames does not exist"
+    with pytest.raises(ValueError, match=refused):
         run_ablation(_params(bare, tmp_path / "run", arms=("none", "bce"), seeds=(0,)), progress=False)
 
 

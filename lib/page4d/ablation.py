@@ -39,11 +39,17 @@ from tqdm.auto import tqdm
 
 from page4d.ablation_stats import summarize_arms
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import choose_threshold, evaluate, predict_scene
+from page4d.evaluate import (
+    MaskPredictions,
+    choose_threshold,
+    mask_predictions,
+    predict_scene,
+    score_predictions,
+)
 from page4d.losses import ARM_NAMES, LossConfig
 from page4d.records import atomic_write_bytes
 from page4d.runs import read_json, write_json
-from page4d.train import TrainConfig, build_training_model, train, weights_digest
+from page4d.train import TrainConfig, build_training_model, mask_gt_check, train, weights_digest
 
 NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the backbone (no detach)
 UNTRAINED = "untrained"
@@ -235,7 +241,7 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
     train_times, eval_times = split_times(params, train_scene.times, same, eval_scene.times)
     record = _params_record(params, train_root)
     digest = _params_digest(record)
-    _check_mask_gt(arms, train_scene, train_times)
+    _check_mask_gt(params, arms, train_scene, train_times)
 
     cells_dir = out_dir / CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
@@ -292,18 +298,16 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
     return metrics
 
 
-def _check_mask_gt(arms: list[str], scene: Scene, times: list[int]) -> None:
-    """An arm with mask terms on a training set without any GT mask is an error before anything trains."""
-    needs = [a for a in arms if a != UNTRAINED and LossConfig.for_arm(arm_config(a)[0]).mask_terms_enabled]
-    if not needs:
-        return
-    positions = [scene.times.index(t) for t in times]
-    if scene.masks is None or not bool(scene.mask_valid[positions].any()):
-        reason = scene.mask_missing_reason or "no mask frame among the training time steps"
-        raise ValueError(
-            f"arms {needs} supervise masks, but the training frames of {scene.root} have no GT mask "
-            f"({reason}); drop those arms or provide SegAnyMo masks"
-        )
+def _check_mask_gt(params: AblationParams, arms: list[str], scene: Scene, times: list[int]) -> None:
+    """The trainer's own check (`train.mask_gt_check`) for every trained arm, before any cell runs: an
+    arm with mask terms on training frames without any GT mask would fail only after the others ran."""
+    for arm in arms:
+        if arm == UNTRAINED:
+            continue
+        try:
+            mask_gt_check(train_config(params, arm, params.seeds[0]).loss_config(), scene, times)
+        except ValueError as err:  # re-raised with the arm and scene named
+            raise ValueError(f"arm {arm!r} on {scene.root}: {err}") from err
 
 
 def _run_cell(
@@ -343,13 +347,17 @@ def _run_cell(
                 json.dumps([h.get("clip_start") for h in history]).encode()
             ).hexdigest()[:16]
         tuned, why = choose_threshold(model, train_scene, train_times, eval_clip)
-        result = evaluate(
-            model, eval_scene, times=eval_times, clip_times=eval_clip, tuned_threshold=tuned, with_floors=True
-        )
-        result["tuned_threshold_note"] = why
+        clips = predict_scene(model, eval_scene, eval_times, eval_clip)  # scored and saved from one pass
+        result = {
+            "times": eval_times,
+            "clip_times": eval_clip,
+            **score_predictions(clips, eval_scene, tuned_threshold=tuned, with_floors=True),
+            "tuned_threshold_note": why,
+        }
         cell.update(result=result, trained_steps=trained_steps, final_digest=weights_digest(model))
-        if seed == params.seeds[0]:
-            _save_predictions(model, eval_scene, eval_times, eval_clip, out_dir / PREDICTIONS_DIR, arm)
+        masks = mask_predictions(clips, eval_scene)
+        if seed == params.seeds[0] and masks is not None:
+            _save_predictions(masks, eval_scene, eval_times, out_dir / PREDICTIONS_DIR, arm)
     except Exception as exc:  # recorded, not swallowed: metrics.json lists it and the run reports failure
         cell.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     cell["seconds"] = time.perf_counter() - t0
@@ -365,31 +373,20 @@ def _set_aside_incomplete(train_dir: Path) -> None:
         train_dir.rename(target)
 
 
-def _save_predictions(
-    model: torch.nn.Module, scene: Scene, times: list[int], clip_times: int, folder: Path, arm: str
-) -> None:
+def _save_predictions(masks: MaskPredictions, scene: Scene, times: list[int], folder: Path, arm: str) -> None:
     """P(dynamic) on the held-out frames (float16) for the notebook's overlay figures; the images and GT
     once per run (`eval_frames.npz`)."""
-    from page4d.model import upsample_mask_logits
-
     folder.mkdir(parents=True, exist_ok=True)
-    clips = predict_scene(model, scene, times, clip_times)
-    if "mask_logits" not in clips[0]["pred"]:
-        return
-    prob = torch.cat(
-        [torch.sigmoid(upsample_mask_logits(c["pred"]["mask_logits"], scene.image_size))[0] for c in clips]
-    )
-    _atomic_npz(folder / f"{safe(arm)}.npz", prob=prob.numpy().astype(np.float16))
+    _atomic_npz(folder / f"{safe(arm)}.npz", prob=masks.prob.numpy().astype(np.float16))
     frames = folder / "eval_frames.npz"
     if not frames.exists():
         pos = [scene.times.index(t) for t in times]
         images = (scene.images[pos].permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8)
-        gt = np.zeros(prob.shape, np.uint8) if scene.masks is None else scene.masks[pos].numpy() >= 0.5
         _atomic_npz(
             frames,
             images=images,
-            gt=gt.astype(np.uint8),
-            valid=scene.mask_valid[pos].numpy(),
+            gt=(masks.gt.numpy() >= 0.5).astype(np.uint8),
+            valid=masks.valid.numpy(),
             times=np.asarray(times),
             views=np.asarray(scene.views),
         )

@@ -37,6 +37,7 @@ from page4d.metrics import (
     expected_calibration_error,
     jf_metrics,
     mask_average_precision,
+    mask_iou,
     mean_probability_by_class,
     rmse,
     trajectory_errors,
@@ -104,7 +105,7 @@ class MaskPredictions:
     reason: str | None
 
 
-def _mask_predictions(clips: list[dict[str, Any]], scene: Scene) -> MaskPredictions | None:
+def mask_predictions(clips: list[dict[str, Any]], scene: Scene) -> MaskPredictions | None:
     """Collect the mask predictions of `predict_scene`'s clips; None when the model has no mask head."""
     if not clips or "mask_logits" not in clips[0]["pred"]:
         return None
@@ -152,7 +153,7 @@ def mask_scores(
     by_class = mean_probability_by_class(prob, gt, valid)
     tuned = NAN
     if tuned_threshold is not None:
-        tuned = float(jf_metrics(prob, gt, threshold=tuned_threshold, valid=valid)["J_mean"])
+        tuned = float(mask_iou(prob, gt, threshold=tuned_threshold)[valid].mean())
     return {
         "mask_ap": mask_average_precision(prob, gt, valid),
         "mask_iou": jf["J_mean"],
@@ -188,7 +189,7 @@ def choose_threshold(
     model: nn.Module, scene: Scene, times: list[int], clip_times: int = 4
 ) -> tuple[float | None, str | None]:
     """The threshold with the best mean IoU on `times` (training frames); (None, reason) without GT."""
-    masks = _mask_predictions(predict_scene(model, scene, times, clip_times), scene)
+    masks = mask_predictions(predict_scene(model, scene, times, clip_times), scene)
     if masks is None:
         return None, "model has no mask head"
     if not bool(masks.valid.any()):
@@ -206,7 +207,25 @@ def evaluate(
     tuned_threshold: float | None = None,
     with_floors: bool = False,
 ) -> dict[str, Any]:
-    """Metrics on `times` (default: all of the scene). Keys (floats; NaN where not measurable):
+    """Metrics on `times` (default: all of the scene): :func:`predict_scene`, then
+    :func:`score_predictions` (whose docstring lists the keys)."""
+    times = list(scene.times if times is None else times)
+    clips = predict_scene(model, scene, times, clip_times)
+    return {
+        "times": times,
+        "clip_times": clip_times,
+        **score_predictions(clips, scene, threshold, tuned_threshold, with_floors),
+    }
+
+
+def score_predictions(
+    clips: list[dict[str, Any]],
+    scene: Scene,
+    threshold: float = 0.5,
+    tuned_threshold: float | None = None,
+    with_floors: bool = False,
+) -> dict[str, Any]:
+    """Scores of `predict_scene`'s clips. Keys (floats; NaN where not measurable):
 
     masks (see :func:`mask_scores`) plus ``mask_missing_reason`` and, with `with_floors`, ``floors``
     {"all_dynamic": scores, "all_static": scores}; ``depth_abs_rel``, ``depth_delta1``
@@ -214,16 +233,12 @@ def evaluate(
     ``rpe_rot`` (degrees; temporal, per view), ``rpe_view_trans``, ``rpe_view_rot`` (inter-view)
     with ``trajectory_note`` / ``depth_note`` saying why a value is NaN or which clips were skipped.
     """
-    times = list(scene.times if times is None else times)
-    clips = predict_scene(model, scene, times, clip_times)
     views = list(scene.views)
     result: dict[str, Any] = {
-        "times": times,
-        "clip_times": clip_times,
         "threshold": threshold,
         "tuned_threshold": tuned_threshold,
     }
-    masks = _mask_predictions(clips, scene)
+    masks = mask_predictions(clips, scene)
     if masks is None:
         empty = torch.zeros(0, len(views), 1, 1)
         result.update(mask_scores(empty, empty, torch.zeros(0, len(views), dtype=torch.bool), views))
@@ -244,7 +259,7 @@ def _depth_scores(clips: list[dict[str, Any]]) -> dict[str, Any]:
         batch, pred = c["batch"], c["pred"]
         if "depth" not in pred:
             notes.add("model has no depth head")
-        elif getattr(batch, "depths", None) is None:
+        elif batch.depths is None:
             notes.add("scene has no depth")
         elif not bool((batch.depths > 0).any()):
             notes.add(f"clip {c['times']} has no valid GT depth")
@@ -281,7 +296,7 @@ def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> dict[str, Any
         if "pose_enc" not in pred:
             notes.add("model has no camera head")
             continue
-        if getattr(batch, "extrinsics", None) is None:
+        if batch.extrinsics is None:
             notes.add("scene has no cameras")
             continue
         e_pred = pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))

@@ -295,7 +295,7 @@ def mask_gt_check(loss_cfg: LossConfig, scene: Scene, times: list[int]) -> None:
     if not (loss_cfg.use_seganymo_mask and loss_cfg.mask_terms_enabled):
         return
     if scene.masks is None:
-        reason = getattr(scene, "mask_missing_reason", None) or "the scene has no SegAnyMo masks"
+        reason = scene.mask_missing_reason or "the scene has no SegAnyMo masks"
         raise ValueError(
             f"this arm has mask terms {loss_cfg.mask_terms_enabled} but {reason}; use arm 'none'"
         )
