@@ -276,14 +276,13 @@ def test_find_runs_and_comparison_rows(tmp_path):
 
 
 def test_a_finished_cell_with_an_unreadable_metrics_file_says_so(tmp_path):
-    _scalar_metrics = runs.flat_metrics  # the one reader the sweep summary and notebook 04 share
 
     (tmp_path / "metrics.json").write_text("{not json")
-    assert "unreadable metrics.json" in _scalar_metrics(tmp_path)["metrics_error"]
+    assert "unreadable metrics.json" in runs.flat_metrics(tmp_path)["metrics_error"]
     (tmp_path / "metrics.json").write_text("[1, 2]")
-    assert "holds a list" in _scalar_metrics(tmp_path)["metrics_error"]
+    assert "holds a list" in runs.flat_metrics(tmp_path)["metrics_error"]
     (tmp_path / "metrics.json").write_text('{"mask_iou": 0.5, "note": "x", "ok": true}')
-    assert _scalar_metrics(tmp_path) == {"mask_iou": 0.5}
+    assert runs.flat_metrics(tmp_path) == {"mask_iou": 0.5}
 
 
 def test_the_summary_shows_an_ablations_headline_metrics_per_arm(tmp_path):
@@ -295,5 +294,5 @@ def test_the_summary_shows_an_ablations_headline_metrics_per_arm(tmp_path):
         {"arms": {"none": {"mask_ece": 0.3, "mask_ap": 0.2}, "bce": {"mask_ece": 0.1, "mask_ap": 0.9}}},
     )
     cell = sweep.Cell("x=1", {"x": 1}, cell_dir)
-    rows = sweep.summary_rows([sweep.CellResult(cell, "ok", 1.0, None, sweep._scalar_metrics(cell_dir))], 2)
+    rows = sweep.summary_rows([sweep.CellResult(cell, "ok", 1.0, None, runs.flat_metrics(cell_dir))], 2)
     assert rows == [{"cell": "x=1", "status": "ok", "wall_s": 1.0, "none:mask_ap": 0.2, "bce:mask_ap": 0.9}]

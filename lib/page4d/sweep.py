@@ -185,14 +185,9 @@ class CellResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _scalar_metrics(cell_dir: Path) -> dict[str, Any]:
-    """The cell's metrics.json flattened by `runs.flat_metrics` (the reader notebook 04 uses too)."""
-    return flat_metrics(cell_dir)
-
-
 def _finished_result(cell: Cell, status: str) -> CellResult:
     done = read_json(cell.dir / DONE_FILE)
-    return CellResult(cell, status, done.get("wall_s"), done.get("error"), _scalar_metrics(cell.dir))
+    return CellResult(cell, status, done.get("wall_s"), done.get("error"), flat_metrics(cell.dir))
 
 
 def run_sweep(
@@ -227,7 +222,7 @@ def run_sweep(
 
     def finish(cell: Cell, record: dict[str, Any]) -> None:
         res = CellResult(
-            cell, record["status"], record.get("wall_s"), record.get("error"), _scalar_metrics(cell.dir)
+            cell, record["status"], record.get("wall_s"), record.get("error"), flat_metrics(cell.dir)
         )
         results[cell.id] = res
         extra = f": {res.error}" if res.error else ""
