@@ -93,11 +93,8 @@ def resolve_output_dir(output_dir: str | Path, label: str) -> Path:
 def display_path(path: str | Path) -> str:
     """A path as a reader should see it in a committed notebook: relative to the repository root when
     inside it (no machine-specific prefix), else as given."""
-    p = Path(path).resolve()
-    try:
-        return p.relative_to(repo_root()).as_posix()
-    except ValueError:
-        return str(path)
+    p, root = Path(path).resolve(), repo_root()
+    return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(path)
 
 
 def _json_default(obj: Any) -> Any:
