@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,33 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def training_clips(
+    scenes: list[Scene], train_times: list[int] | None, clip_times: int, loss_cfg: LossConfig
+) -> list[tuple[int, list[int]]]:
+    """Every training clip as (scene index, its time ids): `clip_times` consecutive steps of
+    `train_times` (one scene) or of each scene's own times (a pool). Checks first that the times exist
+    and that an arm with mask terms has GT somewhere (`mask_gt_check`)."""
+    if not scenes:
+        raise ValueError("train() needs at least one scene")
+    if train_times is not None and len(scenes) > 1:
+        raise ValueError(f"train_times selects time steps of one scene; got a pool of {len(scenes)} scenes")
+    clips: list[tuple[int, list[int]]] = []
+    errors = []
+    for i, sc in enumerate(scenes):
+        times = list(sc.times if train_times is None else train_times)
+        missing = [t for t in times if t not in sc.times]
+        if missing:
+            raise ValueError(f"train_times {missing} are not in the scene (has {sc.times})")
+        try:
+            mask_gt_check(loss_cfg, sc, times)
+        except ValueError as err:  # a pool needs GT in at least one scene, not in every one
+            errors.append(err)
+        clips += [(i, times[s : s + clip_times]) for s in clip_starts(len(times), clip_times)]
+    if len(errors) == len(scenes):
+        raise errors[0]
+    return clips
+
+
 def mask_gt_check(loss_cfg: LossConfig, scene: Scene, times: list[int]) -> None:
     """An arm with mask terms needs SegAnyMo GT on at least one training frame; raise before training."""
     if not (loss_cfg.use_seganymo_mask and loss_cfg.mask_terms_enabled):
@@ -363,7 +391,7 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
 
 def train(
     cfg: TrainConfig,
-    scene: Scene,
+    scene: Scene | Sequence[Scene],
     train_times: list[int] | None = None,
     output_dir: str | Path | None = None,
     model: nn.Module | None = None,
@@ -372,6 +400,11 @@ def train(
     stop_after: int | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train on clips of `cfg.clip_times` consecutive time steps (all views) drawn from `train_times`.
+
+    `scene` may be a sequence of scenes (a pretraining pool, see `page4d.pretrain`): the clips of every
+    scene (all of its time steps; `train_times` must then be None) form one list that the seeded clip
+    order draws from, and each history record names its `scene` index. One scene gives exactly the
+    clips, order and history of earlier versions.
 
     Returns the (unwrapped) model and the per-step history (one record per step: every loss term, the
     learning rate, the clip, whether the weights were updated and, if not, why). Into `output_dir`
@@ -390,13 +423,9 @@ def train(
         if world > 1:
             dist.barrier()
     set_determinism(cfg.seed, cfg.threads, cfg.deterministic)
-    times = list(scene.times if train_times is None else train_times)
-    missing = [t for t in times if t not in scene.times]
-    if missing:
-        raise ValueError(f"train_times {missing} are not in the scene (has {scene.times})")
+    scenes = [scene] if isinstance(scene, Scene) else list(scene)
     loss_cfg = cfg.loss_config()
-    mask_gt_check(loss_cfg, scene, times)
-    starts = clip_starts(len(times), cfg.clip_times)
+    clips = training_clips(scenes, train_times, cfg.clip_times, loss_cfg)
     if model is None:
         model = build_training_model(cfg)
     trainable = apply_freeze(model, cfg.freeze, cfg.middle_blocks)
@@ -495,18 +524,20 @@ def train(
         initial=first_step,
         total=cfg.steps,
     )
-    order = ClipOrder(len(starts), cfg.seed, rank, world)
+    order = ClipOrder(len(clips), cfg.seed, rank, world)
     t0 = time.perf_counter()
     step = first_step
     try:
         for step in bar:
             if stop_after is not None and step - first_step >= stop_after:
                 break
-            start = starts[order.clip(step)]
-            clip = times[start : start + cfg.clip_times]
-            batch = scene_to_batch(scene, times=clip, world_frame="first_camera").to(device)
+            index = order.clip(step)
+            scene_index, clip = clips[index]
+            batch = scene_to_batch(scenes[scene_index], times=clip, world_frame="first_camera").to(device)
             has_gt = batch.masks is not None and bool(batch.mask_valid.any())
             record: dict[str, Any] = {"step": step, "clip_start": clip[0], "lr": lr_at(step, cfg)}
+            if len(scenes) > 1:
+                record["scene"] = scene_index
             trains = geometry or (mask_terms and has_gt)
             if world > 1:
                 flag = torch.tensor([int(trains)], device=device)
@@ -523,10 +554,10 @@ def train(
                     group["lr"] = record["lr"]
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     if mask_only:
-                        tokens = cache.get(start, device)
+                        tokens = cache.get(index, device)
                         if tokens is None:
                             tokens = model.aggregator(_flat(batch.images), stop_at_mask_head=True)
-                            cache.put(start, tokens)
+                            cache.put(index, tokens)
                     else:
                         preds = net(batch.images)
                 if mask_only:
