@@ -89,7 +89,8 @@ class AblationParams:
     steps: int = 120
     preset: str = "tiny"
     image_size: tuple[int, int] = (112, 154)
-    checkpoint: str = ""
+    checkpoint: str = ""  # a path or a shipped name (tiny-synthetic); empty = seeded random init
+    seeded_mask_head: bool = False  # with a checkpoint: the mask head starts from each seed's init instead
     trains: str = "mask_head+middle_blocks"  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True
     clip_times: int = 2
@@ -171,6 +172,7 @@ def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
         freeze=params.trains,
         seed=seed,
         checkpoint=params.checkpoint or None,
+        checkpoint_mask_head=not params.seeded_mask_head,
         detach_mask_input=detach,
         clip_times=params.clip_times,
         lr=params.lr,

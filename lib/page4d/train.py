@@ -109,7 +109,8 @@ class TrainConfig:
     middle_blocks: tuple[int, ...] | None = None  # None = derived from the mask head, see `middle_blocks`
     clip_times: int = 2  # consecutive time steps per training clip (all views)
     seed: int = 0
-    checkpoint: str | None = None  # initial weights (raw state dict or {"model": ...})
+    checkpoint: str | None = None  # initial weights: a path (state dict or {"model": ...}) or a shipped name
+    checkpoint_mask_head: bool = True  # False: the mask head keeps its seeded init (backbone from checkpoint)
     detach_mask_input: bool = True  # False lets mask supervision reach the backbone
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + GradScaler); heads stay float32
     threads: int | None = None
@@ -182,7 +183,9 @@ def build_training_model(cfg: TrainConfig) -> nn.Module:
     model_cfg = model_cfg.replace(track_head=None)  # tracks are not trained here
     model = build_model(model_cfg)
     if cfg.checkpoint:
-        report = load_checkpoint(model, cfg.checkpoint, allow_missing_mask_head=True)
+        report = load_checkpoint(
+            model, cfg.checkpoint, allow_missing_mask_head=True, skip_mask_head=not cfg.checkpoint_mask_head
+        )
         if not report.ok:
             print(report.summary())
     return model
@@ -382,6 +385,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     now = dataclasses.asdict(cfg)
+    saved = {**dataclasses.asdict(TrainConfig()), **saved}  # fields added since the run keep their defaults
     saved = {**saved, "middle_blocks": tuple(saved["middle_blocks"]) if saved.get("middle_blocks") else None}
     diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
     if diff:

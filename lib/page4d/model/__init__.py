@@ -1,6 +1,14 @@
 """VGGT / PAGE-4D network: config, builder, checkpoint loading and mask-logit helpers."""
 
-from .checkpoint import MASK_HEAD_PREFIX, CheckpointError, LoadReport, load_checkpoint, read_state_dict
+from .checkpoint import (
+    MASK_HEAD_PREFIX,
+    SHIPPED_CHECKPOINTS,
+    CheckpointError,
+    LoadReport,
+    load_checkpoint,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from .config import (
     PRESETS,
     CameraHeadConfig,
@@ -18,6 +26,7 @@ from .vggt import PAGE4DModel, build_model, upsample_mask_logits
 __all__ = [
     "MASK_HEAD_PREFIX",
     "PRESETS",
+    "SHIPPED_CHECKPOINTS",
     "CameraHeadConfig",
     "CheckpointError",
     "DPTConfig",
@@ -33,5 +42,6 @@ __all__ = [
     "load_checkpoint",
     "preset",
     "read_state_dict",
+    "resolve_checkpoint",
     "upsample_mask_logits",
 ]

@@ -14,6 +14,21 @@ import torch
 from torch import nn
 
 MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
+# Checkpoints shipped inside the package, loadable by name wherever a checkpoint path is accepted.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
+SHIPPED_CHECKPOINTS = {"tiny-synthetic": "tiny-synthetic.pt"}  # name -> file in SHIPPED_DIR (+ its card)
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A shipped checkpoint's name (see `SHIPPED_CHECKPOINTS`; its card is `<name>.md` beside it) -> its
+    file; anything else is a path. A name wins over a same-named file in the working directory."""
+    name = str(source)
+    if name in SHIPPED_CHECKPOINTS:
+        path = SHIPPED_DIR / SHIPPED_CHECKPOINTS[name]
+        if not path.is_file():
+            raise FileNotFoundError(f"shipped checkpoint {name!r} is missing from the package: {path}")
+        return path
+    return Path(source)
 
 
 @dataclass
@@ -62,11 +77,13 @@ class CheckpointError(RuntimeError):
 
 
 def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
-    """A raw state dict, or one stored under "model" (PAGE-4D training checkpoints)."""
+    """A raw state dict, or one stored under "model" (PAGE-4D training checkpoints). `source` may be a
+    path, a shipped checkpoint's name (`resolve_checkpoint`) or a dict."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = resolve_checkpoint(source)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+            names = ", ".join(SHIPPED_CHECKPOINTS)
+            raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints by name: {names})")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as err:
@@ -106,14 +123,23 @@ def compare_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> Load
 
 
 def load_checkpoint(
-    model: nn.Module, source: str | Path | dict, strict: bool = True, allow_missing_mask_head: bool = False
+    model: nn.Module,
+    source: str | Path | dict,
+    strict: bool = True,
+    allow_missing_mask_head: bool = False,
+    skip_mask_head: bool = False,
 ) -> LoadReport:
     """Load weights; raise `CheckpointError` with the report unless every key and shape matches.
 
     `allow_missing_mask_head=True` accepts a plain VGGT checkpoint in a PAGE-4D model (only the mask head
     is missing); `strict=False` loads what matches and returns the report for the caller to print.
+    `skip_mask_head=True` loads everything but the mask head, which keeps the model's own (seeded)
+    initialisation: a backbone comparison where only the backbone's weights differ.
     """
     state = read_state_dict(source)
+    if skip_mask_head:
+        state = {k: v for k, v in state.items() if not k.startswith(MASK_HEAD_PREFIX)}
+        allow_missing_mask_head = True
     report = compare_state_dict(model, state)
     acceptable = report.ok or (allow_missing_mask_head and report.only_mask_head_missing)
     if strict and not acceptable:
