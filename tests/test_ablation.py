@@ -232,3 +232,37 @@ def test_one_metrics_reader_flattens_nested_arms_for_the_sweep(paired_run, tmp_p
     assert "none:ate" in flat
     rows = runs.comparison_rows(runs.find_runs(tmp_path).runs)
     assert [r["arm"] for r in rows] == ["untrained", "none", "bce"] and rows[2]["seeds"] == 2
+
+
+def _run_metrics(values: dict[int, float], digests: dict[int, str]) -> dict:
+    per_seed = [{"seed": s, "mask_ap": v, "clip_order_digest": digests[s]} for s, v in values.items()]
+    return {"arms": {"bce": {"per_seed": per_seed}}}
+
+
+def test_two_runs_pair_by_seed_only_when_they_trained_on_the_same_clips():
+    from page4d.ablation_stats import paired_across_runs
+
+    digests = {0: "a", 1: "b", 2: "c"}
+    before = _run_metrics({0: 0.5, 1: 0.6, 2: 0.7}, digests)
+    after = _run_metrics({0: 0.6, 1: 0.8, 2: 0.7}, digests)
+    d = paired_across_runs(before, after, "bce")["mask_ap"]
+    assert d["per_seed"] == pytest.approx({0: 0.1, 1: 0.2, 2: 0.0})
+    assert d["mean"] == pytest.approx(0.1) and d["n"] == 3
+    lo, hi = d["ci95"]  # t(2) = 4.303, sd 0.1, n 3
+    assert (hi - lo) / 2 == pytest.approx(4.303 * 0.1 / math.sqrt(3), rel=1e-3)
+    rows = ablation_report.across_runs_rows([("pretrained - random", before, after, "bce")])
+    assert rows[0]["AP"].startswith("+0.100 [")
+    with pytest.raises(ValueError, match="seed 1 trained on different clips"):
+        paired_across_runs(before, _run_metrics({0: 0.6, 1: 0.8, 2: 0.7}, {**digests, 1: "x"}), "bce")
+    with pytest.raises(KeyError, match="arm 'none' is not in the before run"):
+        paired_across_runs(before, after, "none")
+
+
+def test_the_report_command_prints_paired_differences_of_two_run_folders(tmp_path, capsys):
+    digests = {0: "a", 1: "b", 2: "c"}
+    for name, values in (("random", {0: 0.5, 1: 0.6, 2: 0.7}), ("pretrained", {0: 0.9, 1: 0.9, 2: 0.9})):
+        (tmp_path / name).mkdir()
+        runs.write_json(tmp_path / name / "metrics.json", _run_metrics(values, digests))
+    ablation_report.main([str(tmp_path / "random"), str(tmp_path / "pretrained"), "--arms", "bce"])
+    out = capsys.readouterr().out
+    assert "pretrained - random" in out and "+0.300 [" in out

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from page4d.ablation import PREDICTIONS_DIR, safe
-from page4d.ablation_stats import MIN_SEEDS_FOR_CI
+from page4d.ablation_stats import MIN_SEEDS_FOR_CI, paired_across_runs
 
 MASK_COLUMNS = {
     "mask_ap": "AP",
@@ -89,6 +89,14 @@ def geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, An
     return rows
 
 
+def difference_text(d: dict[str, Any], digits: int = 3) -> str:
+    """A paired difference {"mean", "ci95", "per_seed"} as "mean [lo, hi]", or the per-seed values."""
+    if d["ci95"] is not None:
+        lo, hi = d["ci95"]
+        return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return " / ".join(f"{v:+.{digits}f}" for v in d["per_seed"].values()) or "-"
+
+
 def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, digits: int = 3) -> list[dict]:
     """arm - baseline (`none`, or `untrained` without geometry) per metric: "mean [lo, hi]" (95% CI of
     the paired difference) or per-seed values. `keys` default to the mask metrics;
@@ -102,12 +110,25 @@ def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, di
             continue
         row: dict[str, Any] = {f"arm - {baseline}": arm}
         for key in keys:
-            d = paired[key]
-            if d["ci95"] is not None:
-                lo, hi = d["ci95"]
-                row[labels[key]] = f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-            else:
-                row[labels[key]] = " / ".join(f"{v:+.{digits}f}" for v in d["per_seed"].values()) or "-"
+            row[labels[key]] = difference_text(paired[key], digits)
+        rows.append(row)
+    return rows
+
+
+def across_runs_rows(
+    comparisons: list[tuple[str, dict[str, Any], dict[str, Any], str]],
+    keys: tuple[str, ...] = PAIRED_KEYS,
+    digits: int = 3,
+) -> list[dict]:
+    """One row per (label, before metrics, after metrics, arm): `after - before` per metric as
+    "mean [lo, hi]" (`ablation_stats.paired_across_runs`), e.g. pretrained init - random init."""
+    labels = {**MASK_COLUMNS, **GEOMETRY_COLUMNS}
+    rows = []
+    for label, before, after, arm in comparisons:
+        paired = paired_across_runs(before, after, arm)
+        row: dict[str, Any] = {"after - before": label}
+        for key in keys:
+            row[labels[key]] = difference_text(paired[key], digits)
         rows.append(row)
     return rows
 
@@ -219,3 +240,28 @@ def loss_curve_figure(run_dir: str | Path):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m page4d.ablation_report BEFORE AFTER --arms bce ...`: for two ablation run folders
+    that differ in one setting, each arm's paired difference AFTER - BEFORE per seed (95% CI)."""
+    import argparse
+
+    from page4d.runs import format_table, read_json
+
+    parser = argparse.ArgumentParser(prog="python -m page4d.ablation_report", description=main.__doc__)
+    parser.add_argument("before", help="run folder (its metrics.json) of the reference setting")
+    parser.add_argument("after", help="run folder of the changed setting (same seeds, same clips)")
+    parser.add_argument("--arms", nargs="+", required=True, help="arms to compare (in both runs)")
+    parser.add_argument("--geometry", action="store_true", help="depth / camera metrics instead of masks")
+    args = parser.parse_args(argv)
+    before = read_json(Path(args.before) / "metrics.json")
+    after = read_json(Path(args.after) / "metrics.json")
+    keys = tuple(GEOMETRY_COLUMNS) if args.geometry else PAIRED_KEYS
+    rows = across_runs_rows([(arm, before, after, arm) for arm in args.arms], keys)
+    print(f"paired by seed, {Path(args.after).name} - {Path(args.before).name} (mean [95% CI]):")
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Pretraining on a pool of scenes, and the shipped `tiny-synthetic` checkpoint and its card."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
+from page4d.evaluate import evaluate
+from page4d.loading import load_model
+from page4d.model import SHIPPED_CHECKPOINTS, CheckpointError, build_model, load_checkpoint, preset
+from page4d.model.checkpoint import SHIPPED_DIR, resolve_checkpoint
+from page4d.pretrain import (
+    NAME,
+    PretrainConfig,
+    heldout_metrics,
+    initial_model,
+    model_config,
+    pretrain,
+    scene_config,
+)
+from page4d.train import TrainConfig, build_training_model, train, weights_digest
+
+CARD = SHIPPED_DIR / f"{NAME}.json"
+
+
+def card() -> dict:
+    return json.loads(CARD.read_text())
+
+
+@pytest.fixture(scope="module")
+def two_scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    scenes = []
+    for seed in (1, 2):
+        cfg = SyntheticSceneConfig(seed=seed, times=3, views=2, height=56, width=70, orbit_deg_per_step=3.0)
+        scenes.append(load_scene(generate_synthetic_scene(root / f"s{seed}", cfg)))
+    return scenes
+
+
+def test_a_pool_of_scenes_trains_on_clips_of_every_scene_and_one_scene_is_unchanged(two_scenes):
+    cfg = TrainConfig(arm="none", freeze="everything", steps=12, clip_times=2, threads=1, lr=1e-3)
+    _, history = train(cfg, two_scenes, model=initial_model(0), progress=False)
+    assert {r["scene"] for r in history} == {0, 1}  # 4 clips, 12 seeded draws
+    assert all(r["updated"] and math.isfinite(r["loss"]) for r in history)
+    single = TrainConfig(arm="bce", steps=2, clip_times=2, threads=1)
+    _, alone = train(single, two_scenes[0], progress=False)
+    _, listed = train(single, [two_scenes[0]], progress=False)
+    assert "scene" not in alone[0]  # one scene: the history earlier versions wrote
+    assert [r["loss"] for r in alone] == [r["loss"] for r in listed]
+    with pytest.raises(ValueError, match="train_times selects time steps of one scene"):
+        train(cfg, two_scenes, train_times=[0, 1], progress=False)
+
+
+def test_pretraining_keeps_the_mask_head_untouched_with_its_bias_off(two_scenes, tmp_path):
+    assert model_config().mask_head.masked_global_blocks == ()
+    model = initial_model(0)
+    head = {k: v.clone() for k, v in model.state_dict().items() if "spatial_mask_head" in k}
+    cfg = dataclasses.replace(PretrainConfig(), steps=3, warmup_steps=1).train_config()
+    train(cfg, two_scenes, model=model, progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in head.items())  # no gradient reaches it
+    assert not torch.equal(after["aggregator.frame_blocks.0.attn.qkv.weight"], initial_model(0).state_dict()[
+        "aggregator.frame_blocks.0.attn.qkv.weight"])  # fmt: skip
+
+
+def test_pool_and_heldout_scenes_are_distinct_and_include_static_and_moving_rigs():
+    cfg = PretrainConfig()
+    configs = [scene_config(cfg, i) for i in range(cfg.pool_scenes + cfg.heldout_scenes)]
+    assert len({c.seed for c in configs}) == len(configs)
+    assert scene_config(cfg, 5) == scene_config(cfg, 5)  # a pure function of (recipe, index)
+    assert {c.orbit_deg_per_step == 0.0 for c in configs} == {True, False}  # static rigs and moving ones
+
+
+def test_the_shipped_checkpoint_is_found_by_name_and_loads_strictly_into_the_tiny_preset():
+    assert resolve_checkpoint(NAME) == SHIPPED_DIR / SHIPPED_CHECKPOINTS[NAME]
+    model = build_model(preset("tiny"))
+    report = load_checkpoint(model, NAME)  # strict: every key and shape
+    assert report.ok
+    saved = torch.load(resolve_checkpoint(NAME), weights_only=True)["model"]
+    assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
+    assert weights_digest(model) != weights_digest(build_model(preset("tiny")))
+    loaded, note = load_model("tiny", NAME)
+    assert NAME in note and weights_digest(loaded) == weights_digest(model)
+    with pytest.raises(FileNotFoundError, match="shipped checkpoints by name: tiny-synthetic"):
+        load_checkpoint(model, "tiny-synthetc")
+    with pytest.raises(CheckpointError, match="shape mismatch|missing"):
+        load_checkpoint(build_model(preset("tiny", embed_dim=32, num_heads=2)), NAME)
+
+
+def test_a_training_config_takes_the_checkpoint_by_name_with_or_without_its_mask_head():
+    kept = build_training_model(TrainConfig(checkpoint=NAME, seed=0))
+    torch.manual_seed(1)
+    fresh = build_training_model(TrainConfig(checkpoint=NAME, checkpoint_mask_head=False))
+    torch.manual_seed(1)
+    seeded = build_training_model(TrainConfig())
+    k, f, s = kept.state_dict(), fresh.state_dict(), seeded.state_dict()
+    head = [n for n in k if n.startswith("aggregator.spatial_mask_head.")]
+    backbone = "aggregator.global_blocks.2.attn.qkv.weight"
+    assert head and all(torch.equal(f[n], s[n]) for n in head)  # the seed's own head
+    assert not all(torch.equal(f[n], k[n]) for n in head)
+    assert torch.equal(f[backbone], k[backbone]) and not torch.equal(f[backbone], s[backbone])
+
+
+def test_the_shipped_checkpoint_scores_its_recorded_heldout_metric(tmp_path):
+    c = card()
+    recipe = PretrainConfig(**c["recipe"])
+    index = recipe.pool_scenes  # the first held-out scene
+    assert dataclasses.asdict(scene_config(recipe, index)) == c["heldout_scenes"][0]
+    root = generate_synthetic_scene(tmp_path / "heldout", scene_config(recipe, index))
+    scene = load_scene(root, image_size=recipe.image_size, load_tracks=False)
+    model = build_model(model_config()).eval()
+    load_checkpoint(model, NAME)
+    torch.set_num_threads(recipe.threads)
+    got = heldout_metrics(model, [scene], recipe.eval_clip_times)["per_scene"][0]
+    want = c["heldout"]["pretrained"]["per_scene"][0]
+    for key in ("depth_abs_rel", "depth_delta1", "ate"):
+        assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
+    rand = evaluate(initial_model(recipe.seed), scene, clip_times=recipe.eval_clip_times)
+    recorded = c["heldout"]["random_init"]["per_scene"][0]
+    assert rand["depth_abs_rel"] == pytest.approx(recorded["depth_abs_rel"], rel=1e-3)
+
+
+def test_the_pretraining_command_reproduces_the_shipped_first_losses(tmp_path):
+    """The card's recipe, replayed for 3 steps, logs the card's first losses: bit-identical on the CPU
+    and torch version that made it (same instruction set, same thread count), within 1e-4 elsewhere."""
+    c = card()
+    recipe = PretrainConfig(**c["recipe"])
+    assert pretrain(recipe, tmp_path / "run", progress=False, stop_after=3) is None  # stopped, resumable
+    history = json.loads((tmp_path / "run" / "train" / "history.json").read_text())
+    same_machine = c["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and c["torch"] == (
+        torch.__version__
+    )
+    for logged, replayed in zip(c["first_losses"][:3], history, strict=True):
+        assert (logged["step"], logged["scene"], logged["clip_start"]) == (
+            replayed["step"],
+            replayed["scene"],
+            replayed["clip_start"],
+        )
+        for key, value in logged.items():
+            if key.endswith("loss") and value is not None:
+                if same_machine:
+                    assert replayed[key] == value, key
+                else:
+                    assert replayed[key] == pytest.approx(value, rel=1e-4), key
