@@ -6,22 +6,27 @@ frame's patch tokens with the patch tokens of its temporal neighbours through *G
 (q.q and k.k within one feature space, besides the attention's own q.k), reduce them over a window,
 and combine shallow, middle and deep layers into one dynamic saliency per patch. No weights change.
 
-What is computed (per target frame f, one band of layers at a time; i, j index patch tokens):
+The recipe below is that of VGGT4D's released code (its `dynamic_mask.py`), which the paper groups into
+shallow, middle and deep cues. What is computed (per target frame f, one band of layers at a time; i, j
+index *patch* tokens only -- camera and register tokens are left out on both sides, as there):
 
     G[i, j] = mean over layers l, heads h and source frames s of  <a_f[l, h, i], b_s[l, h, j]>
     mean[i] = mean_j G[i, j]            (how much the token resembles its neighbours, on average)
     spread[i] = std_j G[i, j]           (how selective that resemblance is over the neighbours' patches)
 
-with (a, b) = (q, q), (k, k) or (q, k). The five cues of the released code, each min-max normalised over
-the frame's patches, multiply into the score (then normalised again):
+with (a, b) = (q, q), (k, k) or (q, k); G is averaged over layers, heads and sources *before* the spread
+is taken, as in the released code (whose unbiased std differs from ours by a constant factor that the
+normalisation removes). The five cues, each min-max normalised over the frame's patches, multiply into
+the score (then normalised again):
 
     shallow band:  (1 - mean of k.k) * spread of q.k
     middle band:   (1 - mean of q.q)
     deep band:     mean of q.q * (1 - spread of q.q over the `deep_spread` layers)
 
 Layer bands: VGGT (24 global blocks) uses the released code's indices, shallow (0,), middle 3..7,
-deep 17..21 and 18..19 for the deep spread. The `tiny` preset (6 blocks) keeps their relative depth:
-shallow (0,), middle (1, 2), deep (4, 5) and (4, 5) for the spread; for other depths give the bands.
+deep 17..21 and 18..19 for the deep spread. The `tiny` preset (6 blocks) keeps their relative depth as
+far as 6 blocks allow: shallow (0,), middle (1, 2), deep (4, 5) and (4, 5) for the spread (one block
+is a sixth of the depth, so 18..19 cannot be singled out); for other depths give the bands.
 
 The mask without ground truth (:func:`clip_threshold`): the scores are upsampled bilinearly to the image
 and VGGT4D's adaptive multi-Otsu picks the threshold -- Otsu with 2, 3 and 4 classes, keep the class count
@@ -42,7 +47,10 @@ Where this differs from VGGT4D, and why:
 - Skipped: the k-means smoothing of the score over 64 clusters of patch-embedding features (an extra
   clustering step with its own randomness; it changes the ranking the AP measures) and the
   projection-gradient refinement (a second forward plus depth, cameras and gradients per frame: not
-  cheap). A model with a PAGE-4D mask head runs as it is, its own attention bias included.
+  cheap). Also out of scope: VGGT4D's second pass, which feeds the masks back into VGGT's early layers
+  for better cameras and depth. A model with a PAGE-4D mask head runs as it is, its own attention bias
+  included (the bias acts on camera/register query rows; the patch q/k read here feel it only through
+  the blocks after it).
 - `sigmoid(logit)` is not a calibrated probability: the calibration metrics (ECE, mean P(dynamic) per
   class) depend on `logit_gain`; AP, the mask and IoU do not.
 
@@ -234,7 +242,8 @@ def gram_window_statistics(
             f"weights must be [n, S] = {[target.shape[1], sources.shape[1]]}, got {tuple(weights.shape)}"
         )
     layers, heads = target.shape[2], target.shape[3]
-    src_mean = torch.einsum("ns,bslhpd->bnlhpd", weights.to(sources.dtype), sources)
+    weights = weights.to(device=sources.device, dtype=sources.dtype)
+    src_mean = torch.einsum("ns,bslhpd->bnlhpd", weights, sources)
     scale = 1.0 / (layers * heads)
     mean = torch.einsum("bnlhid,bnlhd->bni", target, src_mean.mean(dim=-2)) * scale
     if not spread:
@@ -482,6 +491,7 @@ def _cues(
 
 
 def default_config(model: PAGE4DModel) -> MotionCueConfig:
+    """`MotionCueConfig.for_depth` of the model's number of global blocks."""
     return MotionCueConfig.for_depth(model.cfg.depth)
 
 
