@@ -12,6 +12,7 @@ import pytest
 import torch
 from page4d import ablation, ablation_report, runs
 from page4d.ablation import AblationParams, parse_pos_weight, run_ablation
+from page4d.ablation_stats import summarize_arms
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.evaluate import evaluate
 from page4d.train import TrainConfig, build_training_model
@@ -172,6 +173,36 @@ def test_mask_arms_without_any_gt_fail_before_training(scene_dir, tmp_path, monk
         run_ablation(_params(bare, tmp_path / "run", arms=("none", "bce"), seeds=(0,)), progress=False)
 
 
+def test_attention_arm_scores_the_starting_model_without_training(scene_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "train", lambda *a, **k: pytest.fail("the attention arm must not train"))
+    params = _params(scene_dir, tmp_path / "run", arms=("untrained", "attention"), seeds=(0,), steps=2)
+    out = run_ablation(params, progress=False)
+    assert not out["failed"] and out["baseline"] == "untrained"
+    att, unt = out["arms"]["attention"]["per_seed"][0], out["arms"]["untrained"]["per_seed"][0]
+    assert att["trained_steps"] == 0 and att["init_digest"] == att["final_digest"] == unt["init_digest"]
+    assert (att["mask_method"], unt["mask_method"]) == ("attention", "mask_head")
+    for key in ("mask_ap", "mask_iou", "mask_iou_tuned", "mask_p_static", "mask_p_dynamic", "mask_ece"):
+        assert 0.0 <= att[key] <= 1.0, key
+    assert att["tuned_threshold"] is not None and att["mask_frames"] == unt["mask_frames"] == 4
+    assert att["mask_ap"] != unt["mask_ap"]  # another read-out of the same network ...
+    paired = out["arms"]["attention"]["paired_vs_untrained"]
+    assert paired["depth_abs_rel"]["per_seed"] == {0: 0.0} and paired["ate"]["per_seed"] == {
+        0: 0.0
+    }  # ... same geometry
+    assert (tmp_path / "run" / "predictions" / "attention.npz").is_file()
+    # never paired with a trained `none`: it is not a variant of the training
+    cells = {
+        (arm, 0): runs.read_json(tmp_path / "run" / "cells" / f"{arm}_seed0.json")
+        for arm in ("untrained", "attention")
+    }
+    cells[("none", 0)] = cells.pop(("untrained", 0))
+    arms = summarize_arms(
+        ["none", "attention"], (0,), cells, baseline="none", unpaired=ablation.TRAINING_FREE
+    )
+    assert "paired_vs_none" not in arms["attention"]
+    assert ablation.arm_config("attention") == ("none", True) and ablation.mask_method("bce") == "mask_head"
+
+
 def test_pos_weight_parameter():
     assert parse_pos_weight("auto") == "auto" and parse_pos_weight("none") is None
     assert parse_pos_weight("6.5") == 6.5
@@ -208,6 +239,12 @@ def test_evaluate_scores_what_it_can(scene_dir):
     out = evaluate(Collapsed(model), scene, times=[0, 1, 2, 3], clip_times=2)
     assert math.isnan(out["ate"]) and "collapsed" in out["trajectory_note"]
     assert math.isfinite(out["depth_abs_rel"])
+
+    # attention masks compare time steps: a clip of one step is refused before anything runs
+    with pytest.raises(ValueError, match=r"needs >= 2 time steps per clip; .* leaves \[\[4\]\]"):
+        evaluate(model, scene, times=[2, 3, 4], clip_times=2, method="attention")
+    with pytest.raises(ValueError, match="unknown mask method 'heads'"):
+        evaluate(model, scene, times=[2, 3], clip_times=2, method="heads")
 
 
 def test_main_refuses_a_finished_run_folder_and_leaves_it_byte_identical(tmp_path, capsys):

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 from own_clip import GAP, H, T, W, make_clip
+from page4d.data.inputs import load_input
 from page4d.data.resize import CropResize
-from page4d.loading import quick_trained_model
+from page4d.loading import load_model, quick_trained_model
 from page4d.model import build_model, preset
+from page4d.motion_cues import attention_mask_logits
 from page4d.predict import logits_to_source, main, predict, require_mask_head
 from PIL import Image
 from vos_benchmark.evaluator import Evaluator
@@ -112,6 +114,27 @@ def test_two_view_frames_folder_as_a_command(clip, checkpoint, tmp_path):
     assert set(metrics["sequences"]) == {"cam0", "cam1"}
     j, f = rescore_with_vos_benchmark(out, {v: clip / "gt" / v for v in ("cam0", "cam1")})
     assert abs(j - metrics["J_mean"]) < 1e-6 and abs(f - metrics["F_mean"]) < 1e-6
+
+
+def test_attention_method_writes_the_same_outputs_from_the_attention_cues(clip, tmp_path):
+    """`--method attention` on two views of 6 steps in chunks of 5: the last chunk (one step) runs with
+    the step before it as context and writes exactly that forward's masks of its own step."""
+    out = tmp_path / "out"
+    metrics = main(
+        [str(clip / "rig"), "--out", str(out), "--gt", str(clip / "gt"), "--image-width", "70",
+         "--chunk", "5", "--method", "attention", "--no-progress"]
+    )  # fmt: skip
+    check_outputs(out, ["cam0", "cam1"], [f"{t:05d}" for t in range(T)])
+    assert metrics["method"] == "attention" and metrics["model_input_size"] == [56, 70]
+    scene = load_input(clip / "rig", image_width=70, gt=clip / "gt")
+    model, _ = load_model("tiny", "", 0)
+    logits = attention_mask_logits(model, scene.images[4:6][None])[0, 1]  # step 5 with step 4 as context
+    expected = logits_to_source(logits, scene.transform)[1].numpy().astype(np.float16)
+    assert np.array_equal(np.load(out / "prob" / "cam1" / "00005.npy"), expected)
+    with pytest.raises(ValueError, match=r"--method attention compares time steps; the input has 1"):
+        predict(
+            clip / "rig", tmp_path / "one", image_width=70, max_frames=1, method="attention", progress=False
+        )
 
 
 def test_without_gt_no_metrics_file_and_every_max_frames(clip, tmp_path):

@@ -6,6 +6,10 @@ clips from the seed alone); `init_digest` in metrics.json records the starting w
 (arm, seed), so the pairing can be checked. Arms:
 
 - ``untrained``: the starting model, evaluated as is (the floor any training must beat).
+- ``attention``: no training either: the starting model's (the checkpoint's) global attention read as
+  VGGT4D's training-free motion cues (`page4d.motion_cues`) instead of its mask head, scored by the
+  same code. Like ``untrained`` it is not a variant of the training: it is paired only with an
+  ``untrained`` baseline (same network, other read-out), never with a trained ``none``.
 - ``none``: the same training as every other arm minus the mask terms. With ``geometry=True`` this
   is PAGE-4D's own recipe (the head learns only through its attention bias); with geometry off there
   is nothing to train, so ``none`` is reported as ``untrained`` (never as a trained "without" arm).
@@ -53,6 +57,8 @@ from page4d.train import TrainConfig, build_training_model, mask_gt_check, train
 
 NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the backbone (no detach)
 UNTRAINED = "untrained"
+ATTENTION = "attention"  # training-free: VGGT4D's attention cues of the starting model
+TRAINING_FREE = (UNTRAINED, ATTENTION)
 CELLS_DIR = "cells"
 PREDICTIONS_DIR = "predictions"
 
@@ -101,15 +107,22 @@ class AblationParams:
 
 
 def arm_config(arm: str) -> tuple[str, bool]:
-    """(loss arm, detach) for an arm name; `<arm>+backbone` = the same losses without the detach."""
-    if arm == UNTRAINED:
+    """(loss arm, detach) for an arm name; `<arm>+backbone` = the same losses without the detach. The
+    training-free arms get `none`'s configuration: it only decides the starting model, never a run."""
+    if arm in TRAINING_FREE:
         return "none", True
     base, detach = (arm[: -len(NO_DETACH_SUFFIX)], False) if arm.endswith(NO_DETACH_SUFFIX) else (arm, True)
     if base not in ARM_NAMES:
         raise ValueError(
-            f"unknown arm {arm!r}; valid: {UNTRAINED!r}, {list(ARM_NAMES)} (each optionally +backbone)"
+            f"unknown arm {arm!r}; valid: {list(TRAINING_FREE)}, {list(ARM_NAMES)} (each optionally "
+            "+backbone)"
         )
     return base, detach
+
+
+def mask_method(arm: str) -> str:
+    """Where an arm's masks come from (`evaluate.predict_scene`'s `method`)."""
+    return "attention" if arm == ATTENTION else "mask_head"
 
 
 def parse_pos_weight(text: str | float | None) -> str | float | None:
@@ -279,7 +292,9 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
 
     floors = next((c["result"].get("floors") for c in cells.values() if c["status"] == "ok"), None)
     metrics = {
-        "arms": summarize_arms(arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=(UNTRAINED,)),
+        "arms": summarize_arms(
+            arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=TRAINING_FREE
+        ),
         "baseline": baseline_arm(arms),
         "floors": floors,
         "failed": [
@@ -304,7 +319,7 @@ def _check_mask_gt(params: AblationParams, arms: list[str], scene: Scene, times:
     """The trainer's own check (`train.mask_gt_check`) for every trained arm, before any cell runs: an
     arm with mask terms on training frames without any GT mask would fail only after the others ran."""
     for arm in arms:
-        if arm == UNTRAINED:
+        if arm in TRAINING_FREE:
             continue
         try:
             mask_gt_check(train_config(params, arm, params.seeds[0]).loss_config(), scene, times)
@@ -324,8 +339,9 @@ def _run_cell(
     out_dir: Path,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train and evaluate one (arm, seed). A failure is returned as a record (status "failed", the
-    error and its traceback), so the cells that finished before it and after it are kept."""
+    """Train and evaluate one (arm, seed); the training-free arms evaluate the starting model (with its
+    masks from `mask_method(arm)`). A failure is returned as a record (status "failed", the error and
+    its traceback), so the cells that finished before it and after it are kept."""
     t0 = time.perf_counter()
     cfg = train_config(params, arm, seed)
     cell: dict[str, Any] = {"arm": arm, "seed": seed, "status": "ok"}
@@ -333,7 +349,7 @@ def _run_cell(
         model = initial_model(cfg)
         cell["init_digest"] = weights_digest(model)
         trained_steps = 0
-        if arm != UNTRAINED and has_any_term(cfg.loss_config(), train_scene.masks is not None):
+        if arm not in TRAINING_FREE and has_any_term(cfg.loss_config(), train_scene.masks is not None):
             train_dir = out_dir / "train" / f"{safe(arm)}_seed{seed}"
             _set_aside_incomplete(train_dir)
             model, history = train(
@@ -348,11 +364,13 @@ def _run_cell(
             cell["clip_order_digest"] = hashlib.sha256(
                 json.dumps([h.get("clip_start") for h in history]).encode()
             ).hexdigest()[:16]
-        tuned, why = choose_threshold(model, train_scene, train_times, eval_clip)
-        clips = predict_scene(model, eval_scene, eval_times, eval_clip)  # scored and saved from one pass
+        method = mask_method(arm)
+        tuned, why = choose_threshold(model, train_scene, train_times, eval_clip, method)
+        clips = predict_scene(model, eval_scene, eval_times, eval_clip, method)  # scored and saved at once
         result = {
             "times": eval_times,
             "clip_times": eval_clip,
+            "mask_method": method,
             **score_predictions(clips, eval_scene, tuned_threshold=tuned, with_floors=True),
             "tuned_threshold_note": why,
         }

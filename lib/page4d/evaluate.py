@@ -3,6 +3,9 @@
 Frames are evaluated in clips of consecutive time steps (all views), exactly as they are fed in
 training. What is measured, and why:
 
+- Masks come from the model's mask head (``method="mask_head"``) or, training-free, from its global
+  attention (``method="attention"``: VGGT4D's cues, :mod:`page4d.motion_cues`, in place of
+  ``mask_logits``); both are scored by the same code below.
 - Masks, where SegAnyMo GT exists (`mask_valid`): average precision of P(dynamic) (no threshold),
   J / F / J&F at 0.5, IoU at a threshold chosen on *training* frames (:func:`choose_threshold`),
   the mean P(dynamic) on GT-static and GT-dynamic pixels (``sigmoid(mask_logits)`` is the
@@ -43,8 +46,10 @@ from page4d.metrics import (
     trajectory_errors,
 )
 from page4d.model import upsample_mask_logits
+from page4d.motion_cues import MotionCueConfig, predict_with_attention_masks
 
 NAN = float("nan")
+METHODS = ("mask_head", "attention")  # where mask_logits come from
 MASK_KEYS = (
     "mask_ap",
     "mask_iou",
@@ -75,18 +80,45 @@ def eval_clips(times: list[int], clip_times: int) -> list[list[int]]:
 
 @torch.no_grad()
 def predict_scene(
-    model: nn.Module, scene: Scene, times: list[int], clip_times: int = 4
+    model: nn.Module,
+    scene: Scene,
+    times: list[int],
+    clip_times: int = 4,
+    method: str = "mask_head",
+    cue_config: MotionCueConfig | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the model clip by clip; each entry holds the batch and the predictions (CPU tensors)."""
+    """Run the model clip by clip; each entry holds the batch and the predictions (CPU tensors).
+
+    `method="attention"`: the same forward with the global blocks observed, ``mask_logits`` replaced by
+    VGGT4D's attention cues (`page4d.motion_cues.predict_with_attention_masks`, `cue_config` or the
+    defaults for the model's depth); they compare time steps, so every clip needs two or more.
+    """
+    check_method(method)
+    clips = eval_clips(times, clip_times)
+    if method == "attention":
+        short = [c for c in clips if len(c) < 2]
+        if short:
+            raise ValueError(
+                f"method='attention' needs >= 2 time steps per clip; clip_times={clip_times} over times "
+                f"{times} leaves {short}: choose clip_times so that no clip has a single step"
+            )
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device
     out = []
-    for clip in eval_clips(times, clip_times):
+    for clip in clips:
         batch = scene_to_batch(scene, times=clip, world_frame="first_camera")
-        pred = model(batch.images.to(device))
+        if method == "attention":
+            pred = predict_with_attention_masks(model, batch.images.to(device), cue_config)
+        else:
+            pred = model(batch.images.to(device))
         pred = {k: (v.float().cpu() if isinstance(v, torch.Tensor) else v) for k, v in pred.items()}
         out.append({"times": clip, "batch": batch, "pred": pred})
     return out
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown mask method {method!r}; choose one of {METHODS}")
 
 
 @dataclass
@@ -186,10 +218,17 @@ def mask_floors(gt: torch.Tensor, valid: torch.Tensor, views: list[int]) -> dict
 
 @torch.no_grad()
 def choose_threshold(
-    model: nn.Module, scene: Scene, times: list[int], clip_times: int = 4
+    model: nn.Module,
+    scene: Scene,
+    times: list[int],
+    clip_times: int = 4,
+    method: str = "mask_head",
+    cue_config: MotionCueConfig | None = None,
 ) -> tuple[float | None, str | None]:
-    """The threshold with the best mean IoU on `times` (training frames); (None, reason) without GT."""
-    masks = mask_predictions(predict_scene(model, scene, times, clip_times), scene)
+    """The threshold with the best mean IoU on `times` (training frames), for the masks of `method`
+    (see :func:`predict_scene`); (None, reason) without GT."""
+    clips = predict_scene(model, scene, times, clip_times, method, cue_config)
+    masks = mask_predictions(clips, scene)
     if masks is None:
         return None, "model has no mask head"
     if not bool(masks.valid.any()):
@@ -206,14 +245,16 @@ def evaluate(
     threshold: float = 0.5,
     tuned_threshold: float | None = None,
     with_floors: bool = False,
+    method: str = "mask_head",
 ) -> dict[str, Any]:
-    """Metrics on `times` (default: all of the scene): :func:`predict_scene`, then
+    """Metrics on `times` (default: all of the scene): :func:`predict_scene` (masks from `method`), then
     :func:`score_predictions` (whose docstring lists the keys)."""
     times = list(scene.times if times is None else times)
-    clips = predict_scene(model, scene, times, clip_times)
+    clips = predict_scene(model, scene, times, clip_times, method)
     return {
         "times": times,
         "clip_times": clip_times,
+        "mask_method": method,
         **score_predictions(clips, scene, threshold, tuned_threshold, with_floors),
     }
 

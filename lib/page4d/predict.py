@@ -15,8 +15,15 @@ The clip runs through the model in chunks of `--chunk` time steps (all views tog
 is its own forward pass), with a progress bar. Outside the model's centre crop (when the aspect ratio
 had to be cut to a multiple of 14) the mask logits are extended from the crop's edge.
 
+`--method attention` takes the masks from the model's global attention instead of its mask head
+(VGGT4D's training-free cues, `page4d.motion_cues`; any preset, a plain VGGT too), thresholded per chunk
+without GT: `prob` is then `sigmoid(gain * (score - threshold))`, a ranking, not a calibrated
+probability. The cues compare time steps, so a chunk of a single step runs together with a neighbouring
+step (only its own masks are written), and a clip of one time step is refused.
+
     python -m page4d.predict clip.mp4 --out outputs/clip --preset page4d_fin10_1b --checkpoint ck.pt
     python -m page4d.predict frames/ --out outputs/f --gt davis/Annotations/480p/bear --image-width 224
+    python -m page4d.predict clip.mp4 --out outputs/a --preset vggt_1b --checkpoint vggt.pt --method attention
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from page4d.data.resize import CropResize
 from page4d.data.scene import SEGANYMO_DIR
 from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
 from page4d.davis import frame_j_f, summarize
+from page4d.evaluate import METHODS, check_method
 from page4d.extract import mask_probabilities
 from page4d.loading import load_model
+from page4d.motion_cues import attention_mask_logits
 from page4d.viz import overlay_rgb
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode is used
@@ -106,6 +115,25 @@ class OverlayVideo:
         return self.path
 
 
+def chunk_mask_logits(
+    model: torch.nn.Module, images: torch.Tensor, start: int, stop: int, method: str
+) -> torch.Tensor:
+    """Patch-grid logits `[stop - start, V, h, w]` of time steps start..stop-1 of `images` `[T, V, 3, H, W]`.
+
+    `attention` needs two time steps: a chunk of one step runs with a neighbouring step as context (the
+    one before it, or after it for the first) and keeps only its own logits.
+    """
+    with torch.no_grad():
+        if method == "mask_head":
+            return model(images[start:stop][None])["mask_logits"][0]
+        lo, hi = start, stop
+        if hi - lo < 2:
+            lo = max(0, stop - 2)
+            hi = lo + 2
+        logits = attention_mask_logits(model, images[lo:hi][None])[0]
+        return logits[start - lo : stop - lo]
+
+
 def require_mask_head(model: torch.nn.Module, preset_name: str) -> None:
     if model.aggregator.spatial_mask_head is None:
         raise ValueError(
@@ -146,23 +174,30 @@ def predict(
     threshold: float = 0.5,
     seed: int = 0,
     progress: bool = True,
+    method: str = "mask_head",
 ) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what metrics.json holds (or would hold)."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    check_method(method)
     out = Path(out)
     kind = input_kind(input)
     scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
+    if method == "attention" and scene.num_times < 2:
+        raise ValueError(
+            f"--method attention compares time steps; the input has {scene.num_times} (images "
+            f"{list(scene.images.shape)})"
+        )
     model, note = load_model(preset, checkpoint, seed)
-    require_mask_head(model, preset)
+    if method == "mask_head":
+        require_mask_head(model, preset)
     gt_readers = source_gt(scene, gt)
     video = OverlayVideo(out / "overlay")
     rows: list[dict[str, Any]] = []  # per-frame DAVIS scores, computed as the frames go by
     bar = tqdm(total=scene.num_times, desc="page4d.predict", unit="step", disable=not progress)
     for start in range(0, scene.num_times, chunk):
         stop = min(start + chunk, scene.num_times)
-        with torch.no_grad():
-            logits = model(scene.images[start:stop][None])["mask_logits"][0]  # [t, V, h, w]
+        logits = chunk_mask_logits(model, scene.images, start, stop, method)  # [t, V, h, w]
         prob_model = mask_probabilities(logits, scene.image_size)  # for the overlay video
         prob_source = logits_to_source(logits, scene.transform)
         for k, ti in enumerate(range(start, stop)):
@@ -204,6 +239,7 @@ def predict(
         "preset": preset,
         "checkpoint": str(checkpoint),
         "threshold": threshold,
+        "method": method,
         "chunk": chunk,
         "overlay": video_path.name,
         "geometry": scene.geometry_missing_reason or "depth and cameras present (not scored here)",
@@ -234,6 +270,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-frames", type=int, default=None, help="at most this many time steps")
     parser.add_argument("--chunk", type=int, default=8, help="time steps per forward pass")
     parser.add_argument("--threshold", type=float, default=0.5, help="P(dynamic) at or above = dynamic")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="mask_head",
+        help="mask_head: the model's mask head; attention: VGGT4D's training-free attention cues",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -250,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         threshold=args.threshold,
         seed=args.seed,
         progress=not args.no_progress,
+        method=args.method,
     )
     summary = f"{result['frames']} time steps x {len(result['views'])} views -> {args.out}"
     if "J_mean" in result:

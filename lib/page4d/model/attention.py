@@ -6,11 +6,18 @@ special keys). The originals realised this by appending a channel to q and k and
 dimension to a multiple of 8. Here the rows are split: the N - R bias-free rows run through plain SDPA
 and only the R gated rows (R = 5 per frame) get an explicit bias of shape `[B, 1, R, N]`, so memory stays
 O(R * N) = O(S * N) instead of O(N^2) and no row is computed twice (see lib/page4d/bench/masked_attention.py).
+
+Any layer can be watched: `observe_qk` hands the q and k it is about to attend with (after qk-norm and
+RoPE) to a callback for the duration of a `with` block (VGGT4D's motion cues read them from the global
+blocks, see `page4d.motion_cues`). Unobserved, the cost is one attribute test per call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -113,8 +120,15 @@ def augmented_channel_sdpa(
     return F.scaled_dot_product_attention(q_aug, k_aug, v_aug)[..., :d]
 
 
+QKObserver = Callable[[torch.Tensor, torch.Tensor], None]
+
+
 class Attention(nn.Module):
-    """`qkv` projection, optional per-head LayerNorm on q and k, optional 2D RoPE, SDPA, output projection."""
+    """`qkv` projection, optional per-head LayerNorm on q and k, optional 2D RoPE, SDPA, output projection.
+
+    `qk_observer` (None unless set by :func:`observe_qk`) is called as `observer(q, k)` with the
+    `[B, heads, N, head_dim]` tensors the attention uses; it must not modify them in place.
+    """
 
     def __init__(
         self,
@@ -136,6 +150,7 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.rope = rope
+        self.qk_observer: QKObserver | None = None
 
     def forward(
         self, x: torch.Tensor, pos: torch.Tensor | None = None, bias: RowGatedKeyBias | None = None
@@ -149,8 +164,34 @@ class Attention(nn.Module):
             if pos is None:
                 raise ValueError("this attention layer uses RoPE and needs token positions")
             q, k = self.rope(q, pos), self.rope(k, pos)
+        if self.qk_observer is not None:
+            self.qk_observer(q, k)
         if x.is_cuda:
             # views of the fused qkv projection: the memory-efficient kernel's backward needs dense heads
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out = masked_sdpa(q, k, v, bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+@contextmanager
+def observe_qk(
+    layers: Mapping[int, Attention], observer: Callable[[int, torch.Tensor, torch.Tensor], None]
+) -> Iterator[None]:
+    """Inside the block, every forward of `layers[i]` first calls `observer(i, q, k)` with its q and k
+    `[B, heads, N, head_dim]` after qk-norm and RoPE (exactly what SDPA receives). Outputs are unchanged
+    as long as the observer only reads them. On exit (also on an error) the layers are unobserved again.
+
+    Refuses a layer that already has an observer: two nested observations would silently replace each other.
+    """
+    busy = sorted(i for i, attn in layers.items() if attn.qk_observer is not None)
+    if busy:
+        raise RuntimeError(
+            f"attention layers {busy} already have a q/k observer; nested observation is refused"
+        )
+    for i, attn in layers.items():
+        attn.qk_observer = partial(observer, i)
+    try:
+        yield
+    finally:  # restores the layers; the error itself propagates
+        for attn in layers.values():
+            attn.qk_observer = None
