@@ -12,7 +12,9 @@ What it runs (random weights; a synthetic 2-view scene at 294x518, generated int
 2. Resume: the fin10 run again as 2 steps (`--stop-after 2`) + `--resume`; its final weights digest is
    compared with the uninterrupted run's (bit-identity is only promised on CPU: CUDA kernels such as
    upsampling backward are not deterministic, so a mismatch here is reported, not failed).
-3. `page4d.bench.long_sequence` for `page4d_fin10_1b` in bf16 at 294x518 and 50 / 100 / 200 frames:
+3. Pretraining cost: `python -m page4d.pretrain --device cuda --stop-after 300` with the shipped card's
+   recipe; seconds per step, and the projected time of the full recipe (its `steps`).
+4. `page4d.bench.long_sequence` for `page4d_fin10_1b` in bf16 at 294x518 and 50 / 100 / 200 frames:
    peak memory and time with only the heads' layers kept vs all 24.
 """
 
@@ -121,6 +123,9 @@ def main() -> int:
     }
     print(f"gpu_check: resume: {report['resume']}", flush=True)
 
+    report["pretrain"] = pretrain_cost(work / "pretrain")
+    print(f"gpu_check: pretrain: {report['pretrain']}", flush=True)
+
     if not args.skip_bench:
         from page4d.bench import long_sequence
 
@@ -137,6 +142,32 @@ def main() -> int:
     print(f"gpu_check: results appended to {args.results}; raw JSON in {work / 'gpu_check.json'}")
     ok = all(t["exit_code"] == 0 and t["ranks_agree"] for t in report["training"].values())
     return 0 if ok and report["resume"]["exit_codes"] == [0, 0] else 1
+
+
+def pretrain_cost(out: Path, steps: int = 300) -> dict:
+    """Seconds per step of the shipped checkpoint's recipe on this GPU, and the full recipe projected."""
+    from page4d.model.checkpoint import SHIPPED_DIR
+
+    recipe = json.loads((SHIPPED_DIR / "tiny-synthetic.json").read_text())["recipe"]
+    flags = []
+    for key, value in recipe.items():
+        if key in ("device", "threads"):
+            continue
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key.replace('_', '-')}", *(str(v) for v in values)]
+    cmd = [sys.executable, "-m", "page4d.pretrain", "--out", str(out), *flags, "--device", "cuda",
+           "--stop-after", str(steps)]  # fmt: skip
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode
+    wall = time.perf_counter() - t0
+    history = json.loads((out / "train" / "history.json").read_text()) if rc == 0 else []
+    per_step = (history[-1]["seconds"] - history[9]["seconds"]) / (len(history) - 10) if history else None
+    return {
+        "exit_code": rc,
+        "wall_s_incl_scene_rendering": wall,
+        "seconds_per_step": per_step,
+        "projected_minutes_full_recipe": per_step and per_step * recipe["steps"] / 60,
+    }
 
 
 def markdown(report: dict) -> str:
@@ -165,6 +196,15 @@ def markdown(report: dict) -> str:
         f"{r['resumed_from_step']}, bit-identical to the uninterrupted run: "
         f"{r['bit_identical_to_uninterrupted']}.",
     ]
+    pre = report["pretrain"]
+    if pre["seconds_per_step"] is not None:
+        lines += [
+            "",
+            f"Pretraining (`tiny-synthetic` recipe on cuda, 300 steps): {pre['seconds_per_step']:.3f} s/step, "
+            f"the full recipe projected at {pre['projected_minutes_full_recipe']:.1f} minutes.",
+        ]
+    else:
+        lines += ["", f"Pretraining on cuda failed (exit {pre['exit_code']})."]
     if "long_sequence" in report:
         from page4d.bench import long_sequence
 

@@ -73,6 +73,7 @@ class PretrainConfig:
     threads: int = 1  # results are reproducible for a fixed thread count
     save_every: int = 250
     eval_clip_times: int = 2
+    device: str = "cpu"  # "cuda" trains on a GPU (fast; the first losses are then not bit-identical)
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(x) for x in self.image_size)
@@ -97,7 +98,7 @@ class PretrainConfig:
             clip_times=self.clip_times,
             seed=self.seed,
             threads=self.threads,
-            device="cpu",
+            device=self.device,
             save_every=self.save_every,
             keep_last=2,
             log_every=25,
