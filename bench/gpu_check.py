@@ -200,7 +200,7 @@ def markdown(report: dict) -> str:
     if pre["seconds_per_step"] is not None:
         lines += [
             "",
-            f"Pretraining (`tiny-synthetic` recipe on cuda, 300 steps): {pre['seconds_per_step']:.3f} s/step, "
+            f"Pretraining (tiny-synthetic recipe, cuda, 300 steps): {pre['seconds_per_step']:.3f} s/step, "
             f"the full recipe projected at {pre['projected_minutes_full_recipe']:.1f} minutes.",
         ]
     else:
