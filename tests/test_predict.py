@@ -169,3 +169,21 @@ def test_overlay_falls_back_to_gif_without_an_encoder(tmp_path, monkeypatch):
         video.add(np.full((7, 9, 3), 80 * k, np.uint8))  # odd sizes are padded
     path = video.close()
     assert path.name == "overlay.gif" and Image.open(path).n_frames == 3
+
+
+def test_the_shipped_checkpoint_by_name_on_the_command_line(clip, tmp_path):
+    """`--checkpoint tiny-synthetic` is a name, not a path: the package's float16 weights are used."""
+    out = tmp_path / "out"
+    metrics = main(
+        [str(clip / "rig"), "--out", str(out), "--gt", str(clip / "gt"), "--image-width", "70",
+         "--checkpoint", "tiny-synthetic", "--max-frames", "2", "--no-progress"]
+    )  # fmt: skip
+    check_outputs(out, ["cam0", "cam1"], ["00000", "00001"])
+    model, note = load_model("tiny", "tiny-synthetic", 0)
+    assert "tiny-synthetic" in note
+    scene = load_input(clip / "rig", image_width=70, gt=clip / "gt", max_frames=2)
+    with torch.no_grad():
+        logits = model(scene.images[None])["mask_logits"][0, 1, 0]
+    expected = logits_to_source(logits, scene.transform).numpy().astype(np.float16)
+    assert np.array_equal(np.load(out / "prob" / "cam0" / "00001.npy"), expected)
+    assert 0.0 <= metrics["J_mean"] <= 1.0
