@@ -259,11 +259,12 @@ def _write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
             window = min(50, len(values))
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1 :], smooth, label=key)
-    ax.set_yscale("log")
+    ax.axhline(0.0, color="0.6", lw=0.5)  # the confidence-weighted depth/point terms may go below 0
     ax.set_xlabel("step")
     ax.set_ylabel(f"loss (running mean of {min(50, len(history))} steps)")
     ax.legend(fontsize=8)
     ax.set_title("tiny-synthetic pretraining")
+    fig.tight_layout()
     save_figure(fig, path)
 
 
