@@ -90,7 +90,7 @@ class AblationParams:
     train_times: list[int] | None = None
     eval_times: list[int] | None = None
     holdout: int = 4
-    arms: tuple[str, ...] = (UNTRAINED, "none", "bce")
+    arms: tuple[str, ...] = (UNTRAINED, ATTENTION, "none", "bce")
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 120
     preset: str = "tiny"
