@@ -146,7 +146,7 @@ def test_notebooks_empty_dir_and_one_notebook(tmp_path):
 
 def test_ablation_budget_benchmark_reports_every_cell_and_the_budget():
     out = run_benchmark("ablation", quick=True, threads=1)
-    assert out["arms"] == ["untrained", "none", "bce"] and not out["failed"]
-    assert [c["trained_steps"] for c in out["cells"]] == [0, 2, 2]
+    assert out["arms"] == ["untrained", "attention", "none", "bce"] and not out["failed"]
+    assert [c["trained_steps"] for c in out["cells"]] == [0, 0, 2, 2]  # the main job's default arms
     assert out["total_s"] > 0 and out["budget_s"] == 600.0 and isinstance(out["within_budget"], bool)
     assert "budget <= 600 s" in format_result("ablation", out)

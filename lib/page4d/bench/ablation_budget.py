@@ -1,9 +1,9 @@
 """Wall time of the main job's ablation (notebook 03's defaults) against its 10-minute budget on 2 cores.
 
-Runs `page4d.ablation.run_ablation` with `AblationParams()` (the defaults `make run` uses: geometry on,
-arms untrained / none / bce, 3 seeds) into a temporary folder and reports the total, the share spent
-training each arm and evaluating, and whether the budget holds. Wall clock, since that is what a user
-waits for; run it on an otherwise idle machine.
+Runs `page4d.ablation.run_ablation` with `AblationParams()` (the defaults `make run` uses: geometry
+on, arms untrained / attention / none / bce, 3 seeds) into a temporary folder and reports the total, the
+share spent training each arm and evaluating, and whether the budget holds. Wall clock, since that is
+what a user waits for; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
