@@ -18,6 +18,7 @@ from page4d.pretrain import (
     PretrainConfig,
     heldout_metrics,
     initial_model,
+    main,
     model_config,
     pretrain,
     scene_config,
@@ -148,3 +149,22 @@ def test_the_pretraining_command_reproduces_the_shipped_first_losses(tmp_path):
                     assert replayed[key] == value, key
                 else:
                     assert replayed[key] == pytest.approx(value, rel=1e-4), key
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_checkpoint_and_card(tmp_path, capsys):
+    """A small recipe end to end through the command: 2 steps, stop, resume to 4 == 4 in one go (the
+    exported weights' sha256 and the logged losses); the finished folder is refused afterwards."""
+    small = "--pool-scenes 2 --heldout-scenes 1 --times 3 --views 2 --image-size 56 70 --steps 4"
+    small = [*small.split(), "--warmup-steps", "1", "--save-every", "2"]
+    main(["--out", str(tmp_path / "once"), *small])
+    main(["--out", str(tmp_path / "twice"), *small, "--stop-after", "2"])
+    assert "continue with --resume" in capsys.readouterr().out
+    assert not (tmp_path / "twice" / f"{NAME}.json").exists()
+    main(["--out", str(tmp_path / "twice"), *small, "--resume"])
+    once, twice = (json.loads((tmp_path / r / f"{NAME}.json").read_text()) for r in ("once", "twice"))
+    assert once["weights_sha256"] == twice["weights_sha256"]
+    assert once["first_losses"] == twice["first_losses"] and len(once["first_losses"]) == 4
+    assert set(once["heldout"]["pretrained"]["mean"]) == set(once["heldout"]["random_init"]["mean"])
+    assert (tmp_path / "once" / f"{NAME}.md").read_text().startswith(f"# {NAME}")
+    with pytest.raises(FileExistsError, match="already holds a finished pretraining run"):
+        main(["--out", str(tmp_path / "once"), *small])

@@ -301,10 +301,6 @@ Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d
 """
 
 
-def load_card(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = PretrainConfig()
     p = argparse.ArgumentParser(
