@@ -123,9 +123,14 @@ def scene_from_frames(
     )
 
 
-def _pick(files: Sequence[Path], every: int, max_frames: int | None) -> list[Path]:
+def check_thinning(every: int, max_frames: int | None) -> None:
+    """The time-step thinning every reader accepts: every `every`-th step (>= 1), at most `max_frames`."""
     if every < 1 or (max_frames is not None and max_frames < 1):
         raise ValueError(f"every must be >= 1 and max_frames >= 1 or None, got {every}, {max_frames}")
+
+
+def _pick(files: Sequence[Path], every: int, max_frames: int | None) -> list[Path]:
+    check_thinning(every, max_frames)
     picked = list(files)[::every]
     return picked if max_frames is None else picked[:max_frames]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from page4d.data.frames import is_image_file, load_frames_folder, load_multiview_frames
+from page4d.data.frames import check_thinning, is_image_file, load_frames_folder, load_multiview_frames
 from page4d.data.layout import IMAGES_DIR, SceneFormatError, SceneLayout, read_rgb
 from page4d.data.resize import vggt_size
 from page4d.data.scene import Scene, load_scene
@@ -68,7 +68,6 @@ def load_input(
     if image_size is None and image_width is not None:
         src_hw = read_rgb(layout.path(IMAGES_DIR, layout.times[0], layout.views[0])).shape[:2]
         image_size = vggt_size(src_hw, width=image_width)
-    if every < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"every must be >= 1 and max_frames >= 1 or None, got {every}, {max_frames}")
+    check_thinning(every, max_frames)
     times = layout.times[::every][:max_frames]
     return load_scene(path, times=times, image_size=image_size, load_tracks=False)

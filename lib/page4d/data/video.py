@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from page4d.data.frames import scene_from_frames
+from page4d.data.frames import check_thinning, scene_from_frames
 from page4d.data.layout import SceneFormatError
 from page4d.data.scene import Scene
 
@@ -32,8 +32,7 @@ def read_video(
 ) -> tuple[np.ndarray, list[str]]:
     """uint8 frames `[T, H, W, 3]` (every `every`-th, at most `max_frames`) and their stems."""
     path = Path(path)
-    if every < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"every must be >= 1 and max_frames >= 1 or None, got {every}, {max_frames}")
+    check_thinning(every, max_frames)
     frames, stems = [], []
     with av.open(str(path)) as container:
         if not container.streams.video:
