@@ -23,6 +23,7 @@ from page4d.pretrain import (
     pretrain,
     scene_config,
 )
+from page4d.records import RunFolderTaken
 from page4d.train import TrainConfig, build_training_model, train, weights_digest
 
 CARD = SHIPPED_DIR / f"{NAME}.json"
@@ -160,6 +161,8 @@ def test_an_interrupted_pretraining_resumes_to_the_same_checkpoint_and_card(tmp_
     main(["--out", str(tmp_path / "twice"), *small, "--stop-after", "2"])
     assert "continue with --resume" in capsys.readouterr().out
     assert not (tmp_path / "twice" / f"{NAME}.json").exists()
+    with pytest.raises(RunFolderTaken, match="--resume"):  # an unfinished run is continued, not restarted
+        main(["--out", str(tmp_path / "twice"), *small])
     main(["--out", str(tmp_path / "twice"), *small, "--resume"])
     once, twice = (json.loads((tmp_path / r / f"{NAME}.json").read_text()) for r in ("once", "twice"))
     assert once["weights_sha256"] == twice["weights_sha256"]

@@ -40,7 +40,13 @@ from page4d.evaluate import GEOMETRY_KEYS, evaluate
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
 from page4d.model.vggt import PAGE4DModel
-from page4d.records import FINISH_MARKER, atomic_torch_save, atomic_write_json, atomic_write_text
+from page4d.records import (
+    FINISH_MARKER,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    claim_run_folder,
+)
 from page4d.train import TrainConfig, train, weights_digest
 
 NAME = "tiny-synthetic"
@@ -194,6 +200,7 @@ def pretrain(
     out = Path(out_dir)
     if (out / f"{NAME}.json").exists():
         raise FileExistsError(f"{out} already holds a finished pretraining run; choose a new --out")
+    claim_run_folder(out / "train", resume=resume)  # before rendering 50 scenes, not after (train re-checks)
     pool, heldout = render_scenes(cfg, out, progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
