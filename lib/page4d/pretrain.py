@@ -179,12 +179,14 @@ def first_losses(history: list[dict[str, Any]], n: int = FIRST_LOSSES) -> list[d
 
 
 def git_commit() -> str:
-    """The commit the code ran from (with "+dirty" when the work tree differs), or "unknown"."""
+    """The commit the code ran from (with "+dirty" when the package's code differs from it), or
+    "unknown" outside a git checkout."""
     here = Path(__file__).resolve().parent
     run = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True)
     if run.returncode != 0:
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "lib"], cwd=here, capture_output=True, text=True)
+    status = ["git", "status", "--porcelain", "--", ".", ":!weights"]  # the package, not its shipped weights
+    dirty = subprocess.run(status, cwd=here, capture_output=True, text=True)
     return run.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
