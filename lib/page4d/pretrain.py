@@ -203,6 +203,7 @@ def pretrain(
     if (out / f"{NAME}.json").exists():
         raise FileExistsError(f"{out} already holds a finished pretraining run; choose a new --out")
     claim_run_folder(out / "train", resume=resume)  # before rendering 50 scenes, not after (train re-checks)
+    commit = git_commit()  # the code that runs now; HEAD may move during a long run
     pool, heldout = render_scenes(cfg, out, progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
@@ -233,7 +234,7 @@ def pretrain(
         "model_config_changes": {"mask_head.masked_global_blocks": [], "track_head": None},
         "recipe": dataclasses.asdict(cfg),
         "train_config": dataclasses.asdict(cfg.train_config()),
-        "commit": git_commit(),
+        "commit": commit,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
