@@ -287,7 +287,7 @@ def test_two_runs_pair_by_seed_only_when_they_trained_on_the_same_clips():
     assert d["mean"] == pytest.approx(0.1) and d["n"] == 3
     lo, hi = d["ci95"]  # t(2) = 4.303, sd 0.1, n 3
     assert (hi - lo) / 2 == pytest.approx(4.303 * 0.1 / math.sqrt(3), rel=1e-3)
-    rows = ablation_report.across_runs_rows([("pretrained - random", before, after, "bce")])
+    rows = ablation_report.across_runs_rows(before, after, ["bce"])
     assert rows[0]["AP"].startswith("+0.100 [")
     with pytest.raises(ValueError, match="seed 1 trained on different clips"):
         paired_across_runs(before, _run_metrics({0: 0.6, 1: 0.8, 2: 0.7}, {**digests, 1: "x"}), "bce")

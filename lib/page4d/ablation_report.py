@@ -116,17 +116,19 @@ def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, di
 
 
 def across_runs_rows(
-    comparisons: list[tuple[str, dict[str, Any], dict[str, Any], str]],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    arms: list[str],
     keys: tuple[str, ...] = PAIRED_KEYS,
     digits: int = 3,
 ) -> list[dict]:
-    """One row per (label, before metrics, after metrics, arm): `after - before` per metric as
-    "mean [lo, hi]" (`ablation_stats.paired_across_runs`), e.g. pretrained init - random init."""
+    """One row per arm of two runs' metrics: `after - before` per metric as "mean [lo, hi]"
+    (`ablation_stats.paired_across_runs`), e.g. pretrained init - random init."""
     labels = {**MASK_COLUMNS, **GEOMETRY_COLUMNS}
     rows = []
-    for label, before, after, arm in comparisons:
+    for arm in arms:
         paired = paired_across_runs(before, after, arm)
-        row: dict[str, Any] = {"after - before": label}
+        row: dict[str, Any] = {"after - before": arm}
         for key in keys:
             row[labels[key]] = difference_text(paired[key], digits)
         rows.append(row)
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     before = read_json(Path(args.before) / "metrics.json")
     after = read_json(Path(args.after) / "metrics.json")
     keys = tuple(GEOMETRY_COLUMNS) if args.geometry else PAIRED_KEYS
-    rows = across_runs_rows([(arm, before, after, arm) for arm in args.arms], keys)
+    rows = across_runs_rows(before, after, args.arms, keys)
     print(f"paired by seed, {Path(args.after).name} - {Path(args.before).name} (mean [95% CI]):")
     print(format_table(rows))
 

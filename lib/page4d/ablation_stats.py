@@ -101,21 +101,18 @@ def paired_differences(per_seed: list[dict[str, Any]], baseline: dict[int, dict[
     return out
 
 
-def paired_across_runs(
-    before: dict[str, Any], after: dict[str, Any], arm: str, arm_after: str | None = None
-) -> dict[str, Any]:
-    """`after[arm_after]` - `before[arm]` per seed, for two ablations (metrics.json) that differ in one
-    setting (e.g. the initial weights), with mean and 95% CI per metric as in `paired_differences`.
+def paired_across_runs(before: dict[str, Any], after: dict[str, Any], arm: str) -> dict[str, Any]:
+    """`after[arm]` - `before[arm]` per seed, for two ablations (metrics.json) that differ in one setting
+    (e.g. the initial weights), with mean and 95% CI per metric as in `paired_differences`.
 
     Seeds pair only when they trained on the same clips: a seed whose `clip_order_digest` differs
     between the runs raises (the runs then differ in more than the setting compared).
     """
-    arm_after = arm_after or arm
-    for metrics, name, which in ((before, arm, "before"), (after, arm_after, "after")):
-        if name not in metrics["arms"]:
-            raise KeyError(f"arm {name!r} is not in the {which} run (has {sorted(metrics['arms'])})")
+    for metrics, which in ((before, "before"), (after, "after")):
+        if arm not in metrics["arms"]:
+            raise KeyError(f"arm {arm!r} is not in the {which} run (has {sorted(metrics['arms'])})")
     base = {r["seed"]: r for r in before["arms"][arm]["per_seed"]}
-    rows = after["arms"][arm_after]["per_seed"]
+    rows = after["arms"][arm]["per_seed"]
     for r in rows:
         b = base.get(r["seed"])
         if b is not None and b.get("clip_order_digest") != r.get("clip_order_digest"):
