@@ -261,3 +261,25 @@ def test_loud_errors_name_the_shapes(tiny, clip):
     with pytest.raises(ValueError, match=r"\(2, 6, 2, 20, 8\) do not match T=2 x V=2 frames of a 4 x 5"):
         motion_cues_from_qk(q, k, 2, 2, (4, 5), MotionCueConfig.for_depth(6))
     assert MotionCueConfig.for_depth(24).middle == (3, 4, 5, 6, 7)  # the released VGGT4D bands
+
+
+def test_a_clip_without_a_gt_free_threshold_is_reported_not_silently_static(tiny, tmp_path, monkeypatch):
+    """Constant scores have no Otsu threshold: the clip is all static, and the evaluation says why."""
+    import page4d.motion_cues as mc
+    from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
+    from page4d.evaluate import predict_scene, score_predictions
+
+    def constant(q, k, num_times, num_views, grid_hw, cfg):
+        zeros = torch.zeros(1, num_times, num_views, *grid_hw)
+        return zeros, {name: zeros for name in mc.CUES}
+
+    monkeypatch.setattr(mc, "motion_cues_from_qk", constant)
+    cfg = SyntheticSceneConfig(seed=1, times=4, views=2, height=56, width=70)
+    scene = load_scene(generate_synthetic_scene(tmp_path / "s", cfg))
+    clips = predict_scene(tiny, scene, [0, 1, 2, 3], clip_times=2, method="attention")
+    result = score_predictions(clips, scene)
+    assert (
+        len(result["mask_method_notes"]) == 2
+        and "constant attention scores" in result["mask_method_notes"][0]
+    )
+    assert result["mask_p_dynamic"] < 0.5 and result["mask_iou"] == 0.0  # all static, as the note says

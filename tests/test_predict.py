@@ -126,6 +126,7 @@ def test_attention_method_writes_the_same_outputs_from_the_attention_cues(clip, 
     )  # fmt: skip
     check_outputs(out, ["cam0", "cam1"], [f"{t:05d}" for t in range(T)])
     assert metrics["method"] == "attention" and metrics["model_input_size"] == [56, 70]
+    assert metrics["method_notes"] == []  # every chunk had a GT-free threshold
     scene = load_input(clip / "rig", image_width=70, gt=clip / "gt")
     model, _ = load_model("tiny", "", 0)
     logits = attention_mask_logits(model, scene.images[4:6][None])[0, 1]  # step 5 with step 4 as context

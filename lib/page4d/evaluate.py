@@ -268,7 +268,8 @@ def score_predictions(
 ) -> dict[str, Any]:
     """Scores of `predict_scene`'s clips. Keys (floats; NaN where not measurable):
 
-    masks (see :func:`mask_scores`) plus ``mask_missing_reason`` and, with `with_floors`, ``floors``
+    masks (see :func:`mask_scores`) plus ``mask_missing_reason``, ``mask_method_notes`` (why an
+    attention clip has no GT-free threshold) and, with `with_floors`, ``floors``
     {"all_dynamic": scores, "all_static": scores}; ``depth_abs_rel``, ``depth_delta1``
     (median-scaled; pixels pooled per clip, clips averaged by frame count); ``ate``, ``rpe_trans``,
     ``rpe_rot`` (degrees; temporal, per view), ``rpe_view_trans``, ``rpe_view_rot`` (inter-view)
@@ -287,6 +288,9 @@ def score_predictions(
     else:
         result.update(mask_scores(masks.prob, masks.gt, masks.valid, views, threshold, tuned_threshold))
         result["mask_missing_reason"] = masks.reason
+        result["mask_method_notes"] = [  # e.g. an attention clip without a GT-free threshold
+            f"clip {c['times']}: {note}" for c in clips for note in c["pred"].get("attention_notes", ())
+        ]
         if with_floors:
             result["floors"] = mask_floors(masks.gt, masks.valid, views)
     result.update(_depth_scores(clips))

@@ -530,8 +530,8 @@ def predict_with_attention_masks(
 ) -> dict[str, Any]:
     """One full forward (`model(images)`, heads included) with the global blocks observed: the model's
     prediction dict with `mask_logits` `[B, T, V, h, w]` replaced by (or, without a mask head, set to)
-    the attention logits, plus `attention_scores` `[B, T, V, h, w]` and `attention_thresholds` `[B]`.
-    Everything else is the model's own."""
+    the attention logits, plus `attention_scores` `[B, T, V, h, w]`, `attention_thresholds` `[B]` and
+    `attention_notes` (clips without a GT-free threshold). Everything else is the model's own."""
     cfg = cfg or default_config(model)
     images = _time_view_images(images)
     _check_clip(images, model.cfg.patch_size)
@@ -543,4 +543,5 @@ def predict_with_attention_masks(
         "mask_logits": cues.logits,
         "attention_scores": cues.scores,
         "attention_thresholds": cues.thresholds,
+        "attention_notes": cues.notes,
     }

@@ -51,7 +51,7 @@ from page4d.davis import frame_j_f, summarize
 from page4d.evaluate import METHODS, check_method
 from page4d.extract import mask_probabilities
 from page4d.loading import load_model
-from page4d.motion_cues import attention_mask_logits
+from page4d.motion_cues import attention_motion_cues
 from page4d.viz import overlay_rgb
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode is used
@@ -117,21 +117,23 @@ class OverlayVideo:
 
 def chunk_mask_logits(
     model: torch.nn.Module, images: torch.Tensor, start: int, stop: int, method: str
-) -> torch.Tensor:
-    """Patch-grid logits `[stop - start, V, h, w]` of time steps start..stop-1 of `images` `[T, V, 3, H, W]`.
+) -> tuple[torch.Tensor, list[str]]:
+    """Patch-grid logits `[stop - start, V, h, w]` of time steps start..stop-1 of `images` `[T, V, 3, H, W]`,
+    and notes (e.g. an attention clip without a GT-free threshold, reported as all static).
 
     `attention` needs two time steps: a chunk of one step runs with a neighbouring step as context (the
     one before it, or after it for the first) and keeps only its own logits.
     """
     with torch.no_grad():
         if method == "mask_head":
-            return model(images[start:stop][None])["mask_logits"][0]
+            return model(images[start:stop][None])["mask_logits"][0], []
         lo, hi = start, stop
         if hi - lo < 2:
             lo = max(0, stop - 2)
             hi = lo + 2
-        logits = attention_mask_logits(model, images[lo:hi][None])[0]
-        return logits[start - lo : stop - lo]
+        cues = attention_motion_cues(model, images[lo:hi][None])
+        notes = [f"time steps {lo}-{hi - 1}: {note}" for note in cues.notes]
+        return cues.logits[0, start - lo : stop - lo], notes
 
 
 def require_mask_head(model: torch.nn.Module, preset_name: str) -> None:
@@ -194,10 +196,12 @@ def predict(
     gt_readers = source_gt(scene, gt)
     video = OverlayVideo(out / "overlay")
     rows: list[dict[str, Any]] = []  # per-frame DAVIS scores, computed as the frames go by
+    notes: list[str] = []
     bar = tqdm(total=scene.num_times, desc="page4d.predict", unit="step", disable=not progress)
     for start in range(0, scene.num_times, chunk):
         stop = min(start + chunk, scene.num_times)
-        logits = chunk_mask_logits(model, scene.images, start, stop, method)  # [t, V, h, w]
+        logits, chunk_notes = chunk_mask_logits(model, scene.images, start, stop, method)  # [t, V, h, w]
+        notes += chunk_notes
         prob_model = mask_probabilities(logits, scene.image_size)  # for the overlay video
         prob_source = logits_to_source(logits, scene.transform)
         for k, ti in enumerate(range(start, stop)):
@@ -240,6 +244,7 @@ def predict(
         "checkpoint": str(checkpoint),
         "threshold": threshold,
         "method": method,
+        "method_notes": notes,
         "chunk": chunk,
         "overlay": video_path.name,
         "geometry": scene.geometry_missing_reason or "depth and cameras present (not scored here)",
