@@ -150,3 +150,11 @@ def test_ablation_budget_benchmark_reports_every_cell_and_the_budget():
     assert [c["trained_steps"] for c in out["cells"]] == [0, 0, 2, 2]  # the main job's default arms
     assert out["total_s"] > 0 and out["budget_s"] == 600.0 and isinstance(out["within_budget"], bool)
     assert "budget <= 600 s" in format_result("ablation", out)
+
+
+def test_data_benchmark_times_generation_and_both_loads(tmp_path):
+    out = run_benchmark("data", quick=True)
+    assert set(out["seconds"]) == {"generate (render + write)", "load synthetic", "load real capture"}
+    assert all(v > 0 for v in out["seconds"].values()) and out["generate_over_load"] > 0
+    assert out["synthetic"] == {"times": 2, "views": 2, "size": [56, 70]}
+    assert "generating a scene costs" in format_result("data", out)

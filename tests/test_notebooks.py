@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 from conftest import REPO_ROOT
@@ -157,7 +158,14 @@ def _execute(name: str, tmp_path: Path, **params) -> Path:
 
 
 def _is_png(path: Path) -> bool:
-    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+    """A readable PNG of a real figure: at least 200x150 pixels and not one flat colour."""
+    from PIL import Image
+
+    if not path.is_file() or path.read_bytes()[:8] != PNG_MAGIC:
+        return False
+    with Image.open(path) as im:
+        grey = np.asarray(im.convert("L"), dtype=np.float32)
+    return im.size[0] >= 200 and im.size[1] >= 150 and float(grey.std()) > 5
 
 
 def test_extract_notebook_records_keys_sign_check_and_figures(tmp_path):

@@ -129,27 +129,25 @@ def test_the_shipped_checkpoint_scores_its_recorded_heldout_metric(tmp_path):
 
 
 def test_the_pretraining_command_reproduces_the_shipped_first_losses(tmp_path):
-    """The card's recipe, replayed for 3 steps, logs the card's first losses: bit-identical on the CPU
-    and torch version that made it (same instruction set, same thread count), within 1e-4 elsewhere."""
+    """The card's recipe, replayed for 3 steps, logs the card's first losses within rel 1e-5: machines
+    of the same kind and torch differ by a float32 ulp (~1e-7), a changed recipe (another scene, clip,
+    learning rate or loss) by far more. Only the scenes those steps draw are rendered."""
     c = card()
     recipe = PretrainConfig(**c["recipe"])
     assert pretrain(recipe, tmp_path / "run", progress=False, stop_after=3) is None  # stopped, resumable
     history = json.loads((tmp_path / "run" / "train" / "history.json").read_text())
-    same_machine = c["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and c["torch"] == (
-        torch.__version__
-    )
     for logged, replayed in zip(c["first_losses"][:3], history, strict=True):
         assert (logged["step"], logged["scene"], logged["clip_start"]) == (
             replayed["step"],
             replayed["scene"],
             replayed["clip_start"],
         )
+        assert replayed["lr"] == pytest.approx(logged["lr"], rel=1e-12)
         for key, value in logged.items():
             if key.endswith("loss") and value is not None:
-                if same_machine:
-                    assert replayed[key] == value, key
-                else:
-                    assert replayed[key] == pytest.approx(value, rel=1e-4), key
+                assert replayed[key] == pytest.approx(value, rel=1e-5), key
+    rendered = sorted(p.name for p in (tmp_path / "run" / "scenes").iterdir())
+    assert rendered == sorted({f"pool_{r['scene']:03d}" for r in history})  # nothing else was rendered
 
 
 def test_an_interrupted_pretraining_resumes_to_the_same_checkpoint_and_card(tmp_path, capsys):

@@ -22,17 +22,12 @@ from page4d.model.tracker_blocks import (
     sample_at_points,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
-TINY = FIXTURES / "vggt_tiny_dino_track.pt"
-MANIFEST_1B = FIXTURES / "vggt_1b_state_dict_manifest.json"
 PREFIX = "track_head.tracker."
-
-needs_tiny = pytest.mark.skipif(not TINY.exists(), reason="tiny track fixture not available")
 
 
 @pytest.fixture(scope="module")
-def tiny_case() -> dict:
-    return torch.load(TINY, weights_only=True)
+def tiny_case(fixtures_dir: Path) -> dict:
+    return torch.load(fixtures_dir / "vggt_tiny_dino_track.pt", weights_only=True)
 
 
 def _build_tiny(case: dict) -> TrackPredictor:
@@ -55,7 +50,6 @@ def tiny_model(tiny_case: dict) -> TrackPredictor:
 # --------------------------------------------------------------------------------------------------
 
 
-@needs_tiny
 def test_tiny_loads_fixture_weights_strict(tiny_case: dict) -> None:
     model = _build_tiny(tiny_case).double()
     weights = _tracker_weights(tiny_case)
@@ -65,9 +59,8 @@ def test_tiny_loads_fixture_weights_strict(tiny_case: dict) -> None:
         assert torch.equal(tensor, weights[name]), name
 
 
-@pytest.mark.skipif(not MANIFEST_1B.exists(), reason="VGGT-1B manifest not available")
-def test_vggt_1b_keys_and_shapes_match_manifest() -> None:
-    manifest = json.loads(MANIFEST_1B.read_text())
+def test_vggt_1b_keys_and_shapes_match_manifest(fixtures_dir: Path) -> None:
+    manifest = json.loads((fixtures_dir / "vggt_1b_state_dict_manifest.json").read_text())
     expected = {k[len(PREFIX) :]: list(v) for k, v in manifest.items() if k.startswith(PREFIX)}
     with torch.device("meta"):
         # VGGT-1B's TrackHead: latent_dim = features = 128, hidden 384, 7 levels, radius 4, stride 2,
@@ -96,7 +89,6 @@ def test_no_space_attention_has_no_virtual_tracks() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@needs_tiny
 def test_forward_shapes_and_dtype_float64(tiny_case: dict, tiny_model: TrackPredictor) -> None:
     torch.manual_seed(0)
     query = tiny_case["inputs"]["query_points"].double()  # [2, 5, 2]
@@ -118,7 +110,6 @@ def test_forward_shapes_and_dtype_float64(tiny_case: dict, tiny_model: TrackPred
     assert not torch.allclose(coord_preds[-1][:, 1:], query[:, None].expand(-1, frames - 1, -1, -1))
 
 
-@needs_tiny
 def test_zero_flow_head_keeps_tracks_at_query(tiny_case: dict) -> None:
     """With no coordinate update, every frame and every iteration returns exactly the query points."""
     model = _build_tiny(tiny_case).double().eval()

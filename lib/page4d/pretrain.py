@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.evaluate import GEOMETRY_KEYS, evaluate
@@ -148,25 +147,52 @@ def scene_config(cfg: PretrainConfig, index: int) -> SyntheticSceneConfig:
     )
 
 
-def render_scenes(cfg: PretrainConfig, root: Path, progress: bool = True) -> tuple[list[Scene], list[Scene]]:
-    """(pool, held-out) scenes, rendered into `root/scenes` unless already there, then loaded."""
+class SceneOnDisk:
+    """Scene `index` of the recipe, rendered into its folder and loaded the first time anything but its
+    time ids is read. The trainer only needs every scene's `times` to build its clip list, so a run
+    (or a 3-step replay) renders just the scenes its steps draw, not the whole pool up front."""
+
+    def __init__(self, folder: Path, config: SyntheticSceneConfig, image_size: tuple[int, int]) -> None:
+        self.folder, self.config, self.image_size = folder, config, image_size
+        self.times = list(range(config.times))
+        self._scene: Scene | None = None
+
+    def load(self) -> Scene:
+        if self._scene is None:
+            if not self.folder.is_dir():
+                generate_synthetic_scene(self.folder, self.config)
+            self._scene = load_scene(self.folder, image_size=self.image_size, load_tracks=False)
+            if self._scene.times != self.times:
+                raise ValueError(f"{self.folder}: time ids {self._scene.times}, expected {self.times}")
+        return self._scene
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not set in __init__
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+
+def render_scenes(cfg: PretrainConfig, root: Path) -> tuple[list[SceneOnDisk], list[SceneOnDisk]]:
+    """(pool, held-out) scenes under `root/scenes`, each rendered on first use (`SceneOnDisk`)."""
     names = [f"pool_{i:03d}" for i in range(cfg.pool_scenes)]
     names += [f"heldout_{j:03d}" for j in range(cfg.heldout_scenes)]
-    scenes = []
-    for index, name in enumerate(tqdm(names, desc="scenes", disable=not progress)):
-        folder = root / "scenes" / name
-        if not folder.is_dir():
-            generate_synthetic_scene(folder, scene_config(cfg, index))
-        scenes.append(load_scene(folder, image_size=cfg.image_size, load_tracks=False))
+    scenes = [
+        SceneOnDisk(root / "scenes" / name, scene_config(cfg, index), cfg.image_size)
+        for index, name in enumerate(names)
+    ]
     return scenes[: cfg.pool_scenes], scenes[cfg.pool_scenes :]
 
 
-def heldout_metrics(model: torch.nn.Module, scenes: list[Scene], clip_times: int) -> dict[str, Any]:
+def heldout_metrics(
+    model: torch.nn.Module, scenes: list[Scene] | list[SceneOnDisk], clip_times: int
+) -> dict[str, Any]:
     """Zero-shot geometry on scenes nothing trained on: each `GEOMETRY_KEYS` metric averaged over the
     scenes (each scene evaluated on all its frames in clips of `clip_times`), plus the per-scene values."""
     per_scene = []
     for scene in scenes:
-        result = evaluate(model, scene, clip_times=clip_times)
+        result = evaluate(
+            model, scene.load() if isinstance(scene, SceneOnDisk) else scene, clip_times=clip_times
+        )
         per_scene.append({k: result[k] for k in GEOMETRY_KEYS})
     mean = {k: float(np.mean([s[k] for s in per_scene])) for k in GEOMETRY_KEYS}
     return {"mean": mean, "per_scene": per_scene}
@@ -202,9 +228,9 @@ def pretrain(
     out = Path(out_dir)
     if (out / f"{NAME}.json").exists():
         raise FileExistsError(f"{out} already holds a finished pretraining run; choose a new --out")
-    claim_run_folder(out / "train", resume=resume)  # before rendering 50 scenes, not after (train re-checks)
+    claim_run_folder(out / "train", resume=resume)  # before anything is written (train re-checks)
     commit = git_commit()  # the code that runs now; HEAD may move during a long run
-    pool, heldout = render_scenes(cfg, out, progress)
+    pool, heldout = render_scenes(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
     model = initial_model(cfg.seed)

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import (
     ablation_budget,
+    data_io,
     frames_scaling,
     long_sequence,
     mask_export,
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "notebooks": notebooks,
     "ablation": ablation_budget,
     "long_sequence": long_sequence,
+    "data": data_io,
 }
 
 # seconds-scale sizes for tests and `--quick` smoke runs (not for figures)
@@ -39,6 +41,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "notebooks": dict(),
     "ablation": dict(seeds=(0,), steps=2, image_size=(56, 70), holdout=4),
     "long_sequence": dict(frames=(2, 4), image_size=(56, 70), repeats=1),
+    "data": dict(repeats=1, synthetic={"times": 2, "views": 2, "height": 56, "width": 70}),
 }
 
 
