@@ -12,8 +12,8 @@ What it runs (random weights; a synthetic 2-view scene at 294x518, generated int
 2. Resume: the fin10 run again as 2 steps (`--stop-after 2`) + `--resume`; its final weights digest is
    compared with the uninterrupted run's (bit-identity is only promised on CPU: CUDA kernels such as
    upsampling backward are not deterministic, so a mismatch here is reported, not failed).
-3. Pretraining cost: `python -m page4d.pretrain --device cuda --stop-after 300` with the shipped card's
-   recipe; seconds per step, and the projected time of the full recipe (its `steps`).
+3. Pretraining cost: `python -m page4d.experiments.pretrain --device cuda --stop-after 300` with the
+   shipped card's recipe; seconds per step, and the projected time of the full recipe (its `steps`).
 4. `page4d.bench.long_sequence` for `page4d_fin10_1b` in bf16 at 294x518 and 50 / 100 / 200 frames:
    peak memory and time with only the heads' layers kept vs all 24.
 """
@@ -155,7 +155,7 @@ def pretrain_cost(out: Path, steps: int = 300) -> dict:
             continue
         values = value if isinstance(value, list) else [value]
         flags += [f"--{key.replace('_', '-')}", *(str(v) for v in values)]
-    cmd = [sys.executable, "-m", "page4d.pretrain", "--out", str(out), *flags, "--device", "cuda",
+    cmd = [sys.executable, "-m", "page4d.experiments.pretrain", "--out", str(out), *flags, "--device", "cuda",
            "--stop-after", str(steps)]  # fmt: skip
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode

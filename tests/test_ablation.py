@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from page4d import ablation, ablation_report, runs
-from page4d.ablation import AblationParams, parse_pos_weight, run_ablation
-from page4d.ablation_stats import summarize_arms
+from page4d import records
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import evaluate
+from page4d.experiments import ablation, ablation_report
+from page4d.experiments.ablation import AblationParams, parse_pos_weight, run_ablation
+from page4d.experiments.ablation_stats import summarize_arms
+from page4d.report import tables
+from page4d.scoring.evaluate import evaluate
 from page4d.train import TrainConfig, build_training_model
 
 SIZE = (56, 70)
@@ -192,7 +194,7 @@ def test_attention_arm_scores_the_starting_model_without_training(scene_dir, tmp
     assert (tmp_path / "run" / "predictions" / "attention.npz").is_file()
     # never paired with a trained `none`: it is not a variant of the training
     cells = {
-        (arm, 0): runs.read_json(tmp_path / "run" / "cells" / f"{arm}_seed0.json")
+        (arm, 0): records.read_json(tmp_path / "run" / "cells" / f"{arm}_seed0.json")
         for arm in ("untrained", "attention")
     }
     cells[("none", 0)] = cells.pop(("untrained", 0))
@@ -263,11 +265,11 @@ def test_main_refuses_a_finished_run_folder_and_leaves_it_byte_identical(tmp_pat
 
 
 def test_one_metrics_reader_flattens_nested_arms_for_the_sweep(paired_run, tmp_path):
-    runs.write_json(tmp_path / "metrics.json", paired_run)
-    flat = runs.flat_metrics(tmp_path)
+    records.write_json(tmp_path / "metrics.json", paired_run)
+    flat = tables.flat_metrics(tmp_path)
     assert flat["bce:mask_ap"] == pytest.approx(paired_run["arms"]["bce"]["mask_ap"])
     assert "none:ate" in flat
-    rows = runs.comparison_rows(runs.find_runs(tmp_path).runs)
+    rows = tables.comparison_rows(records.find_runs(tmp_path).runs)
     assert [r["arm"] for r in rows] == ["untrained", "none", "bce"] and rows[2]["seeds"] == 2
 
 
@@ -277,7 +279,7 @@ def _run_metrics(values: dict[int, float], digests: dict[int, str]) -> dict:
 
 
 def test_two_runs_pair_by_seed_only_when_they_trained_on_the_same_clips():
-    from page4d.ablation_stats import paired_across_runs
+    from page4d.experiments.ablation_stats import paired_across_runs
 
     digests = {0: "a", 1: "b", 2: "c"}
     before = _run_metrics({0: 0.5, 1: 0.6, 2: 0.7}, digests)
@@ -299,7 +301,7 @@ def test_the_report_command_prints_paired_differences_of_two_run_folders(tmp_pat
     digests = {0: "a", 1: "b", 2: "c"}
     for name, values in (("random", {0: 0.5, 1: 0.6, 2: 0.7}), ("pretrained", {0: 0.9, 1: 0.9, 2: 0.9})):
         (tmp_path / name).mkdir()
-        runs.write_json(tmp_path / name / "metrics.json", _run_metrics(values, digests))
+        records.write_json(tmp_path / name / "metrics.json", _run_metrics(values, digests))
     ablation_report.main([str(tmp_path / "random"), str(tmp_path / "pretrained"), "--arms", "bce"])
     out = capsys.readouterr().out
     assert "pretrained - random" in out and "+0.300 [" in out

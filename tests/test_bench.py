@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from page4d.bench import QUICK, format_result, run_benchmark
 from page4d.bench.__main__ import main
-from page4d.bench.common import paired_ratio, peak_memory, saved_tensor_bytes, time_interleaved
 from page4d.bench.frames_scaling import loglog_slope
 from page4d.bench.mask_export import drop_mask_outputs
 from page4d.bench.masked_attention import METHODS, make_problem, recompute_rows_sdpa
 from page4d.model import build_model, preset
 from page4d.model.attention import augmented_channel_sdpa, masked_sdpa
+from page4d.profiling import paired_ratio, peak_memory, saved_tensor_bytes, time_interleaved
 
 
 @pytest.fixture(autouse=True)

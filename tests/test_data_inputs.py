@@ -16,7 +16,7 @@ from page4d.data.inputs import input_kind, load_input
 from page4d.data.layout import SceneFormatError
 from page4d.data.seganymo import read_mask_png
 from page4d.data.video import read_video
-from page4d.loading import first_views
+from page4d.inference.loading import first_views
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.checkpoint import CheckpointError
 from PIL import Image

@@ -1,4 +1,4 @@
-"""page4d.davis against the independent vos-benchmark implementation, and the M / R / D statistics."""
+"""page4d.scoring.davis against the independent vos-benchmark implementation, and the M / R / D statistics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from page4d.davis import decay_bins, frame_j_f, score_sequences, sequence_statistics
+from page4d.scoring.davis import decay_bins, frame_j_f, score_sequences, sequence_statistics
 from vos_benchmark.evaluator import Evaluator
 
 H, W = 60, 90

@@ -47,13 +47,15 @@ OVERRIDES = {
 # What the notebook's viewer must show, computed outside the browser with the notebook's defaults.
 EXPECTED_SCRIPT = """
 import json, sys, tempfile
-from page4d import extract, loading, viz
+from page4d.experiments import trained_heads
+from page4d.inference import extract, loading
+from page4d.report import viz
 from page4d.data import scene_to_batch
 from page4d.determinism import set_determinism
 set_determinism(0, 1)
 run_dir = tempfile.mkdtemp()
 scene = loading.load_clip("", (112, 154), 4, 2, 0, run_dir)
-model, _ = loading.trained_model("tiny", "", run_dir, (112, 154), 4, 2, 0, outputs=tempfile.mkdtemp())
+model, _ = trained_heads.trained_model("tiny", "", run_dir, (112, 154), 4, 2, 0, outputs=tempfile.mkdtemp())
 pred = extract.run_model(model, scene_to_batch(scene).images, return_internals=False)
 prob = extract.mask_probabilities(pred["mask_logits"], scene.image_size)
 v = viz.MaskOverlayViewer(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_close
-from page4d.metrics import (
+from page4d.scoring.metrics import (
     boundary_f_measure,
     depth_metrics,
     jf_metrics,
@@ -221,7 +221,7 @@ def _reference_average_precision(scores: list[float], labels: list[int]) -> floa
 
 
 def test_average_precision_matches_a_brute_force_reference_with_ties():
-    from page4d.metrics import mask_average_precision
+    from page4d.scoring.metrics import mask_average_precision
 
     gen = torch.Generator().manual_seed(3)
     prob = (torch.rand(2, 6, 7, generator=gen) * 8).round() / 8  # many ties
@@ -241,7 +241,11 @@ def test_average_precision_matches_a_brute_force_reference_with_ties():
 
 
 def test_calibration_error_and_class_means_on_hand_values():
-    from page4d.metrics import best_iou_threshold, expected_calibration_error, mean_probability_by_class
+    from page4d.scoring.metrics import (
+        best_iou_threshold,
+        expected_calibration_error,
+        mean_probability_by_class,
+    )
 
     gt = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).reshape(1, 2, 2)
     calibrated = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).reshape(1, 2, 2)
@@ -259,8 +263,8 @@ def test_calibration_error_and_class_means_on_hand_values():
 
 def test_relative_pose_error_over_explicit_pairs():
     """Two views over three times: a temporal pair skips the (t, last view) -> (t+1, first view) wrap."""
-    from page4d.evaluate import camera_pairs
-    from page4d.metrics import trajectory_errors
+    from page4d.scoring.evaluate import camera_pairs
+    from page4d.scoring.metrics import trajectory_errors
 
     temporal, inter_view = camera_pairs(3, 2)
     assert temporal == [(0, 2), (1, 3), (2, 4), (3, 5)]

@@ -1,7 +1,7 @@
-"""VGGT4D's training-free attention cues (`page4d.motion_cues`) and the q/k observer they read through:
-the observer changes nothing, the streamed statistics equal the dense definition and do not depend on
-the chunking, a hand-built mover is found, the GT-free threshold is scikit-image's multi-Otsu and sits at
-logit 0, and impossible inputs fail with their shapes."""
+"""VGGT4D's training-free attention cues (`page4d.inference.motion_cues`) and the q/k observer they
+read through: the observer changes nothing, the streamed statistics equal the dense definition and do not
+depend on the chunking, a hand-built mover is found, the GT-free threshold is scikit-image's multi-Otsu and
+sits at logit 0, and impossible inputs fail with their shapes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from page4d.model import build_model, preset, upsample_mask_logits
-from page4d.model.attention import observe_qk
-from page4d.motion_cues import (
+from page4d.inference.motion_cues import (
     CUES,
     MotionCueConfig,
     attention_motion_cues,
@@ -26,6 +24,8 @@ from page4d.motion_cues import (
     scores_to_logits,
     window_weights,
 )
+from page4d.model import build_model, preset, upsample_mask_logits
+from page4d.model.attention import observe_qk
 
 SIZE = (56, 70)  # a 4 x 5 patch grid
 
@@ -265,9 +265,9 @@ def test_loud_errors_name_the_shapes(tiny, clip):
 
 def test_a_clip_without_a_gt_free_threshold_is_reported_not_silently_static(tiny, tmp_path, monkeypatch):
     """Constant scores have no Otsu threshold: the clip is all static, and the evaluation says why."""
-    import page4d.motion_cues as mc
+    import page4d.inference.motion_cues as mc
     from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
-    from page4d.evaluate import predict_scene, score_predictions
+    from page4d.scoring.evaluate import predict_scene, score_predictions
 
     def constant(q, k, num_times, num_views, grid_hw, cfg):
         zeros = torch.zeros(1, num_times, num_views, *grid_hw)

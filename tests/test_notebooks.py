@@ -135,7 +135,7 @@ def test_committed_notebooks_keep_their_figures_and_no_machine_paths(name):
 
 @pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_parameters_are_annotated_and_readable_by_papermill(name):
-    from page4d.notebook_params import notebook_parameters
+    from page4d.notebook.params import notebook_parameters
 
     params = notebook_parameters(NOTEBOOKS / name)  # raises for a line papermill would skip
     assert "output_dir" in params

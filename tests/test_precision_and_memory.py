@@ -11,9 +11,9 @@ import dataclasses
 
 import pytest
 import torch
-from page4d.metrics import boundary_f_measure, depth_metrics, jf_metrics, mask_iou, trajectory_metrics
 from page4d.model import build_model, preset
 from page4d.model.config import MaskHeadConfig
+from page4d.scoring.metrics import boundary_f_measure, depth_metrics, jf_metrics, mask_iou, trajectory_metrics
 
 KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "mask_logits")
 # bf16 keeps 8 bits of mantissa: the tiny preset's predictions stay within 2% of their largest value
@@ -134,7 +134,7 @@ def test_every_metric_accepts_cuda_tensors_and_agrees_with_the_cpu():
 def test_metric_constants_follow_the_input_device():
     """On CPU: the helpers that used to hard-code the CPU now take the input's device (meta tensors
     would fail on any CPU-only constant)."""
-    from page4d.metrics import _dilate_disk
+    from page4d.scoring.metrics import _dilate_disk
 
     b = torch.zeros(2, 8, 9, dtype=torch.bool, device="meta")
     assert _dilate_disk(b, 2).device.type == "meta"

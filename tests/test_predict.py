@@ -16,9 +16,10 @@ import torch
 from own_clip import GAP, H, T, W, make_clip
 from page4d.data.inputs import load_input
 from page4d.data.resize import CropResize
-from page4d.loading import load_model, quick_trained_model
+from page4d.experiments.trained_heads import quick_trained_model
+from page4d.inference.loading import load_model
+from page4d.inference.motion_cues import attention_mask_logits
 from page4d.model import build_model, preset
-from page4d.motion_cues import attention_mask_logits
 from page4d.predict import logits_to_source, main, predict, require_mask_head
 from PIL import Image
 from vos_benchmark.evaluator import Evaluator

@@ -9,11 +9,7 @@ import math
 import pytest
 import torch
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import evaluate
-from page4d.loading import load_model
-from page4d.model import SHIPPED_CHECKPOINTS, CheckpointError, build_model, load_checkpoint, preset
-from page4d.model.checkpoint import SHIPPED_DIR, resolve_checkpoint
-from page4d.pretrain import (
+from page4d.experiments.pretrain import (
     NAME,
     PretrainConfig,
     heldout_metrics,
@@ -23,7 +19,11 @@ from page4d.pretrain import (
     pretrain,
     scene_config,
 )
+from page4d.inference.loading import load_model
+from page4d.model import SHIPPED_CHECKPOINTS, CheckpointError, build_model, load_checkpoint, preset
+from page4d.model.checkpoint import SHIPPED_DIR, resolve_checkpoint
 from page4d.records import RunFolderTaken
+from page4d.scoring.evaluate import evaluate
 from page4d.train import TrainConfig, build_training_model, train, weights_digest
 
 CARD = SHIPPED_DIR / f"{NAME}.json"

@@ -10,10 +10,10 @@ import torch
 from page4d.records import (
     RunFolderTaken,
     atomic_torch_save,
-    atomic_write_json,
     claim_run_folder,
     remove_stale_temp_files,
     run_folder_state,
+    write_json,
 )
 
 
@@ -23,11 +23,11 @@ def test_states_and_the_refusal_names_the_folder_and_the_ways_on(tmp_path):
     run.mkdir()
     (run / "notes.txt").write_text("not a run file")
     assert claim_run_folder(run) == "empty"
-    atomic_write_json(run / "config.json", {"a": 1})
+    write_json(run / "config.json", {"a": 1})
     assert run_folder_state(run) == "unfinished"
     with pytest.raises(RunFolderTaken, match="unfinished"):
         claim_run_folder(run)
-    atomic_write_json(run / "summary.json", {"done": True})
+    write_json(run / "summary.json", {"done": True})
     with pytest.raises(RunFolderTaken) as exc:
         claim_run_folder(run)
     assert str(run) in str(exc.value) and "--resume" in str(exc.value) and "new --out" in str(exc.value)
@@ -35,8 +35,8 @@ def test_states_and_the_refusal_names_the_folder_and_the_ways_on(tmp_path):
 
 
 def test_atomic_writes_leave_no_temporary_files_and_replace_whole_files(tmp_path):
-    atomic_write_json(tmp_path / "a.json", {"x": 1})
-    atomic_write_json(tmp_path / "a.json", {"x": 2})
+    write_json(tmp_path / "a.json", {"x": 1})
+    write_json(tmp_path / "a.json", {"x": 2})
     atomic_torch_save({"w": torch.arange(3)}, tmp_path / "c.pt")
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
     assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], torch.arange(3))

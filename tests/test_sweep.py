@@ -1,4 +1,5 @@
-"""The sweep runner (page4d.sweep) and the run-folder helpers it builds on (page4d.runs).
+"""The sweep runner (page4d.experiments.sweep) and the run-folder helpers it builds on (page4d.records,
+page4d.report.tables).
 
 Executions use a tiny notebook written into tmp_path: a `parameters` cell and one cell that writes
 metrics.json into `output_dir`, raises for `x == fail_on`, and for `x >= gate_from` waits while the
@@ -18,7 +19,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import REPO_ROOT
-from page4d import notebook_params, notebook_runner, runs, sweep
+from page4d import records
+from page4d.experiments import sweep
+from page4d.notebook import params as nb_params
+from page4d.notebook import runner
+from page4d.report import tables
 
 PARAMS_SOURCE = """\
 x: int = 1  # the swept value
@@ -55,7 +60,7 @@ def notebook(tmp_path) -> Path:
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "page4d.sweep", *args],
+        [sys.executable, "-m", "page4d.experiments.sweep", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,9 +85,9 @@ def test_values_are_parsed_with_the_declared_types(notebook, tmp_path):
     assert plan.cells[0].dir == tmp_path / "out" / "tiny" / "x=1,scale=0.001,flag=True"
     assert plan.passes_output_dir
     assert not (tmp_path / "out").exists()  # planning writes nothing
-    with pytest.raises(notebook_params.ParameterError, match="x \\(int\\): cannot parse '1.5'"):
+    with pytest.raises(nb_params.ParameterError, match="x \\(int\\): cannot parse '1.5'"):
         sweep.plan_sweep(notebook, ["x=1.5"], tmp_path / "out")
-    with pytest.raises(notebook_params.ParameterError, match="flag"):
+    with pytest.raises(nb_params.ParameterError, match="flag"):
         sweep.plan_sweep(notebook, ["flag=maybe"], tmp_path / "out")
 
 
@@ -96,12 +101,12 @@ def test_a_parameter_papermill_cannot_read_is_reported(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "p.ipynb")
     # papermill skips any line with two '=' (here one is in the comment); a sweep must not
-    with pytest.raises(notebook_params.ParameterError, match=r"cannot read parameter\(s\) \['lr'\]"):
-        notebook_params.notebook_parameters(tmp_path / "p.ipynb")
+    with pytest.raises(nb_params.ParameterError, match=r"cannot read parameter\(s\) \['lr'\]"):
+        nb_params.notebook_parameters(tmp_path / "p.ipynb")
 
 
 def test_split_values_and_cell_ids_escape_separators():
-    assert notebook_params.split_values("[1,2],[3,4],'a,b'") == ["[1,2]", "[3,4]", "'a,b'"]
+    assert nb_params.split_values("[1,2],[3,4],'a,b'") == ["[1,2]", "[3,4]", "'a,b'"]
     assert sweep.cell_id({"label": "a/b,c=d", "x": 2}) == "label=a%2Fb%2Cc%3Dd,x=2"
     assert len(sweep.cell_id({"label": "z" * 500})) < 200
 
@@ -129,7 +134,7 @@ def test_grid_runs_every_cell_and_records_a_failure_without_stopping(notebook, t
     results = sweep.run_sweep(plan, workers=2, log=logs.append)
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     ok, failed, last = (c.dir for c in plan.cells)
-    done = json.loads((ok / runs.DONE_FILE).read_text())
+    done = json.loads((ok / records.DONE_FILE).read_text())
     assert done["status"] == "ok" and done["params"] == {
         "x": 1,
         "fail_on": 2,
@@ -139,22 +144,22 @@ def test_grid_runs_every_cell_and_records_a_failure_without_stopping(notebook, t
     assert done["wall_s"] > 0 and (ok / "tiny.ipynb").is_file()
     assert json.loads((last / "metrics.json").read_text())["y"] == 1.5
     assert results[2].metrics == {"x": 3, "y": 1.5}
-    failure = json.loads((failed / runs.FAILED_FILE).read_text())
+    failure = json.loads((failed / records.FAILED_FILE).read_text())
     assert failure["ename"] == "ValueError" and "x=2 is the failing value" in failure["evalue"]
     assert any("x=2 is the failing value" in line for line in failure["traceback"])
-    assert json.loads((failed / runs.DONE_FILE).read_text())["status"] == "failed"
+    assert json.loads((failed / records.DONE_FILE).read_text())["status"] == "failed"
     partial = nbformat.read(failed / "tiny.ipynb", as_version=4)  # the partial output notebook
     assert any(o.get("ename") == "ValueError" for c in partial.cells for o in c.get("outputs", []))
     assert not (failed / "metrics.json").exists()
 
     # a second run redoes nothing; --retry-failed runs only the failed cell, keeping the old attempt
-    mtime = (ok / runs.DONE_FILE).stat().st_mtime_ns
+    mtime = (ok / records.DONE_FILE).stat().st_mtime_ns
     again = sweep.run_sweep(plan, log=logs.append)
     assert [r.status for r in again] == ["skipped", "failed (earlier)", "skipped"]
     retried = sweep.run_sweep(plan, retry_failed=True, log=logs.append)
     assert [r.status for r in retried] == ["skipped", "failed", "skipped"]
-    assert (plan.sweep_dir / ".attempts" / failed.name / "failed-1" / runs.FAILED_FILE).is_file()
-    assert (ok / runs.DONE_FILE).stat().st_mtime_ns == mtime
+    assert (plan.sweep_dir / ".attempts" / failed.name / "failed-1" / records.FAILED_FILE).is_file()
+    assert (ok / records.DONE_FILE).stat().st_mtime_ns == mtime
 
     # the same cells with different fixed parameters are not silently taken as finished
     with pytest.raises(sweep.SweepError, match="finished with parameters"):
@@ -181,19 +186,17 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
     proc = _cli(*args, start_new_session=True)
     try:
         deadline = time.time() + 90
-        while not (
-            (cells[0] / runs.DONE_FILE).exists() and (cells[1] / notebook_runner.RUNNING_FILE).exists()
-        ):
+        while not ((cells[0] / records.DONE_FILE).exists() and (cells[1] / runner.RUNNING_FILE).exists()):
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "the sweep did not reach its second cell"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its kernel, mid-way through cell 2
         proc.communicate()
-    assert not (cells[1] / runs.DONE_FILE).exists() and not cells[2].exists()
-    first_done = (cells[0] / runs.DONE_FILE).read_bytes()
+    assert not (cells[1] / records.DONE_FILE).exists() and not cells[2].exists()
+    first_done = (cells[0] / records.DONE_FILE).read_bytes()
     first_mtimes = {p.name: p.stat().st_mtime_ns for p in cells[0].iterdir()}
-    assert notebook_runner.run_state(cells[1]) == "interrupted"
+    assert runner.run_state(cells[1]) == "interrupted"
 
     gate.unlink()
     proc = _cli(*args)
@@ -201,10 +204,10 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
     assert proc.returncode == 0, stdout + stderr
     assert "skip  x=1: finished earlier (ok)" in stdout
     assert "run   x=1" not in stdout and "run   x=2" in stdout and "run   x=3" in stdout
-    assert (cells[0] / runs.DONE_FILE).read_bytes() == first_done
+    assert (cells[0] / records.DONE_FILE).read_bytes() == first_done
     assert {p.name: p.stat().st_mtime_ns for p in cells[0].iterdir()} == first_mtimes
     for cell in cells[1:]:
-        assert json.loads((cell / runs.DONE_FILE).read_text())["status"] == "ok"
+        assert json.loads((cell / records.DONE_FILE).read_text())["status"] == "ok"
     assert (out / "tiny" / ".attempts" / "x=2" / "interrupted-1").is_dir()
     assert [line.split()[:2] for line in stdout.splitlines()[-3:]] == [
         ["x=1", "skipped"],
@@ -219,28 +222,28 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
 # run folders
 # --------------------------------------------------------------------------------------------------
 def test_repo_root_and_paths_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
-    assert runs.repo_root() == REPO_ROOT
-    assert runs.repo_root(REPO_ROOT / "lib" / "page4d") == REPO_ROOT
+    assert records.repo_root() == REPO_ROOT
+    assert records.repo_root(REPO_ROOT / "lib" / "page4d") == REPO_ROOT
     monkeypatch.chdir(tmp_path)
-    assert runs.resolve_path("outputs/x") == REPO_ROOT / "outputs" / "x"
-    assert runs.resolve_path(tmp_path / "y") == tmp_path / "y"
+    assert records.resolve_path("outputs/x") == REPO_ROOT / "outputs" / "x"
+    assert records.resolve_path(tmp_path / "y") == tmp_path / "y"
     with pytest.raises(FileNotFoundError, match="no page4d repository"):
-        runs.repo_root(tmp_path)
-    monkeypatch.setenv(runs.OUTPUTS_ENV, str(tmp_path / "o"))
-    assert runs.outputs_root() == tmp_path / "o"
+        records.repo_root(tmp_path)
+    monkeypatch.setenv(records.OUTPUTS_ENV, str(tmp_path / "o"))
+    assert records.outputs_root() == tmp_path / "o"
 
 
 def test_new_run_dirs_are_named_by_time_and_never_shared(tmp_path, monkeypatch):
     now = time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1))
-    a = runs.new_run_dir("extract", parent=tmp_path, now=now)
-    b = runs.new_run_dir("extract", parent=tmp_path, now=now)
+    a = records.new_run_dir("extract", parent=tmp_path, now=now)
+    b = records.new_run_dir("extract", parent=tmp_path, now=now)
     assert a.name == "20260102-030405_extract" and b.name == "20260102-030405_extract-2"
     with pytest.raises(ValueError):
-        runs.new_run_dir("a/b", parent=tmp_path)
-    monkeypatch.setenv(runs.OUTPUTS_ENV, str(tmp_path / "outs"))
-    fresh = runs.resolve_output_dir("", "overlays")
+        records.new_run_dir("a/b", parent=tmp_path)
+    monkeypatch.setenv(records.OUTPUTS_ENV, str(tmp_path / "outs"))
+    fresh = records.resolve_output_dir("", "overlays")
     assert fresh.parent == tmp_path / "outs" and fresh.name.endswith("_overlays")
-    assert runs.resolve_output_dir(tmp_path / "given", "x") == tmp_path / "given"
+    assert records.resolve_output_dir(tmp_path / "given", "x") == tmp_path / "given"
 
 
 def test_find_runs_and_comparison_rows(tmp_path):
@@ -258,41 +261,41 @@ def test_find_runs_and_comparison_rows(tmp_path):
     put("broken", "{")
     put("sweep/.attempts/x=1/failed-1", json.dumps({"mask_iou": 0.0}))
     (tmp_path / "no_metrics").mkdir()
-    scan = runs.find_runs(tmp_path)
+    scan = records.find_runs(tmp_path)
     assert [r.name for r in scan.runs] == ["r1", "sweep/x=1"]
     assert scan.runs[0].params == {"steps": 3} and scan.runs[1].params == {"x": 1}
     assert [p.name for p, _ in scan.skipped] == ["broken"]
-    rows = runs.comparison_rows(scan.runs)
+    rows = tables.comparison_rows(scan.runs)
     assert rows == [
         {"run": "r1", "arm": "bce", "mask_iou": 0.5, "ate": 0.1, "seeds": 2},
         {"run": "r1", "arm": "none", "mask_iou": 0.2},
         {"run": "sweep/x=1", "arm": "-", "mask_iou": 0.3},
     ]
-    assert runs.metric_columns(rows, preferred=["mask_iou", "depth_abs_rel"]) == ["mask_iou", "ate"]
-    assert runs.table_columns(rows, ["ate"]) == ["run", "arm", "ate", "mask_iou", "seeds"]
-    assert runs.table_columns(rows[1:]) == ["run", "arm", "mask_iou"]
+    assert tables.metric_columns(rows, preferred=["mask_iou", "depth_abs_rel"]) == ["mask_iou", "ate"]
+    assert tables.table_columns(rows, ["ate"]) == ["run", "arm", "ate", "mask_iou", "seeds"]
+    assert tables.table_columns(rows[1:]) == ["run", "arm", "mask_iou"]
     with pytest.raises(FileNotFoundError):
-        runs.find_runs(tmp_path / "absent")
+        records.find_runs(tmp_path / "absent")
 
 
 def test_a_finished_cell_with_an_unreadable_metrics_file_says_so(tmp_path):
 
     (tmp_path / "metrics.json").write_text("{not json")
-    assert "unreadable metrics.json" in runs.flat_metrics(tmp_path)["metrics_error"]
+    assert "unreadable metrics.json" in tables.flat_metrics(tmp_path)["metrics_error"]
     (tmp_path / "metrics.json").write_text("[1, 2]")
-    assert "holds a list" in runs.flat_metrics(tmp_path)["metrics_error"]
+    assert "holds a list" in tables.flat_metrics(tmp_path)["metrics_error"]
     (tmp_path / "metrics.json").write_text('{"mask_iou": 0.5, "note": "x", "ok": true}')
-    assert runs.flat_metrics(tmp_path) == {"mask_iou": 0.5}
+    assert tables.flat_metrics(tmp_path) == {"mask_iou": 0.5}
 
 
 def test_the_summary_shows_an_ablations_headline_metrics_per_arm(tmp_path):
     """Notebook 03's nested metrics.json reaches the sweep summary (the one reader), headline first."""
     cell_dir = tmp_path / "x=1"
     cell_dir.mkdir()
-    runs.write_json(
+    records.write_json(
         cell_dir / "metrics.json",
         {"arms": {"none": {"mask_ece": 0.3, "mask_ap": 0.2}, "bce": {"mask_ece": 0.1, "mask_ap": 0.9}}},
     )
     cell = sweep.Cell("x=1", {"x": 1}, cell_dir)
-    rows = sweep.summary_rows([sweep.CellResult(cell, "ok", 1.0, None, runs.flat_metrics(cell_dir))], 2)
+    rows = sweep.summary_rows([sweep.CellResult(cell, "ok", 1.0, None, tables.flat_metrics(cell_dir))], 2)
     assert rows == [{"cell": "x=1", "status": "ok", "wall_s": 1.0, "none:mask_ap": 0.2, "bce:mask_ap": 0.9}]

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from page4d.ablation import AblationParams
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import evaluate
+from page4d.experiments.ablation import AblationParams
 from page4d.geometry import rotation_matrix_to_quaternion
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import MaskHeadConfig
+from page4d.scoring.evaluate import evaluate
 from page4d.train import (
     TRAINS,
     ClipOrder,

@@ -1,4 +1,5 @@
-"""viz.py (overlays, figures, the widget viewer), mask_scores.py, extract.py and loading.py (notebooks 01/02).
+"""report.viz (overlays, figures, the widget viewer), scoring.frame_scores, inference.extract and
+inference.loading (notebooks 01/02).
 
 The viewer's callbacks are exercised without a kernel: setting a control's `.value` must re-render the
 overlay and put the right score (recomputed here with plain numpy) into the label.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from page4d import extract, loading, mask_scores, viz
-from page4d.bench.mask_export import vggt_twin
 from page4d.data import scene_to_batch
+from page4d.experiments import trained_heads
+from page4d.inference import extract, loading
+from page4d.inference.extract import vggt_twin
 from page4d.model import build_model, preset
-from page4d.runs import format_table
+from page4d.report import viz
+from page4d.report.tables import format_table
+from page4d.scoring import frame_scores
 
 T, V, H, W = 3, 2, 28, 42
 
@@ -140,7 +144,7 @@ def test_overlay_colours_true_false_positives_and_misses():
 
 def test_frame_scores_match_numpy_and_skip_frames_without_mask(clip):
     _, prob, gt, valid = clip
-    scores = mask_scores.frame_scores(prob, gt, valid, threshold=0.3)
+    scores = frame_scores.frame_scores(prob, gt, valid, threshold=0.3)
     expected = np.array(
         [[_numpy_iou(prob[t, v] >= 0.3, gt[t, v] >= 0.5) for v in range(V)] for t in range(T)]
     )
@@ -149,12 +153,12 @@ def test_frame_scores_match_numpy_and_skip_frames_without_mask(clip):
     assert scores.mean_iou == pytest.approx(expected[valid].mean())
     per_time_iou, _ = scores.per_time()
     assert per_time_iou[2] == pytest.approx(expected[2, 0])  # the view without a mask is left out
-    rows = mask_scores.score_rows(scores, [10, 11, 12], [0, 3])
+    rows = frame_scores.score_rows(scores, [10, 11, 12], [0, 3])
     assert rows[5] == {"time": 12, "view": 3, "IoU": None, "F": None}
-    means = mask_scores.mean_rows(scores, [10, 11, 12], [0, 3])
+    means = frame_scores.mean_rows(scores, [10, 11, 12], [0, 3])
     assert means[-1]["over"] == "all" and means[-1]["IoU"] == pytest.approx(scores.mean_iou)
     with pytest.raises(ValueError, match="no SegAnyMo masks"):
-        mask_scores.frame_scores(prob, None, valid)
+        frame_scores.frame_scores(prob, None, valid)
 
 
 def test_format_table_aligns_and_marks_missing_values():
@@ -164,7 +168,7 @@ def test_format_table_aligns_and_marks_missing_values():
 
 def test_figures_draw_the_overlays_scores_and_bars_they_are_given(clip, tmp_path):
     images, prob, gt, valid = clip
-    scores = mask_scores.frame_scores(prob, gt, valid)
+    scores = frame_scores.frame_scores(prob, gt, valid)
     grid = viz.overlay_grid_figure(images, prob, gt, valid, 0.5, 0.5, [0, 1, 2], [0, 1], scores)
     panels = [ax for ax in grid.axes if ax.get_visible()]
     assert len(panels) == T * V
@@ -297,7 +301,7 @@ def test_save_mask_logits_round_trip(tiny_run, tmp_path):
 
 def test_probability_next_to_overlay_figure_with_and_without_gt(clip):
     images, prob, gt, valid = clip
-    scores = mask_scores.frame_scores(prob, gt, valid)
+    scores = frame_scores.frame_scores(prob, gt, valid)
     fig = viz.probability_overlay_figure(images, prob, gt, valid, 0.5, 0.5, [0, 1, 2], [0, 1], scores)
     assert len(fig.axes) == T * 2 * V + 1  # + colorbar
     assert "IoU" in fig.axes[1].get_title() and "(no mask)" in fig.axes[2 * (2 * V) + 3].get_title()
@@ -318,7 +322,7 @@ def test_widget_bundle_replaces_the_vbox_repr():
 def test_newest_ablation_checkpoint_skips_unsupervised_arms(tmp_path):
     import os
 
-    assert loading.newest_ablation_checkpoint(tmp_path / "absent") is None
+    assert trained_heads.newest_ablation_checkpoint(tmp_path / "absent") is None
     paths = {}
     for i, rel in enumerate(
         ["a_ablation/train/bce_seed0", "b_ablation/train/none_seed0", "c/train/bce_seed1"]
@@ -328,9 +332,9 @@ def test_newest_ablation_checkpoint_skips_unsupervised_arms(tmp_path):
         paths[rel].write_bytes(b"")
         os.utime(paths[rel], (1000 + i, 1000 + i))
     os.utime(paths["a_ablation/train/bce_seed0"], (5000, 5000))
-    assert loading.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+    assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
     os.utime(paths["b_ablation/train/none_seed0"], (9000, 9000))  # newest, but learnt no masks
-    assert loading.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+    assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
 
 
 def test_load_clip_shows_the_synthetic_scenes_held_out_steps(tmp_path):

@@ -19,23 +19,25 @@ import sys
 import time
 from pathlib import Path
 
-from page4d import ablation_report, runs
-from page4d.notebook_params import ParameterError, parse_overrides
-from page4d.notebook_runner import FinishedRunError, execute_notebook
+from page4d import records
+from page4d.experiments import ablation_report
+from page4d.notebook.params import ParameterError, parse_overrides
+from page4d.notebook.runner import FinishedRunError, execute_notebook
+from page4d.report import tables
 
 NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
 
 
 def run(overrides: dict[str, str], out_dir: Path | None = None, quiet: bool = False) -> dict:
     """Validate the overrides against the notebook's parameters, execute it, return metrics.json."""
-    notebook = runs.repo_root() / NOTEBOOK
+    notebook = records.repo_root() / NOTEBOOK
     params = parse_overrides(notebook, overrides)
-    run_dir = out_dir if out_dir is not None else runs.new_run_dir("ablation")
+    run_dir = out_dir if out_dir is not None else records.new_run_dir("ablation")
     t0 = time.perf_counter()
     record = execute_notebook(notebook, run_dir, params, pass_output_dir=True, progress=not quiet)
     if record["status"] != "ok":
         raise RuntimeError(f"notebook 03 failed ({record.get('error')}); see {Path(run_dir) / 'FAILED.json'}")
-    metrics = runs.read_json(Path(run_dir) / runs.METRICS_FILE)
+    metrics = records.read_json(Path(run_dir) / records.METRICS_FILE)
     print(f"\nablation finished in {time.perf_counter() - t0:.0f} s; run folder: {run_dir}")
     print(report_text(metrics))
     return metrics
@@ -50,7 +52,7 @@ def report_text(metrics: dict) -> str:
         *metrics.get("notes", []),
         "",
         "held-out mask metrics (mean ±95% CI half-width from 3 seeds on, else per-seed values):",
-        runs.format_table(ablation_report.mask_rows(metrics)),
+        tables.format_table(ablation_report.mask_rows(metrics)),
     ]
     baseline = metrics["baseline"]
     for title, rows in (
@@ -65,7 +67,7 @@ def report_text(metrics: dict) -> str:
         ),
     ):
         if rows:  # geometry tables only when geometry trained; paired ones only with a baseline
-            lines += ["", title, runs.format_table(rows)]
+            lines += ["", title, tables.format_table(rows)]
     for failure in metrics.get("failed", []):
         lines.append(f"FAILED {failure['arm']} seed {failure['seed']}: {failure['error']}")
     return "\n".join(lines)

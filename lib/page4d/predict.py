@@ -9,17 +9,17 @@ DIR/prob/<view>/<frame stem>.npy    float16 P(dynamic), the frame's original siz
 DIR/overlay.mp4                     thresholded mask over the model-size frames (views side by side;
                                     overlay.gif where no H.264 / MPEG-4 encoder exists)
 DIR/metrics.json                    with GT (--gt, or an RGB-D scene's SegAnyMo masks): DAVIS J / F
-                                    (page4d.davis) at the GT's resolution, and how they were computed
+                                    (page4d.scoring.davis) at the GT's resolution, and how they were computed
 ```
 The clip runs through the model in chunks of `--chunk` time steps (all views together; each chunk
 is its own forward pass), with a progress bar. Outside the model's centre crop (when the aspect ratio
 had to be cut to a multiple of 14) the mask logits are extended from the crop's edge.
 
 `--method attention` takes the masks from the model's global attention instead of its mask head
-(VGGT4D's training-free cues, `page4d.motion_cues`; any preset, a plain VGGT too), thresholded per chunk
-without GT: `prob` is then `sigmoid(gain * (score - threshold))`, a ranking, not a calibrated
-probability. The cues compare time steps, so a chunk of a single step runs together with a neighbouring
-step (only its own masks are written), and a clip of one time step is refused.
+(VGGT4D's training-free cues, `page4d.inference.motion_cues`; any preset, a plain VGGT too),
+thresholded per chunk without GT: `prob` is then `sigmoid(gain * (score - threshold))`, a ranking, not a
+calibrated probability. The cues compare time steps, so a chunk of a single step runs together with a
+neighbouring step (only its own masks are written), and a clip of one time step is refused.
 
     python -m page4d.predict clip.mp4 --out outputs/clip --preset page4d_fin10_1b --checkpoint ck.pt
     python -m page4d.predict frames/ --out outputs/f --gt davis/Annotations/480p/bear --image-width 224
@@ -47,12 +47,12 @@ from page4d.data.inputs import input_kind, load_input
 from page4d.data.resize import CropResize
 from page4d.data.scene import SEGANYMO_DIR
 from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
-from page4d.davis import frame_j_f, summarize
-from page4d.evaluate import METHODS, check_method
-from page4d.extract import mask_probabilities
-from page4d.loading import load_model
-from page4d.motion_cues import attention_motion_cues
-from page4d.viz import overlay_rgb
+from page4d.inference.extract import mask_probabilities
+from page4d.inference.loading import load_model
+from page4d.inference.motion_cues import attention_motion_cues
+from page4d.report.viz import overlay_rgb
+from page4d.scoring.davis import frame_j_f, summarize
+from page4d.scoring.evaluate import METHODS, check_method
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode is used
 

@@ -1,4 +1,8 @@
-"""Run folders are records: written atomically, never overwritten once finished.
+"""Run folders are records: where they live, how they are named, written atomically, never
+overwritten once finished, and read back.
+
+Every path a notebook, the sweep runner or a command writes is resolved from one root (the repository,
+found by `repo_root`), never from the kernel's working directory, so notebooks run from any folder.
 
 A reader (or a killed writer) never sees half a file: every write goes to a temporary file in the same
 folder, is flushed to disk and then renamed over the target (`os.replace` is atomic on POSIX).
@@ -7,16 +11,18 @@ A run folder is *finished* when it holds its finish marker (`summary.json` by de
 when it holds any other run file (a config, a history, a checkpoint) but no marker. Writing a new run
 into either is refused; the two ways on are to continue it (`--resume`) or to pick another folder:
 
-    from page4d.records import claim_run_folder, atomic_write_json
-
     state = claim_run_folder(out, resume=args.resume)  # "empty" / "unfinished" / "finished", or raises
-    atomic_write_json(out / "config.json", config)
+    write_json(out / "config.json", config)
+    run = resolve_output_dir("", "extract")            # <repo>/outputs/20260101-120000_extract/
+    runs = find_runs(outputs_root())                   # every folder below with a metrics.json
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,8 @@ __all__ = [
     "claim_run_folder",
     "atomic_write_bytes",
     "atomic_write_text",
-    "atomic_write_json",
+    "write_json",
+    "read_json",
     "atomic_torch_save",
     "remove_stale_temp_files",
 ]
@@ -101,10 +108,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | Path, obj: Any, indent: int = 1) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """`torch.save` to a temporary file, then rename: a checkpoint on disk is always complete."""
     path = Path(path)
@@ -123,3 +126,145 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
     for p in stale:
         p.unlink()
     return stale
+
+
+OUTPUTS_ENV = "PAGE4D_OUTPUTS"  # overrides <repo>/outputs (tests point it at a temporary folder)
+METRICS_FILE = "metrics.json"
+DONE_FILE = "DONE.json"
+FAILED_FILE = "FAILED.json"
+RUN_NAME_TIME_FORMAT = "%Y%m%d-%H%M%S"
+
+
+def _is_repo_root(path: Path) -> bool:
+    return (path / "pyproject.toml").is_file() and (path / "lib" / "page4d").is_dir()
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The repository root: the nearest folder above `start` (default: this file, then the working
+    directory) holding `pyproject.toml` and `lib/page4d/`. Raises when there is none."""
+    candidates = [Path(start)] if start is not None else [Path(__file__), Path.cwd()]
+    for c in candidates:
+        c = c.resolve()
+        for p in (c, *c.parents):
+            if _is_repo_root(p):
+                return p
+    raise FileNotFoundError(
+        f"no page4d repository (pyproject.toml + lib/page4d/) above {', '.join(map(str, candidates))}"
+    )
+
+
+def outputs_root() -> Path:
+    """`$PAGE4D_OUTPUTS` if set, else `<repo>/outputs` (git-ignored)."""
+    env = os.environ.get(OUTPUTS_ENV)
+    return Path(env).resolve() if env else repo_root() / "outputs"
+
+
+def resolve_path(path: str | Path) -> Path:
+    """An absolute path; a relative one is taken relative to the repository root (not the cwd)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (repo_root() / p).resolve()
+
+
+def new_run_dir(label: str, parent: str | Path | None = None, now: float | None = None) -> Path:
+    """Create and return `<parent>/<YYYYmmdd-HHMMSS>_<label>` (parent defaults to `outputs_root()`).
+
+    The folder is created exclusively: a second run started in the same second gets a `-2`, `-3`
+    ... suffix instead of sharing (and overwriting) the first one's folder.
+    """
+    if not label or any(c in label for c in '/\\:*?"<>|'):
+        raise ValueError(f"run label must be a non-empty plain name, got {label!r}")
+    base = Path(parent) if parent is not None else outputs_root()
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime(RUN_NAME_TIME_FORMAT, time.localtime(now))
+    for n in range(1, 1000):
+        path = base / (f"{stamp}_{label}" if n == 1 else f"{stamp}_{label}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder for {label!r} in {base}")
+
+
+def resolve_output_dir(output_dir: str | Path, label: str) -> Path:
+    """A notebook's `output_dir` parameter: empty = a new run folder under `outputs_root()`,
+    otherwise that folder (relative = from the repository root), created if absent."""
+    if not str(output_dir):
+        return new_run_dir(label)
+    path = resolve_path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def display_path(path: str | Path) -> str:
+    """A path as a reader should see it in a committed notebook: relative to the repository root when
+    inside it (no machine-specific prefix), else as given."""
+    p, root = Path(path).resolve(), repo_root()
+    return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """The one JSON writer of run records: indented, atomic (a reader never sees half a file); paths,
+    numpy and torch values are converted."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+# --------------------------------------------------------------------------------------------------
+# reading finished runs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """One run folder with a metrics.json. `name` is its path relative to the scanned root."""
+
+    path: Path
+    name: str
+    metrics: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunScan:
+    runs: list[RunRecord]
+    skipped: list[tuple[Path, str]]  # folders with an unreadable metrics.json, and why
+
+
+def find_runs(root: str | Path) -> RunScan:
+    """Every folder below `root` (any depth, so sweep cells count) holding a `metrics.json`, sorted
+    by relative path. Unreadable or non-object files are reported in `skipped`, never fatal."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs root {root} is not a folder")
+    runs, skipped = [], []
+    for metrics_path in sorted(root.rglob(METRICS_FILE)):
+        folder = metrics_path.parent
+        if any(part.startswith(".") for part in folder.relative_to(root).parts):
+            continue
+        try:
+            metrics = read_json(metrics_path)
+        except (OSError, json.JSONDecodeError) as exc:
+            skipped.append((folder, f"{type(exc).__name__}: {exc}"))
+            continue
+        if not isinstance(metrics, dict):
+            skipped.append((folder, f"metrics.json holds a {type(metrics).__name__}, not an object"))
+            continue
+        params = metrics.get("params")
+        if not isinstance(params, dict) and (folder / DONE_FILE).is_file():
+            try:
+                params = read_json(folder / DONE_FILE).get("params")
+            except (OSError, json.JSONDecodeError):
+                params = None
+        name = folder.relative_to(root).as_posix() or "."
+        runs.append(RunRecord(folder, name, metrics, params if isinstance(params, dict) else {}))
+    return RunScan(runs, skipped)

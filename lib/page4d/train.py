@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from page4d.data import Scene, load_scene, scene_to_batch
 from page4d.determinism import set_determinism
-from page4d.evaluate import evaluate
 from page4d.losses import LossConfig, compute_mask_supervision_loss, compute_total_loss, loss_dict_to_floats
 from page4d.model import MASK_HEAD_PREFIX, build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
@@ -48,15 +47,14 @@ from page4d.records import (
     FINISH_MARKER,
     RunFolderTaken,
     atomic_torch_save,
-    atomic_write_json,
     claim_run_folder,
     remove_stale_temp_files,
+    write_json,
 )
 
 __all__ = [
     "TrainConfig",
     "train",
-    "evaluate",
     "build_training_model",
     "apply_freeze",
     "middle_blocks",
@@ -90,9 +88,9 @@ STEP_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt")
 class TrainConfig:
     """Everything a training run depends on (written to `config.json` in the run folder).
 
-    The defaults equal notebook 03's / `page4d.ablation.AblationParams`' (lr 0.005, clips of 2 time
-    steps, 120 steps, the mask head and the middle blocks train: PAGE-4D's recipe), with geometry losses
-    on as in `AblationParams`.
+    The defaults equal notebook 03's / `page4d.experiments.ablation.AblationParams`' (lr 0.005,
+    clips of 2 time steps, 120 steps, the mask head and the middle blocks train: PAGE-4D's recipe), with
+    geometry losses on as in `AblationParams`.
     """
 
     preset: str = "tiny"
@@ -207,11 +205,6 @@ def middle_blocks(model_cfg: ModelConfig, override: tuple[int, ...] | None = Non
         return tuple(sorted(model_cfg.mask_head.masked_global_blocks))
     depth = model_cfg.depth
     return tuple(range(round(depth * 10 / 24), round(depth * 20 / 24)))
-
-
-def middle_block_range(depth: int) -> range:
-    """Kept for older callers: PAGE-4D's 10..19 of 24 scaled to `depth` (models without a mask head)."""
-    return range(round(depth * 10 / 24), round(depth * 20 / 24))
 
 
 def apply_freeze(model: nn.Module, strategy: str, blocks: tuple[int, ...] | None = None) -> list[str]:
@@ -405,9 +398,9 @@ def train(
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train on clips of `cfg.clip_times` consecutive time steps (all views) drawn from `train_times`.
 
-    `scene` may be a sequence of scenes (a pretraining pool, see `page4d.pretrain`): the clips of every
-    scene (all of its time steps; `train_times` must then be None) form one list that the seeded clip
-    order draws from, and each history record names its `scene` index. One scene gives exactly the
+    `scene` may be a sequence of scenes (a pretraining pool, see `page4d.experiments.pretrain`): the
+    clips of every scene (all of its time steps; `train_times` must then be None) form one list that the
+    seeded clip order draws from, and each history record names its `scene` index. One scene gives exactly the
     clips, order and history of earlier versions.
 
     Returns the (unwrapped) model and the per-step history (one record per step: every loss term, the
@@ -488,7 +481,7 @@ def train(
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(out)
-        atomic_write_json(out / "config.json", dataclasses.asdict(cfg))
+        write_json(out / "config.json", dataclasses.asdict(cfg))
     if rank == 0 and progress:
         what = f"{cfg.freeze} ({n_params:,} parameters in {len(trainable)} tensors)"
         print(
@@ -517,7 +510,7 @@ def train(
             "history": history,
         }
         atomic_torch_save(state, path)
-        atomic_write_json(out / "history.json", history)
+        write_json(out / "history.json", history)
         if cfg.keep_last and path.name != "checkpoint.pt":
             prune_checkpoints(out, cfg.keep_last)
 
@@ -626,7 +619,7 @@ def train(
         dist.all_gather_object(digests, weights_digest(model))
     if summary["updated_steps"] == 0:
         if out is not None and rank == 0:
-            atomic_write_json(out / "history.json", history)
+            write_json(out / "history.json", history)
         raise RuntimeError(f"trained nothing: every step was skipped ({summary['skipped_steps']['reasons']})")
     final = {k: v for k, v in history[-1].items() if k.endswith("loss") and isinstance(v, float)}
     if out is not None:
@@ -649,7 +642,7 @@ def train(
                 if device.type == "cuda"
                 else None,
             )
-            atomic_write_json(out / FINISH_MARKER, summary)  # last: its presence marks the run finished
+            write_json(out / FINISH_MARKER, summary)  # last: its presence marks the run finished
     if rank == 0 and progress:
         losses_txt = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
         skipped = summary["skipped_steps"]["count"] + summary["mask_skipped_steps"]["count"]

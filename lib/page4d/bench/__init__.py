@@ -1,13 +1,15 @@
 """Benchmarks for what PAGE-4D's mask costs (issue #6): `python -m page4d.bench NAME [--json]`.
 
 NAME is one of `BENCHMARKS` or `all`. Every benchmark measures its variants side by side in one
-process (interleaved rounds, paired medians; see `page4d.bench.common`) and reports ratios, so the
+process (interleaved rounds, paired medians; see `page4d.profiling`) and reports ratios, so the
 figures mean something on a busy shared machine. Results and methods: bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from page4d.profiling import machine_info
 
 from . import (
     ablation_budget,
@@ -19,7 +21,6 @@ from . import (
     notebooks,
     train_step,
 )
-from .common import machine_info
 
 BENCHMARKS = {
     "mask_export": mask_export,

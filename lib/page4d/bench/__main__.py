@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from page4d.profiling import format_machine, machine_info, progress, resolve_timer
+
 from . import BENCHMARKS, format_result, run_benchmark
-from .common import format_machine, machine_info, progress, resolve_timer
 
 
 def _clean(obj: Any) -> Any:

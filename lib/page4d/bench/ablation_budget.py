@@ -1,9 +1,9 @@
 """Wall time of the main job's ablation (notebook 03's defaults) against its 10-minute budget on 2 cores.
 
-Runs `page4d.ablation.run_ablation` with `AblationParams()` (the defaults `make run` uses: geometry
-on, arms untrained / attention / none / bce, 3 seeds) into a temporary folder and reports the total, the
-share spent training each arm and evaluating, and whether the budget holds. Wall clock, since that is
-what a user waits for; run it on an otherwise idle machine.
+Runs `page4d.experiments.ablation.run_ablation` with `AblationParams()` (the defaults `make run`
+uses: geometry on, arms untrained / attention / none / bce, 3 seeds) into a temporary folder and
+reports the total, the share spent training each arm and evaluating, and whether the budget holds. Wall clock,
+since that is what a user waits for; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from .common import progress, table
+from page4d.profiling import progress, table
 
 BUDGET_S = 600.0
 
 
 def run(budget_s: float = BUDGET_S, threads: int = 2, **params: Any) -> dict[str, Any]:
-    from page4d.ablation import AblationParams, run_ablation
+    from page4d.experiments.ablation import AblationParams, run_ablation
 
     params = {k: v for k, v in params.items() if k not in ("device", "timer", "repeats")}
     previous = torch.get_num_threads()

@@ -15,8 +15,7 @@ from typing import Any
 
 from page4d.data import SyntheticSceneConfig, load_scene, render_synthetic_scene
 from page4d.data.synthetic import write_synthetic_scene
-
-from .common import median, progress, resolve_timer, table, time_interleaved
+from page4d.profiling import median, progress, resolve_timer, table, time_interleaved
 
 
 def _default_real_scene() -> Path | None:

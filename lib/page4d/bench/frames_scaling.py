@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from page4d.model import build_model, preset
-
-from .common import median, progress, resolve_timer, table, time_interleaved
+from page4d.profiling import median, progress, resolve_timer, table, time_interleaved
 
 
 def loglog_slope(xs: list[float], ys: list[float]) -> float:

@@ -3,9 +3,9 @@
 Two variants per S, measured in the same process: `heads_only` (the default forward: the aggregator
 keeps only the layers some head reads, DPT decodes `dpt_chunk` frames at a time) and `all_layers` (every
 aggregator layer kept, as `return_internals=True` does and as the model did before). Memory is the
-allocator peak above what existed before the call (`common.peak_memory`; CPU allocator events, or CUDA's
-own counters); time is the median over `repeats` interleaved calls. `memory_exponent` is the log-log
-slope of peak memory against S: 1 means linear in frames.
+allocator peak above what existed before the call (`page4d.profiling.peak_memory`; CPU allocator
+events, or CUDA's own counters); time is the median over `repeats` interleaved calls.
+`memory_exponent` is the log-log slope of peak memory against S: 1 means linear in frames.
 
     python -m page4d.bench long_sequence                       # tiny, CPU, seconds
     python -m page4d.bench long_sequence --device cuda          # + `run(model_name="page4d_fin10_1b",
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from page4d.model import build_model, preset
+from page4d.profiling import fmt_bytes, median, peak_memory, progress, resolve_timer, table, time_interleaved
 
-from .common import fmt_bytes, median, peak_memory, progress, resolve_timer, table, time_interleaved
 from .frames_scaling import loglog_slope
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

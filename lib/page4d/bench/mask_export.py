@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from page4d.model import MASK_HEAD_PREFIX, build_model, preset
+from page4d.inference.extract import vggt_twin
+from page4d.model import build_model, preset
 from page4d.model.config import CameraHeadConfig, DPTConfig, MaskHeadConfig, ModelConfig
-
-from .common import (
+from page4d.profiling import (
     fmt_bytes,
     median,
     paired_ratio,
@@ -81,14 +81,6 @@ def drop_mask_outputs(model: torch.nn.Module, fields: tuple[str, ...]) -> Iterat
         yield
     finally:
         del head.forward
-
-
-def vggt_twin(model: torch.nn.Module) -> torch.nn.Module:
-    """The same network and weights without the mask head (plain VGGT)."""
-    twin = build_model(model.cfg.replace(mask_head=None))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(MASK_HEAD_PREFIX)}
-    twin.load_state_dict(state, strict=True)
-    return twin.to(next(model.parameters()).device).eval()
 
 
 def variant_fns(model, twin, images) -> dict[str, Any]:

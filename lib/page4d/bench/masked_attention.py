@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from page4d.model.attention import RowGatedKeyBias, augmented_channel_sdpa, masked_sdpa
-
-from .common import (
+from page4d.profiling import (
     fmt_bytes,
     median,
     paired_ratio,

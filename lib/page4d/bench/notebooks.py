@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import progress, table
+from page4d.profiling import progress, table
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DIR = REPO_ROOT / "notebooks"

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from page4d.model import build_model, preset
-
-from .common import (
+from page4d.profiling import (
     median,
     paired_ratio,
     progress,
@@ -30,6 +29,7 @@ from .common import (
     table,
     time_interleaved,
 )
+
 from .mask_export import vggt_twin
 
 VARIANTS = ("no_mask_loss", "mask_loss", "vggt")

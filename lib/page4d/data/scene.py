@@ -97,10 +97,6 @@ class Scene:
     def depth_valid(self) -> torch.Tensor | None:
         return None if self.depths is None else self.depths > 0
 
-    @property
-    def has_geometry(self) -> bool:
-        return self.depths is not None and self.intrinsics is not None and self.extrinsics is not None
-
     def frame_name(self, ti: int, vi: int) -> str:
         """The file stem of frame (time index ti, view index vi): its source name, else ``time_TT``."""
         if self.frame_names is not None:

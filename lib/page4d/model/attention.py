@@ -9,7 +9,7 @@ O(R * N) = O(S * N) instead of O(N^2) and no row is computed twice (see lib/page
 
 Any layer can be watched: `observe_qk` hands the q and k it is about to attend with (after qk-norm and
 RoPE) to a callback for the duration of a `with` block (VGGT4D's motion cues read them from the global
-blocks, see `page4d.motion_cues`). Unobserved, the cost is one attribute test per call.
+blocks, see `page4d.inference.motion_cues`). Unobserved, the cost is one attribute test per call.
 """
 
 from __future__ import annotations

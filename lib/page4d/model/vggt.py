@@ -89,10 +89,6 @@ class PAGE4DModel(nn.Module):
         if cfg.track_head is not None:
             self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head)
 
-    @property
-    def has_mask_head(self) -> bool:
-        return self.aggregator.spatial_mask_head is not None
-
     def forward(
         self, images: torch.Tensor, query_points: torch.Tensor | None = None, return_internals: bool = False
     ) -> dict:

@@ -5,7 +5,7 @@ Definitions (davis2017-evaluation, binary masks, no void region):
 - F: boundary F-measure of the one-pixel boundary maps (seg2bmap rule), a boundary pixel matching
   within ``ceil(0.008 * image diagonal)`` pixels, computed at the GT's resolution; a frame where
   neither mask has a boundary scores 1, where exactly one has none 0.
-  (Both come from `page4d.metrics`; a test compares them with the independent `vos-benchmark`.)
+  (Both come from `page4d.scoring.metrics`; a test compares them with the independent `vos-benchmark`.)
 - Per sequence, for J and for F: M = mean over frames, R (recall) = share of frames scoring > 0.5,
   D (decay) = mean of the first quarter of the frames minus mean of the last quarter (frames split
   into four bins as davis2017-evaluation does: bin edges ``round(linspace(1, n, 5)) - 1``, each bin
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from page4d.metrics import boundary_f_measure, mask_iou
+from page4d.scoring.metrics import boundary_f_measure, mask_iou
 
 BOUND_TH = 0.008
 STAT_KEYS = ("J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay", "JF_mean")

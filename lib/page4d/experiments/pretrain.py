@@ -7,8 +7,8 @@ and moving objects. The mask head is present with its attention bias off (`maske
 as in PAGE-4D's `checkpoint_nomask`: it gets no gradient, so the checkpoint holds a geometry backbone plus
 an untouched head, and it loads strictly into the `tiny` preset (whose bias is on) for fine-tuning.
 
-    python -m page4d.pretrain --out outputs/pretrain            # the recipe of the shipped checkpoint
-    python -m page4d.pretrain --out outputs/pretrain --resume   # continue an interrupted run
+    python -m page4d.experiments.pretrain --out outputs/pretrain           # the shipped recipe
+    python -m page4d.experiments.pretrain --out outputs/pretrain --resume  # continue an interrupted run
 
 Run folder (`--out`): `scenes/pool_NNN`, `scenes/heldout_NNN` (rendered once; the same recipe renders
 the same bytes), `train/` (a `page4d.train` run: checkpoints, history, resumable), and once finished
@@ -35,17 +35,17 @@ import numpy as np
 import torch
 
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import GEOMETRY_KEYS, evaluate
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
 from page4d.model.vggt import PAGE4DModel
 from page4d.records import (
     FINISH_MARKER,
     atomic_torch_save,
-    atomic_write_json,
     atomic_write_text,
     claim_run_folder,
+    write_json,
 )
+from page4d.scoring.evaluate import GEOMETRY_KEYS, evaluate
 from page4d.train import TrainConfig, train, weights_digest
 
 NAME = "tiny-synthetic"
@@ -232,7 +232,7 @@ def pretrain(
     commit = git_commit()  # the code that runs now; HEAD may move during a long run
     pool, heldout = render_scenes(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
+    write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
     model = initial_model(cfg.seed)
     init_digest = weights_digest(model)
     t0 = time.perf_counter()
@@ -279,12 +279,12 @@ def pretrain(
     }
     _write_loss_curve(history, out / f"{NAME}_loss.png")
     atomic_write_text(out / f"{NAME}.md", card_markdown(card))
-    atomic_write_json(out / f"{NAME}.json", card)  # last: its presence marks the run finished
+    write_json(out / f"{NAME}.json", card)  # last: its presence marks the run finished
     return card
 
 
 def _write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
-    from page4d.viz import new_figure, save_figure
+    from page4d.report.viz import new_figure, save_figure
 
     fig = new_figure((7.0, 3.2))
     ax = fig.add_subplot(1, 1, 1)
@@ -319,12 +319,13 @@ into the `tiny` preset. Pretrained with the mask head's attention bias off (as P
 `checkpoint_nomask`), so the head is at its initialisation; fine-tuning turns the bias on.
 
 ## Recipe
-`python -m page4d.pretrain --out DIR` at commit `{card["commit"]}`, torch {card["torch"]}, {card["threads"]}
-CPU thread(s) ({card["cpu_capability"]}): {r["pool_scenes"]} generated scenes of {r["times"]} time steps x
-{r["views"]} orbiting or static cameras with 1-3 movers, {r["image_size"][0]}x{r["image_size"][1]}, clips of
-{r["clip_times"]} time steps; camera + depth + point losses (VGGT's), everything trains, AdamW lr {r["lr"]:g}
-(warm-up {r["warmup_steps"]} steps, cosine to {r["min_lr"]:g}), weight decay {r["weight_decay"]:g},
-{r["steps"]} steps, seed {r["seed"]}: {minutes:.0f} minutes.
+`python -m page4d.experiments.pretrain --out DIR` at commit `{card["commit"]}`, torch {card["torch"]},
+{card["threads"]} CPU thread(s) ({card["cpu_capability"]}): {r["pool_scenes"]} generated scenes of
+{r["times"]} time steps x {r["views"]} orbiting or static cameras with 1-3 movers,
+{r["image_size"][0]}x{r["image_size"][1]}, clips of {r["clip_times"]} time steps; camera + depth + point
+losses (VGGT's), everything trains, AdamW lr {r["lr"]:g} (warm-up {r["warmup_steps"]} steps, cosine to
+{r["min_lr"]:g}), weight decay {r["weight_decay"]:g}, {r["steps"]} steps, seed {r["seed"]}: {minutes:.0f}
+minutes.
 
 ![loss curve]({card["name"]}_loss.png)
 
@@ -333,14 +334,14 @@ CPU thread(s) ({card["cpu_capability"]}): {r["pool_scenes"]} generated scenes of
 |---|---|---|
 {rows}
 
-Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d.evaluate`).
+Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d.scoring.evaluate`).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = PretrainConfig()
     p = argparse.ArgumentParser(
-        prog="python -m page4d.pretrain",
+        prog="python -m page4d.experiments.pretrain",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

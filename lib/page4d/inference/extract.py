@@ -6,8 +6,8 @@
     mask_probabilities(pred["mask_logits"], scene.image_size)   # [T, V, H, W] P(dynamic)
     export_cost(model, images)         # time and memory with vs without exporting mask logits
 
-Loading models and clips is `page4d.loading`; memory is measured with the benchmark's instrument
-(`page4d.bench.common.peak_memory`), the same one `python -m page4d.bench mask_export` uses.
+Loading models and clips is `page4d.inference.loading`; memory is measured with the benchmark's instrument
+(`page4d.profiling.peak_memory`), the same one `python -m page4d.bench mask_export` uses.
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from typing import Any
 
 import torch
 
-from page4d.bench.common import median, paired_ratio, peak_memory, time_interleaved
-from page4d.bench.mask_export import vggt_twin
 from page4d.data import Scene
-from page4d.model import MaskHeadOutput, upsample_mask_logits
+from page4d.model import MASK_HEAD_PREFIX, MaskHeadOutput, build_model, upsample_mask_logits
 from page4d.model.vggt import PAGE4DModel
+from page4d.profiling import median, paired_ratio, peak_memory, time_interleaved
+
+
+def vggt_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """The same network and weights without the mask head (plain VGGT): what exporting the mask costs
+    is measured against it (`export_cost`, `page4d.bench mask_export`)."""
+    twin = build_model(model.cfg.replace(mask_head=None))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(MASK_HEAD_PREFIX)}
+    twin.load_state_dict(state, strict=True)
+    return twin.to(next(model.parameters()).device).eval()
 
 
 def run_model(model: PAGE4DModel, images: torch.Tensor, return_internals: bool = True) -> dict[str, Any]:
@@ -156,7 +164,7 @@ def export_cost(model: PAGE4DModel, images: torch.Tensor, repeats: int = 3) -> l
     clock; machine-dependent) and the time ratio to `no mask head`; `peak_bytes` (the most bytes the
     forward held at once through PyTorch's allocator above what existed before; allocator-dependent)
     and `retained_bytes` (what the returned dict keeps alive: a pure function of the shapes), both from
-    `page4d.bench.common.peak_memory`; `mask_logits_bytes` (numel x itemsize).
+    `page4d.profiling.peak_memory`; `mask_logits_bytes` (numel x itemsize).
     """
     device = str(images.device)
     twin = vggt_twin(model)

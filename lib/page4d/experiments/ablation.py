@@ -7,7 +7,7 @@ clips from the seed alone); `init_digest` in metrics.json records the starting w
 
 - ``untrained``: the starting model, evaluated as is (the floor any training must beat).
 - ``attention``: no training either: the starting model's (the checkpoint's) global attention read as
-  VGGT4D's training-free motion cues (`page4d.motion_cues`) instead of its mask head, scored by the
+  VGGT4D's training-free motion cues (`page4d.inference.motion_cues`) instead of its mask head, scored by the
   same code. Like ``untrained`` it is not a variant of the training: it is paired only with an
   ``untrained`` baseline (same network, other read-out), never with a trained ``none``.
 - ``none``: the same training as every other arm minus the mask terms. With ``geometry=True`` this
@@ -41,18 +41,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from page4d.ablation_stats import summarize_arms
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.evaluate import (
+from page4d.experiments.ablation_stats import summarize_arms
+from page4d.losses import ARM_NAMES, LossConfig
+from page4d.records import atomic_write_bytes, read_json, write_json
+from page4d.scoring.evaluate import (
     MaskPredictions,
     choose_threshold,
     mask_predictions,
     predict_scene,
     score_predictions,
 )
-from page4d.losses import ARM_NAMES, LossConfig
-from page4d.records import atomic_write_bytes
-from page4d.runs import read_json, write_json
 from page4d.train import TrainConfig, build_training_model, mask_gt_check, train, weights_digest
 
 NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the backbone (no detach)

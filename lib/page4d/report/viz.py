@@ -1,9 +1,9 @@
-"""Pictures of predicted vs SegAnyMo masks, plus the interactive overlay viewer (scores: mask_scores.py).
+"""Pictures of predicted vs SegAnyMo masks, plus the interactive overlay viewer (scores: frame_scores.py).
 
 Figures are `matplotlib.figure.Figure` objects built without pyplot, so a notebook shows exactly the
 figures it displays (none leak into the cell output twice) and tests render them headless.
 
-    scores = mask_scores.frame_scores(prob, scene.masks, scene.mask_valid, threshold=0.5)
+    scores = frame_scores.frame_scores(prob, scene.masks, scene.mask_valid, threshold=0.5)
     fig = overlay_grid_figure(scene.images, prob, scene.masks, scene.mask_valid, 0.5, 0.5, times, views)
     viewer = MaskOverlayViewer(scene.images, prob, scene.masks, scene.mask_valid, times, views)
     viewer.time.value = 2            # the figure and viewer.score_label update
@@ -24,8 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from page4d.mask_scores import BOUND_TH, MaskScores
-from page4d.metrics import boundary_f_measure, mask_iou
+from page4d.scoring.frame_scores import BOUND_TH, MaskScores
+from page4d.scoring.metrics import boundary_f_measure, mask_iou
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
 TP_COLOR = (0 / 255, 158 / 255, 115 / 255)  # bluish green: predicted and in the SegAnyMo mask

@@ -11,7 +11,7 @@ whatever the notebook writes (metrics.json, figures), and a marker:
   output notebook.
 
 Notebooks execute with kernel `python3` and working directory = the notebook's folder (as nbval and
-nbconvert do); they resolve their own paths from the repository root (`page4d.runs`).
+nbconvert do); they resolve their own paths from the repository root (`page4d.records`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from page4d.runs import DONE_FILE, FAILED_FILE, METRICS_FILE, read_json, write_json
+from page4d.records import DONE_FILE, FAILED_FILE, METRICS_FILE, read_json, write_json
 
 RUNNING_FILE = "RUNNING.json"
 OUTPUT_DIR_PARAM = "output_dir"

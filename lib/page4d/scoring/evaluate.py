@@ -4,7 +4,7 @@ Frames are evaluated in clips of consecutive time steps (all views), exactly as 
 training. What is measured, and why:
 
 - Masks come from the model's mask head (``method="mask_head"``) or, training-free, from its global
-  attention (``method="attention"``: VGGT4D's cues, :mod:`page4d.motion_cues`, in place of
+  attention (``method="attention"``: VGGT4D's cues, :mod:`page4d.inference.motion_cues`, in place of
   ``mask_logits``); both are scored by the same code below.
 - Masks, where SegAnyMo GT exists (`mask_valid`): average precision of P(dynamic) (no threshold),
   J / F / J&F at 0.5, IoU at a threshold chosen on *training* frames (:func:`choose_threshold`),
@@ -34,7 +34,9 @@ from torch import nn
 
 from page4d.data import Scene, scene_to_batch
 from page4d.geometry import quaternion_to_rotation_matrix, trajectory_is_degenerate
-from page4d.metrics import (
+from page4d.inference.motion_cues import MotionCueConfig, predict_with_attention_masks
+from page4d.model import upsample_mask_logits
+from page4d.scoring.metrics import (
     best_iou_threshold,
     depth_metrics,
     expected_calibration_error,
@@ -45,8 +47,6 @@ from page4d.metrics import (
     rmse,
     trajectory_errors,
 )
-from page4d.model import upsample_mask_logits
-from page4d.motion_cues import MotionCueConfig, predict_with_attention_masks
 
 NAN = float("nan")
 METHODS = ("mask_head", "attention")  # where mask_logits come from
@@ -90,7 +90,7 @@ def predict_scene(
     """Run the model clip by clip; each entry holds the batch and the predictions (CPU tensors).
 
     `method="attention"`: the same forward with the global blocks observed, ``mask_logits`` replaced by
-    VGGT4D's attention cues (`page4d.motion_cues.predict_with_attention_masks`, `cue_config` or the
+    VGGT4D's attention cues (`page4d.inference.motion_cues.predict_with_attention_masks`, `cue_config` or the
     defaults for the model's depth); they compare time steps, so every clip needs two or more.
     """
     check_method(method)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from page4d.evaluate import GEOMETRY_KEYS, MASK_KEYS
+from page4d.scoring.evaluate import GEOMETRY_KEYS, MASK_KEYS
 
 METRIC_KEYS = (*MASK_KEYS, *GEOMETRY_KEYS)
 MIN_SEEDS_FOR_CI = 3

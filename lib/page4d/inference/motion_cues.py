@@ -510,13 +510,6 @@ def attention_motion_cues(
     return _cues(model, images, rec, cfg)
 
 
-def attention_dynamic_scores(
-    model: PAGE4DModel, images: torch.Tensor, cfg: MotionCueConfig | None = None
-) -> torch.Tensor:
-    """`[B, T, V, h, w]` dynamic saliency in [0, 1] (see :func:`attention_motion_cues`)."""
-    return attention_motion_cues(model, images, cfg).scores
-
-
 def attention_mask_logits(
     model: PAGE4DModel, images: torch.Tensor, cfg: MotionCueConfig | None = None
 ) -> torch.Tensor:

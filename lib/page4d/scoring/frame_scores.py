@@ -1,8 +1,8 @@
 """Per-frame scores of thresholded P(dynamic) against GT masks on the model's grid, and their tables.
 
 The numbers the overlay notebook shows next to its pictures: region IoU (J) and boundary F per frame
-(`page4d.metrics.jf_metrics`), means per time step, per view and overall. (The DAVIS protocol at the
-GT's own resolution, with recall and decay, is `page4d.davis`.)
+(`page4d.scoring.metrics.jf_metrics`), means per time step, per view and overall. (The DAVIS protocol at the
+GT's own resolution, with recall and decay, is `page4d.scoring.davis`.)
 
     scores = frame_scores(prob, scene.masks, scene.mask_valid, threshold=0.5)
     print(format_table(score_rows(scores, scene.times, scene.views)))
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from page4d.metrics import jf_metrics
+from page4d.scoring.metrics import jf_metrics
 
 BOUND_TH = 0.008  # DAVIS boundary tolerance: fraction of the image diagonal
 
@@ -32,7 +32,7 @@ class MaskScores:
     """Per-frame region IoU (J) and boundary F of thresholded P(dynamic) against SegAnyMo masks.
 
     iou, f: float `[T, V]`, NaN where the frame has no mask. The means are over frames with a mask
-    (`page4d.metrics.jf_metrics`); `jf` = (J + F) / 2.
+    (`page4d.scoring.metrics.jf_metrics`); `jf` = (J + F) / 2.
     """
 
     iou: np.ndarray

@@ -1,8 +1,8 @@
 """A notebook's papermill parameters: what it declares, and command-line text parsed as their types.
 
-One module used by every runner (`page4d.main`, `page4d.sweep`): names are checked against the cell
-tagged `parameters` (`papermill.inspect_notebook`) before anything runs, and values are parsed with
-the type the notebook declares (`int`, `float`, `bool`, `str`; anything else as a Python literal),
+One module used by every runner (`page4d.main`, `page4d.experiments.sweep`): names are checked
+against the cell tagged `parameters` (`papermill.inspect_notebook`) before anything runs, and values are
+parsed with the type the notebook declares (`int`, `float`, `bool`, `str`; anything else as a Python literal),
 because papermill itself only warns about a misspelt name and YAML turns `1e-3` into a string.
 """
 

@@ -1,7 +1,7 @@
 """Parameter sweeps over a papermill notebook: one run folder per grid cell, resumable, failures recorded.
 
-    python -m page4d.sweep notebooks/02_mask_overlays.ipynb --grid threshold=0.3,0.5 --grid seed=0,1 \\
-        --out outputs/sweeps [--workers 2] [-p num_times 2] [--name overlays] [--retry-failed]
+    python -m page4d.experiments.sweep notebooks/02_mask_overlays.ipynb --grid threshold=0.3,0.5 \\
+        --grid seed=0,1 --out outputs/sweeps [--workers 2] [-p num_times 2] [--name overlays] [--retry-failed]
 
 Before anything runs, every name is checked against the notebook's `parameters` cell
 (`papermill.inspect_notebook`) and every value is parsed with the type the notebook declares
@@ -17,7 +17,7 @@ the executed notebook, whatever the notebook writes (metrics.json, figures) and 
 - `RUNNING.json` while it executes (pid, host); a leftover one from a dead process marks an
   interrupted cell, moved to `.attempts/` and run again.
 
-Each cell is executed by `page4d.notebook_runner` (the runner `page4d.main` uses too): kernel
+Each cell is executed by `page4d.notebook.runner` (the runner `page4d.main` uses too): kernel
 `python3`, working directory = the notebook's folder, paths resolved from the repository root.
 """
 
@@ -35,15 +35,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from page4d.notebook_params import (
+from page4d.notebook.params import (
     ParameterError,
     format_value,
     notebook_parameters,
     parse_value,
     split_values,
 )
-from page4d.notebook_runner import OUTPUT_DIR_PARAM, execute_notebook, run_state
-from page4d.runs import DONE_FILE, flat_metrics, format_table, read_json, resolve_path, write_json
+from page4d.notebook.runner import OUTPUT_DIR_PARAM, execute_notebook, run_state
+from page4d.records import DONE_FILE, read_json, resolve_path, write_json
+from page4d.report.tables import flat_metrics, format_table
 
 SWEEP_FILE = "sweep.json"
 ATTEMPTS_DIR = ".attempts"
@@ -266,7 +267,7 @@ def summary_rows(results: list[CellResult], max_metrics: int = 6) -> list[dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m page4d.sweep", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m page4d.experiments.sweep", description=__doc__.split("\n")[0])
     p.add_argument("notebook", help="the parameterised notebook (papermill 'parameters' cell)")
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help="a swept parameter")
     p.add_argument(

@@ -1,4 +1,5 @@
-"""Shared benchmark helpers: machine description, interleaved timing, peak memory, tables.
+"""Profiling instruments: machine description, interleaved timing, peak memory, tables. `page4d.bench`
+and the notebooks' cost tables (`page4d.inference.extract`) both measure with them.
 
 Timing. Every benchmark times its variants *side by side in one process*: one warm-up call each, then
 `repeats` rounds that call every variant once, alternating the order (A B C, C B A, ...) so slow drifts

@@ -4,8 +4,8 @@ Every table shows per-seed values when there are fewer than 3 seeds and "mean ±
 CI" from 3 on; the mask table ends with the trivial floors ("all dynamic", "all static") scored by the
 same code, and geometry columns appear only when geometry was trained.
 
-    print(runs.format_table(mask_rows(metrics)))
-    print(runs.format_table(paired_rows(metrics)))
+    print(tables.format_table(mask_rows(metrics)))
+    print(tables.format_table(paired_rows(metrics)))
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from page4d.ablation import PREDICTIONS_DIR, safe
-from page4d.ablation_stats import MIN_SEEDS_FOR_CI, paired_across_runs
+from page4d.experiments.ablation import PREDICTIONS_DIR, safe
+from page4d.experiments.ablation_stats import MIN_SEEDS_FOR_CI, paired_across_runs
 
 MASK_COLUMNS = {
     "mask_ap": "AP",
@@ -192,8 +192,8 @@ def arm_overlays_figure(
 ):
     """Rows = arms, columns = views: P(dynamic) >= threshold vs SegAnyMo on one held-out time step of the
     first seed (green = both, red = predicted only, blue = missed), with the frame's IoU in the title."""
-    from page4d.metrics import mask_iou
-    from page4d.viz import legend_handles, new_figure, overlay_rgb
+    from page4d.report.viz import legend_handles, new_figure, overlay_rgb
+    from page4d.scoring.metrics import mask_iou
 
     folder = Path(run_dir) / PREDICTIONS_DIR
     frames = np.load(folder / "eval_frames.npz")
@@ -245,13 +245,16 @@ def loss_curve_figure(run_dir: str | Path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m page4d.ablation_report BEFORE AFTER --arms bce ...`: for two ablation run folders
-    that differ in one setting, each arm's paired difference AFTER - BEFORE per seed (95% CI)."""
+    """`python -m page4d.experiments.ablation_report BEFORE AFTER --arms bce ...`: for two ablation
+    run folders that differ in one setting, each arm's paired difference AFTER - BEFORE per seed (95% CI)."""
     import argparse
 
-    from page4d.runs import format_table, read_json
+    from page4d.records import read_json
+    from page4d.report.tables import format_table
 
-    parser = argparse.ArgumentParser(prog="python -m page4d.ablation_report", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m page4d.experiments.ablation_report", description=main.__doc__
+    )
     parser.add_argument("before", help="run folder (its metrics.json) of the reference setting")
     parser.add_argument("after", help="run folder of the changed setting (same seeds, same clips)")
     parser.add_argument("--arms", nargs="+", required=True, help="arms to compare (in both runs)")
