@@ -154,7 +154,8 @@ def test_a_failing_arm_is_recorded_and_the_others_are_kept_then_the_run_resumes(
     # a finished ablation folder is a record: never run into again
     with pytest.raises(FileExistsError, match="never overwritten"):
         run_ablation(params, progress=False)
-    # an interrupted one (no metrics.json) resumes: finished cells are read, the missing one runs
+    # an interrupted one (no DONE.json) resumes: finished cells are read, the missing one runs
+    (tmp_path / "run" / "DONE.json").unlink()
     (tmp_path / "run" / "metrics.json").unlink()
     (tmp_path / "run" / "cells" / "bce_seed0.json").unlink()
     calls.clear()

@@ -8,9 +8,12 @@ import os
 import pytest
 import torch
 from page4d.records import (
+    FINISH_MARKER,
     RunFolderTaken,
     atomic_torch_save,
     claim_run_folder,
+    is_finished,
+    mark_finished,
     remove_stale_temp_files,
     run_folder_state,
     write_json,
@@ -27,7 +30,8 @@ def test_states_and_the_refusal_names_the_folder_and_the_ways_on(tmp_path):
     assert run_folder_state(run) == "unfinished"
     with pytest.raises(RunFolderTaken, match="unfinished"):
         claim_run_folder(run)
-    write_json(run / "summary.json", {"done": True})
+    mark_finished(run, "train", steps=3)
+    assert json.loads((run / FINISH_MARKER).read_text())["kind"] == "train" and is_finished(run)
     with pytest.raises(RunFolderTaken) as exc:
         claim_run_folder(run)
     assert str(run) in str(exc.value) and "--resume" in str(exc.value) and "new --out" in str(exc.value)
@@ -49,3 +53,18 @@ def test_a_killed_writer_leaves_only_a_temp_file_which_is_removed(tmp_path):
     stale.write_bytes(b"half")
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_2.pt"]
+
+
+def test_every_kind_of_run_ends_with_the_one_marker(tmp_path):
+    """A training run, a notebook execution, an ablation and a pretraining run all finish by writing
+    DONE.json last; a training folder from before the marker (summary.json only) still counts."""
+    from page4d.notebook.runner import run_state
+
+    legacy = tmp_path / "old_train"
+    legacy.mkdir()
+    write_json(legacy / "summary.json", {"steps": 3})
+    assert is_finished(legacy) and run_folder_state(legacy) == "finished"
+    nb = tmp_path / "nb"
+    nb.mkdir()
+    mark_finished(nb, "notebook", status="failed")
+    assert run_state(nb) == "failed" and run_folder_state(nb) == "finished"

@@ -134,7 +134,7 @@ def test_grid_runs_every_cell_and_records_a_failure_without_stopping(notebook, t
     results = sweep.run_sweep(plan, workers=2, log=logs.append)
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     ok, failed, last = (c.dir for c in plan.cells)
-    done = json.loads((ok / records.DONE_FILE).read_text())
+    done = json.loads((ok / records.FINISH_MARKER).read_text())
     assert done["status"] == "ok" and done["params"] == {
         "x": 1,
         "fail_on": 2,
@@ -147,19 +147,19 @@ def test_grid_runs_every_cell_and_records_a_failure_without_stopping(notebook, t
     failure = json.loads((failed / records.FAILED_FILE).read_text())
     assert failure["ename"] == "ValueError" and "x=2 is the failing value" in failure["evalue"]
     assert any("x=2 is the failing value" in line for line in failure["traceback"])
-    assert json.loads((failed / records.DONE_FILE).read_text())["status"] == "failed"
+    assert json.loads((failed / records.FINISH_MARKER).read_text())["status"] == "failed"
     partial = nbformat.read(failed / "tiny.ipynb", as_version=4)  # the partial output notebook
     assert any(o.get("ename") == "ValueError" for c in partial.cells for o in c.get("outputs", []))
     assert not (failed / "metrics.json").exists()
 
     # a second run redoes nothing; --retry-failed runs only the failed cell, keeping the old attempt
-    mtime = (ok / records.DONE_FILE).stat().st_mtime_ns
+    mtime = (ok / records.FINISH_MARKER).stat().st_mtime_ns
     again = sweep.run_sweep(plan, log=logs.append)
     assert [r.status for r in again] == ["skipped", "failed (earlier)", "skipped"]
     retried = sweep.run_sweep(plan, retry_failed=True, log=logs.append)
     assert [r.status for r in retried] == ["skipped", "failed", "skipped"]
     assert (plan.sweep_dir / ".attempts" / failed.name / "failed-1" / records.FAILED_FILE).is_file()
-    assert (ok / records.DONE_FILE).stat().st_mtime_ns == mtime
+    assert (ok / records.FINISH_MARKER).stat().st_mtime_ns == mtime
 
     # the same cells with different fixed parameters are not silently taken as finished
     with pytest.raises(sweep.SweepError, match="finished with parameters"):
@@ -186,15 +186,15 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
     proc = _cli(*args, start_new_session=True)
     try:
         deadline = time.time() + 90
-        while not ((cells[0] / records.DONE_FILE).exists() and (cells[1] / runner.RUNNING_FILE).exists()):
+        while not ((cells[0] / records.FINISH_MARKER).exists() and (cells[1] / runner.RUNNING_FILE).exists()):
             assert proc.poll() is None, proc.communicate()
             assert time.time() < deadline, "the sweep did not reach its second cell"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its kernel, mid-way through cell 2
         proc.communicate()
-    assert not (cells[1] / records.DONE_FILE).exists() and not cells[2].exists()
-    first_done = (cells[0] / records.DONE_FILE).read_bytes()
+    assert not (cells[1] / records.FINISH_MARKER).exists() and not cells[2].exists()
+    first_done = (cells[0] / records.FINISH_MARKER).read_bytes()
     first_mtimes = {p.name: p.stat().st_mtime_ns for p in cells[0].iterdir()}
     assert runner.run_state(cells[1]) == "interrupted"
 
@@ -204,10 +204,10 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(notebook, tmp_path)
     assert proc.returncode == 0, stdout + stderr
     assert "skip  x=1: finished earlier (ok)" in stdout
     assert "run   x=1" not in stdout and "run   x=2" in stdout and "run   x=3" in stdout
-    assert (cells[0] / records.DONE_FILE).read_bytes() == first_done
+    assert (cells[0] / records.FINISH_MARKER).read_bytes() == first_done
     assert {p.name: p.stat().st_mtime_ns for p in cells[0].iterdir()} == first_mtimes
     for cell in cells[1:]:
-        assert json.loads((cell / records.DONE_FILE).read_text())["status"] == "ok"
+        assert json.loads((cell / records.FINISH_MARKER).read_text())["status"] == "ok"
     assert (out / "tiny" / ".attempts" / "x=2" / "interrupted-1").is_dir()
     assert [line.split()[:2] for line in stdout.splitlines()[-3:]] == [
         ["x=1", "skipped"],

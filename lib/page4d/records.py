@@ -7,8 +7,11 @@ found by `repo_root`), never from the kernel's working directory, so notebooks r
 A reader (or a killed writer) never sees half a file: every write goes to a temporary file in the same
 folder, is flushed to disk and then renamed over the target (`os.replace` is atomic on POSIX).
 
-A run folder is *finished* when it holds its finish marker (`summary.json` by default) and *unfinished*
-when it holds any other run file (a config, a history, a checkpoint) but no marker. Writing a new run
+Every kind of run (a training run, an ablation, a notebook execution, a sweep cell, a pretraining run)
+ends the same way: its own files first (`summary.json`, `metrics.json`, a card ...), then
+`mark_finished` writes the one finish marker, `DONE.json` (what kind of run, when, its closing record).
+A run folder is *finished* when it holds that marker and *unfinished* when it holds any other run
+file (a config, a history, a checkpoint) but no marker. Writing a new run
 into either is refused; the two ways on are to continue it (`--resume`) or to pick another folder:
 
     state = claim_run_folder(out, resume=args.resume)  # "empty" / "unfinished" / "finished", or raises
@@ -32,6 +35,8 @@ __all__ = [
     "RunFolderTaken",
     "RUN_FILES",
     "FINISH_MARKER",
+    "mark_finished",
+    "is_finished",
     "run_folder_state",
     "claim_run_folder",
     "atomic_write_bytes",
@@ -42,8 +47,10 @@ __all__ = [
     "remove_stale_temp_files",
 ]
 
-FINISH_MARKER = "summary.json"
-RUN_FILES = ("config.json", "history.json", "summary.json", "metrics.json", "checkpoint*.pt")
+FINISH_MARKER = "DONE.json"  # the one "this run is finished" file of every run folder
+# Training runs written before the marker was unified ended with summary.json: still finished records.
+LEGACY_FINISH_MARKERS = ("summary.json",)
+RUN_FILES = ("config.json", "history.json", "summary.json", "metrics.json", "checkpoint*.pt", "RUNNING.json")
 TEMP_TAG = ".tmp-"
 
 
@@ -51,12 +58,26 @@ class RunFolderTaken(RuntimeError):
     """Raised instead of writing a new run into a folder that already holds one."""
 
 
-def run_folder_state(path: str | Path, marker: str = FINISH_MARKER, run_files=RUN_FILES) -> str:
+def mark_finished(path: str | Path, kind: str, **record: Any) -> Path:
+    """Write the finish marker `DONE.json` into the run folder `path`: call it last, after every other
+    file of the run. `kind` names the run ("train", "ablation", "notebook", "pretrain"); `record` is
+    the run's closing record (status, parameters, wall time ...)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return write_json(Path(path) / FINISH_MARKER, {"kind": kind, "finished": stamp, **record})
+
+
+def is_finished(path: str | Path) -> bool:
+    """Whether the run folder holds the finish marker (or a training run's pre-DONE.json summary)."""
+    path = Path(path)
+    return any((path / m).is_file() for m in (FINISH_MARKER, *LEGACY_FINISH_MARKERS))
+
+
+def run_folder_state(path: str | Path, run_files=RUN_FILES) -> str:
     """ "empty" (missing, or no run file in it), "unfinished" (run files, no marker) or "finished"."""
     path = Path(path)
     if not path.is_dir():
         return "empty"
-    if (path / marker).is_file():
+    if is_finished(path):
         return "finished"
     if any(p.is_file() for pattern in run_files for p in path.glob(pattern)):
         return "unfinished"
@@ -66,7 +87,6 @@ def run_folder_state(path: str | Path, marker: str = FINISH_MARKER, run_files=RU
 def claim_run_folder(
     path: str | Path,
     resume: bool = False,
-    marker: str = FINISH_MARKER,
     run_files=RUN_FILES,
     resume_hint: str = "--resume",
     new_hint: str = "a new --out",
@@ -78,10 +98,10 @@ def claim_run_folder(
     continues what is there, or starts fresh in an empty folder).
     """
     path = Path(path)
-    state = run_folder_state(path, marker, run_files)
+    state = run_folder_state(path, run_files)
     if state == "empty" or resume:
         return state
-    what = "a finished run" if state == "finished" else "an unfinished run (no " + marker + ")"
+    what = "a finished run" if state == "finished" else "an unfinished run (no " + FINISH_MARKER + ")"
     raise RunFolderTaken(
         f"refusing to write into {path}: it already holds {what}, and run folders are never "
         f"overwritten. Continue that run with {resume_hint}, or write this one to {new_hint}."
@@ -130,7 +150,6 @@ def remove_stale_temp_files(path: str | Path) -> list[Path]:
 
 OUTPUTS_ENV = "PAGE4D_OUTPUTS"  # overrides <repo>/outputs (tests point it at a temporary folder)
 METRICS_FILE = "metrics.json"
-DONE_FILE = "DONE.json"
 FAILED_FILE = "FAILED.json"
 RUN_NAME_TIME_FORMAT = "%Y%m%d-%H%M%S"
 
@@ -260,9 +279,9 @@ def find_runs(root: str | Path) -> RunScan:
             skipped.append((folder, f"metrics.json holds a {type(metrics).__name__}, not an object"))
             continue
         params = metrics.get("params")
-        if not isinstance(params, dict) and (folder / DONE_FILE).is_file():
+        if not isinstance(params, dict) and (folder / FINISH_MARKER).is_file():
             try:
-                params = read_json(folder / DONE_FILE).get("params")
+                params = read_json(folder / FINISH_MARKER).get("params")
             except (OSError, json.JSONDecodeError):
                 params = None
         name = folder.relative_to(root).as_posix() or "."

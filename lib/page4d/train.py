@@ -44,10 +44,11 @@ from page4d.losses import LossConfig, compute_mask_supervision_loss, compute_tot
 from page4d.model import MASK_HEAD_PREFIX, build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
 from page4d.records import (
-    FINISH_MARKER,
     RunFolderTaken,
     atomic_torch_save,
     claim_run_folder,
+    is_finished,
+    mark_finished,
     remove_stale_temp_files,
     write_json,
 )
@@ -366,7 +367,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The checkpoint a resumed run continues from: the final one of a finished run, else the step
     checkpoint with the highest step; None when there is none."""
     run_dir = Path(run_dir)
-    if (run_dir / FINISH_MARKER).is_file() and (run_dir / "checkpoint.pt").is_file():
+    if is_finished(run_dir) and (run_dir / "checkpoint.pt").is_file():
         return run_dir / "checkpoint.pt"
     steps = [
         (int(m.group(1)), p)
@@ -406,7 +407,8 @@ def train(
     Returns the (unwrapped) model and the per-step history (one record per step: every loss term, the
     learning rate, the clip, whether the weights were updated and, if not, why). Into `output_dir`
     (rank 0; atomic writes): `config.json`; `checkpoint_<step>.pt` every `save_every` steps, on Ctrl-C
-    and at `stop_after`; at the end `checkpoint.pt`, `history.json` and `summary.json` (the finish mark).
+    and at `stop_after`; at the end `checkpoint.pt`, `history.json`, `summary.json` and
+    the finish marker `DONE.json` (`page4d.records.mark_finished`).
 
     `resume=True` continues the newest checkpoint in `output_dir` (an empty folder starts fresh).
     `stop_after=N` stops after N steps of this call, leaving a resumable, unfinished run.
@@ -642,7 +644,8 @@ def train(
                 if device.type == "cuda"
                 else None,
             )
-            write_json(out / FINISH_MARKER, summary)  # last: its presence marks the run finished
+            write_json(out / "summary.json", summary)
+            mark_finished(out, "train", steps=cfg.steps)  # last: its presence marks the run finished
     if rank == 0 and progress:
         losses_txt = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
         skipped = summary["skipped_steps"]["count"] + summary["mask_skipped_steps"]["count"]

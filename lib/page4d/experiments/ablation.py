@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.ablation_stats import summarize_arms
 from page4d.losses import ARM_NAMES, LossConfig
-from page4d.records import atomic_write_bytes, read_json, write_json
+from page4d.records import atomic_write_bytes, is_finished, mark_finished, read_json, write_json
 from page4d.scoring.evaluate import (
     MaskPredictions,
     choose_threshold,
@@ -228,14 +228,14 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
     """Train/evaluate every (arm, seed); writes and returns the metrics.json structure.
 
     Resumes: cells already in ``<output_dir>/cells/`` (same parameters) are read, not rerun. Refuses an
-    output folder whose metrics.json belongs to a finished ablation (runs are records).
+    output folder that holds a finished run (`DONE.json`; runs are records).
     """
     if not params.output_dir:
         raise ValueError("AblationParams.output_dir is required (the run folder)")
     out_dir = Path(params.output_dir)
-    if (out_dir / "metrics.json").exists():
+    if is_finished(out_dir):
         raise FileExistsError(
-            f"{out_dir} already holds a finished ablation (metrics.json); a finished run is never "
+            f"{out_dir} already holds a finished run (DONE.json); a finished run is never "
             "overwritten: choose a new output_dir"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +311,9 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
         "wall_seconds": time.perf_counter() - t_start,
     }
     write_json(out_dir / "metrics.json", metrics)
+    # Notebook 03 runs this inside a notebook execution, whose runner later replaces the marker with
+    # the notebook's own closing record (kind "notebook"); either way the folder is a finished record.
+    mark_finished(out_dir, "ablation", cells=len(cells), failed=len(metrics["failed"]))
     return metrics
 
 

@@ -39,10 +39,11 @@ from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
 from page4d.model.vggt import PAGE4DModel
 from page4d.records import (
-    FINISH_MARKER,
     atomic_torch_save,
     atomic_write_text,
     claim_run_folder,
+    is_finished,
+    mark_finished,
     write_json,
 )
 from page4d.scoring.evaluate import GEOMETRY_KEYS, evaluate
@@ -226,7 +227,7 @@ def pretrain(
     """Render the scenes, train (resumably, in `out_dir/train`), evaluate the held-out scenes and write
     the shipped files. Returns the card's numbers, or None when `stop_after` stopped the run early."""
     out = Path(out_dir)
-    if (out / f"{NAME}.json").exists():
+    if is_finished(out):
         raise FileExistsError(f"{out} already holds a finished pretraining run; choose a new --out")
     claim_run_folder(out / "train", resume=resume)  # before anything is written (train re-checks)
     commit = git_commit()  # the code that runs now; HEAD may move during a long run
@@ -245,9 +246,9 @@ def pretrain(
         resume=resume,
         stop_after=stop_after,
     )
-    if not (out / "train" / FINISH_MARKER).is_file():
+    if not is_finished(out / "train"):
         return None
-    summary = json.loads((out / "train" / FINISH_MARKER).read_text())
+    summary = json.loads((out / "train" / "summary.json").read_text())
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     weights_path = atomic_torch_save({"model": state}, out / f"{NAME}.pt")
     shipped = build_model(model_config()).eval()  # the card scores exactly the float16 weights it ships
@@ -279,7 +280,8 @@ def pretrain(
     }
     _write_loss_curve(history, out / f"{NAME}_loss.png")
     atomic_write_text(out / f"{NAME}.md", card_markdown(card))
-    write_json(out / f"{NAME}.json", card)  # last: its presence marks the run finished
+    write_json(out / f"{NAME}.json", card)
+    mark_finished(out, "pretrain", card=f"{NAME}.json")  # last: its presence marks the run finished
     return card
 
 

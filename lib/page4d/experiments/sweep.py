@@ -43,7 +43,7 @@ from page4d.notebook.params import (
     split_values,
 )
 from page4d.notebook.runner import OUTPUT_DIR_PARAM, execute_notebook, run_state
-from page4d.records import DONE_FILE, read_json, resolve_path, write_json
+from page4d.records import FINISH_MARKER, read_json, resolve_path, write_json
 from page4d.report.tables import flat_metrics, format_table
 
 SWEEP_FILE = "sweep.json"
@@ -147,7 +147,7 @@ def plan_sweep(
 def _check_finished_cells_agree(plan: SweepPlan) -> None:
     """A finished cell with other parameters (e.g. a different -p) must not be mistaken for this one."""
     for cell in plan.cells:
-        done = cell.dir / DONE_FILE
+        done = cell.dir / FINISH_MARKER
         if done.is_file():
             recorded = {k: v for k, v in read_json(done).get("params", {}).items() if k != OUTPUT_DIR_PARAM}
             if recorded != _jsonable(cell.params):
@@ -187,7 +187,7 @@ class CellResult:
 
 
 def _finished_result(cell: Cell, status: str) -> CellResult:
-    done = read_json(cell.dir / DONE_FILE)
+    done = read_json(cell.dir / FINISH_MARKER)
     return CellResult(cell, status, done.get("wall_s"), done.get("error"), flat_metrics(cell.dir))
 
 

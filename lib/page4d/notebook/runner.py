@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from page4d.records import DONE_FILE, FAILED_FILE, METRICS_FILE, read_json, write_json
+from page4d.records import FAILED_FILE, FINISH_MARKER, METRICS_FILE, mark_finished, read_json, write_json
 
 RUNNING_FILE = "RUNNING.json"
 OUTPUT_DIR_PARAM = "output_dir"
@@ -48,8 +48,8 @@ def _pid_alive(pid: int) -> bool:
 
 def run_state(run_dir: Path) -> str:
     """ "ok" / "failed" (finished), "running" (a live process holds it), "interrupted", or "new"."""
-    if (run_dir / DONE_FILE).is_file():
-        return str(read_json(run_dir / DONE_FILE).get("status", "ok"))
+    if (run_dir / FINISH_MARKER).is_file():
+        return str(read_json(run_dir / FINISH_MARKER).get("status", "ok"))
     running = run_dir / RUNNING_FILE
     if running.is_file():
         try:
@@ -77,9 +77,9 @@ def execute_notebook(
 
     nb, out = Path(notebook), Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / DONE_FILE).exists():
+    if (out / FINISH_MARKER).exists():
         raise FinishedRunError(
-            f"{out} already holds a finished run ({DONE_FILE}); a finished run is never overwritten: "
+            f"{out} already holds a finished run ({FINISH_MARKER}); a finished run is never overwritten: "
             "choose a new output folder"
         )
     started = time.time()
@@ -125,6 +125,6 @@ def execute_notebook(
         record["metrics_file"] = METRICS_FILE
     if record["status"] == "failed":
         write_json(out / FAILED_FILE, {**failure, "wall_s": record["wall_s"]})
-    write_json(out / DONE_FILE, record)
+    mark_finished(out, "notebook", **record)
     (out / RUNNING_FILE).unlink(missing_ok=True)
     return record
