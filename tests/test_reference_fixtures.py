@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import FIXTURES
-from page4d.model import build_model, config_from_reference
+from page4d.model import build_model
+from reference_config import config_from_reference
 
 FIXTURE_FILES = sorted(FIXTURES.glob("*.pt")) if FIXTURES.is_dir() else []
 REL_TOL = 1e-9

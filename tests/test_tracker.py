@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from page4d.model import config_from_reference
 from page4d.model.tracker import TrackPredictor
 from page4d.model.tracker_blocks import (
     CorrelationPyramid,
@@ -21,6 +20,7 @@ from page4d.model.tracker_blocks import (
     grid_sincos_embedding,
     sample_at_points,
 )
+from reference_config import config_from_reference
 
 PREFIX = "track_head.tracker."
 

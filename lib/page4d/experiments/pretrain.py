@@ -37,7 +37,7 @@ import torch
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
-from page4d.model.vggt import PAGE4DModel
+from page4d.model.network import PAGE4DModel
 from page4d.records import (
     atomic_torch_save,
     atomic_write_text,

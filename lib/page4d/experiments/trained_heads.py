@@ -16,7 +16,7 @@ import torch
 
 from page4d.data import load_scene
 from page4d.inference.loading import QUICK_TRAIN_TIMES, load_model, synthetic_scene_root
-from page4d.model.vggt import PAGE4DModel
+from page4d.model.network import PAGE4DModel
 from page4d.records import outputs_root
 from page4d.train import TrainConfig, train
 

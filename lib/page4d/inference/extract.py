@@ -20,7 +20,7 @@ import torch
 
 from page4d.data import Scene
 from page4d.model import MASK_HEAD_PREFIX, MaskHeadOutput, build_model, upsample_mask_logits
-from page4d.model.vggt import PAGE4DModel
+from page4d.model.network import PAGE4DModel
 from page4d.profiling import median, paired_ratio, peak_memory, time_interleaved
 
 

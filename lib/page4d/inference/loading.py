@@ -18,7 +18,7 @@ import torch
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.data.inputs import load_input
 from page4d.model import build_model, load_checkpoint, preset
-from page4d.model.vggt import PAGE4DModel
+from page4d.model.network import PAGE4DModel
 
 QUICK_TRAIN_TIMES = (
     4  # synthetic time steps 0..3 train notebook 02's quick head; load_clip("") shows later ones

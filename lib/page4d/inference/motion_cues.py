@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 
 from page4d.model.attention import observe_qk
-from page4d.model.vggt import PAGE4DModel, validate_images
+from page4d.model.network import PAGE4DModel, validate_images
 
 VGGT4D_TIME_OFFSETS = (-6, -4, -2, 2, 4, 6)  # the released code's window, for ~30 fps video
 NORM_EPS = 1e-6  # the released code's guard in every min-max normalisation

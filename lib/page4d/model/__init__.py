@@ -17,11 +17,10 @@ from .config import (
     MaskHeadConfig,
     ModelConfig,
     TrackHeadConfig,
-    config_from_reference,
     preset,
 )
 from .mask_heads import MaskHeadOutput
-from .vggt import PAGE4DModel, build_model, upsample_mask_logits
+from .network import PAGE4DModel, build_model, upsample_mask_logits
 
 __all__ = [
     "MASK_HEAD_PREFIX",
@@ -38,7 +37,6 @@ __all__ = [
     "PAGE4DModel",
     "TrackHeadConfig",
     "build_model",
-    "config_from_reference",
     "load_checkpoint",
     "preset",
     "read_state_dict",
