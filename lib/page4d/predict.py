@@ -163,6 +163,33 @@ def source_gt(scene: Scene, gt: str | Path | None) -> dict[tuple[int, int], Any]
     return {}
 
 
+def write_frame_mask(
+    out: Path, scene: Scene, ti: int, vi: int, prob: torch.Tensor, threshold: float
+) -> np.ndarray:
+    """Write frame (ti, vi)'s P(dynamic) at the source resolution (`prob/<view>/<frame>.npy`, float16)
+    and its mask (`masks/<view>/<frame>.png`, 0/255); returns the bool mask `[H, W]`, exactly the one
+    a reader gets by thresholding the saved .npy."""
+    view, stem = scene.view_name(vi), scene.frame_name(ti, vi)
+    p = prob.numpy().astype(np.float16)
+    mask = p.astype(np.float32) >= threshold
+    for folder in ("masks", "prob"):
+        (out / folder / view).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(out / "masks" / view / f"{stem}.png")
+    np.save(out / "prob" / view / f"{stem}.npy", p)
+    return mask
+
+
+def score_frame(scene: Scene, ti: int, vi: int, mask: np.ndarray, reader: Any | None) -> dict[str, Any]:
+    """One per-frame DAVIS row (J, F at the GT's size); None scores where the frame has no GT."""
+    row = {"sequence": scene.view_name(vi), "frame": scene.frame_name(ti, vi), "J": None, "F": None}
+    row["size"] = None
+    if reader is not None:
+        gt_mask = reader()
+        row.update(zip(("J", "F"), frame_j_f(mask, gt_mask), strict=True))
+        row["size"] = list(gt_mask.shape)
+    return row
+
+
 def predict(
     input: str | Path,
     out: str | Path,
@@ -207,22 +234,8 @@ def predict(
         for k, ti in enumerate(range(start, stop)):
             panels = []
             for vi in range(scene.num_views):
-                view, stem = scene.view_name(vi), scene.frame_name(ti, vi)
-                prob = prob_source[k, vi].numpy().astype(np.float16)
-                mask = prob.astype(np.float32) >= threshold  # the same mask as re-thresholding the .npy
-                (out / "masks" / view).mkdir(parents=True, exist_ok=True)
-                (out / "prob" / view).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(
-                    out / "masks" / view / f"{stem}.png"
-                )
-                np.save(out / "prob" / view / f"{stem}.npy", prob)
-                reader = gt_readers.get((ti, vi))
-                row = {"sequence": view, "frame": stem, "J": None, "F": None, "size": None}
-                if reader is not None:
-                    gt_mask = reader()
-                    row.update(zip(("J", "F"), frame_j_f(mask, gt_mask), strict=True))
-                    row["size"] = list(gt_mask.shape)
-                rows.append(row)
+                mask = write_frame_mask(out, scene, ti, vi, prob_source[k, vi], threshold)
+                rows.append(score_frame(scene, ti, vi, mask, gt_readers.get((ti, vi))))
                 small_gt = None
                 if scene.masks is not None and bool(scene.mask_valid[ti, vi]):
                     small_gt = scene.masks[ti, vi].numpy() >= 0.5

@@ -113,6 +113,28 @@ def bias_bytes(method: str, batch: int, heads: int, n: int, rows: int, head_dim:
     raise ValueError(method)
 
 
+def method_fns(q, k, v, bias, with_dense: bool) -> dict[str, Any]:
+    """One zero-argument call per method on the same q, k, v `[B, heads, N, d]` and row-gated bias;
+    `dense_bias` (an explicit N x N additive mask) only where it fits in memory."""
+    fns = {
+        "plain": lambda: F.scaled_dot_product_attention(q, k, v),
+        "masked_sdpa": lambda: masked_sdpa(q, k, v, bias),
+        "recompute_rows": lambda: recompute_rows_sdpa(q, k, v, bias),
+        "augmented_channel": lambda: augmented_channel_sdpa(q, k, v, bias),
+    }
+    if with_dense:
+        dense = bias.dense(q.shape[2]).to(q.dtype)
+        fns["dense_bias"] = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
+    return fns
+
+
+def checked_rows(gated: torch.Tensor, n: int, extra: int, seed: int) -> torch.Tensor:
+    """Rows the float64 reference checks: every gated row plus `extra` random other rows."""
+    g = torch.Generator().manual_seed(seed)
+    others = torch.randperm(n, generator=g)[: extra + gated.numel()].to(gated.device)
+    return torch.cat([gated, others[~torch.isin(others, gated)][:extra]])
+
+
 def run(
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES,
     tokens_per_frame: int = 261,
@@ -137,26 +159,12 @@ def run(
         progress(f"[masked_attention] N={n} tokens, {heads} heads, d={head_dim}")
         q, k, v, bias = make_problem(frames, heads, tokens_per_frame, special, head_dim, batch, device, seed)
         r = bias.rows.numel()
-        fns = {
-            "plain": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v),
-            "masked_sdpa": lambda q=q, k=k, v=v, b=bias: masked_sdpa(q, k, v, b),
-            "recompute_rows": lambda q=q, k=k, v=v, b=bias: recompute_rows_sdpa(q, k, v, b),
-            "augmented_channel": lambda q=q, k=k, v=v, b=bias: augmented_channel_sdpa(q, k, v, b),
-        }
-        dense = None
-        if n <= dense_max_tokens:
-            dense = bias.dense(n).to(q.dtype)
-            fns["dense_bias"] = lambda q=q, k=k, v=v, m=dense: F.scaled_dot_product_attention(
-                q, k, v, attn_mask=m
-            )
+        fns = method_fns(q, k, v, bias, with_dense=n <= dense_max_tokens)
         with torch.no_grad():
             times = time_interleaved(fns, repeats if n < large_tokens else repeats_large, timer, device)
             outputs = {name: fn() for name, fn in fns.items()}
             mem = {name: peak_memory(fn, device) for name, fn in fns.items()} if memory else {}
-            g = torch.Generator().manual_seed(seed + 1)
-            others = torch.randperm(n, generator=g)[: check_rows + r].to(q.device)
-            others = others[~torch.isin(others, bias.rows)][:check_rows]
-            check = torch.cat([bias.rows, others])
+            check = checked_rows(bias.rows, n, check_rows, seed + 1)
             ref64 = reference_rows_f64(q, k, v, bias, check)
         ref = outputs.get("dense_bias")
         res: dict[str, Any] = {
@@ -187,7 +195,7 @@ def run(
             ),
         }
         results.append(res)
-        del outputs, dense, q, k, v
+        del outputs, fns, q, k, v
     return {
         "benchmark": "masked_attention",
         "dtype": "float32",

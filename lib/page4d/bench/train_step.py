@@ -35,6 +35,23 @@ from .mask_export import vggt_twin
 VARIANTS = ("no_mask_loss", "mask_loss", "vggt")
 
 
+def mask_loss_gradients(
+    model: torch.nn.Module, images: torch.Tensor, mask_gt: torch.Tensor
+) -> tuple[float, float]:
+    """Summed |grad| the mask BCE alone puts on the mask head and on the frame blocks: the loss must
+    reach the head and, with its input detached, nothing upstream of it."""
+    model.zero_grad(set_to_none=True)
+    F.binary_cross_entropy_with_logits(model(images)["mask_logits"], mask_gt).backward()
+
+    def total(params) -> float:
+        return sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)
+
+    head = total(model.aggregator.spatial_mask_head.parameters())
+    trunk = total(model.aggregator.frame_blocks.parameters())
+    model.zero_grad(set_to_none=True)
+    return head, trunk
+
+
 def run(
     frames: int = 4,
     image_size: int = 224,
@@ -83,15 +100,7 @@ def run(
     progress(f"[train_step] tiny, B={batch}, {frames} frames {image_size}x{image_size}, {repeats} rounds")
     times = time_interleaved(fns, repeats, timer, device)
 
-    # the mask loss must actually reach the mask head (and, with detach_input, nothing upstream of it)
-    model.zero_grad(set_to_none=True)
-    F.binary_cross_entropy_with_logits(model(images)["mask_logits"], mask_gt).backward()
-    head = model.aggregator.spatial_mask_head
-    head_grad = sum(float(p.grad.abs().sum()) for p in head.parameters() if p.grad is not None)
-    trunk_grad = sum(
-        float(p.grad.abs().sum()) for p in model.aggregator.frame_blocks.parameters() if p.grad is not None
-    )
-    model.zero_grad(set_to_none=True)
+    head_grad, trunk_grad = mask_loss_gradients(model, images, mask_gt)
 
     params = list(model.parameters())
     saved_plain = saved_tensor_bytes(lambda: loss_of(model(images), False), params)

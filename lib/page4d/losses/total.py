@@ -44,12 +44,7 @@ def compute_total_loss(
             f'batch_targets["depths"] must be [{", ".join(map(str, lead))}, H, W], got {tuple(d.shape)}'
         )
     h, w = d.shape[-2:]
-    frame_valid = batch_targets.get("frame_valid")
-    if frame_valid is not None:
-        frame_valid = to_layout(
-            require_tensor(frame_valid, 'batch_targets["frame_valid"]'), lead, (), "frame_valid"
-        )
-        require_bool(frame_valid, 'batch_targets["frame_valid"]')
+    frame_valid = _frame_valid(batch_targets, lead)
 
     out: dict[str, Any] = {
         key: None
@@ -83,14 +78,7 @@ def compute_total_loss(
         out.update(point_loss(pred, conf, scene.world_points, pixel_valid, config=config))
         weighted.append(config.w_point * out["point_loss"])
 
-    masks = batch_targets.get("masks")
-    mask_valid = batch_targets.get("mask_valid")
-    if masks is not None:
-        masks = to_layout(require_tensor(masks, 'batch_targets["masks"]'), lead, (h, w), "masks")
-        if mask_valid is not None:
-            mask_valid = to_layout(require_tensor(mask_valid, "mask_valid"), lead, (), "mask_valid")
-        if frame_valid is not None:
-            mask_valid = frame_valid if mask_valid is None else (mask_valid & frame_valid)
+    masks, mask_valid = _mask_targets(batch_targets, lead, (h, w), frame_valid)
     mask = compute_mask_supervision_loss(
         predictions, masks, config, mask_valid, depths=d, intrinsics=k, extrinsics=e
     )
@@ -99,6 +87,36 @@ def compute_total_loss(
         weighted.append(mask.loss)
     out["loss"] = torch.stack(weighted).sum() if weighted else None
     return out
+
+
+def _frame_valid(batch_targets: Mapping[str, Any], lead: tuple[int, ...]) -> torch.Tensor | None:
+    """The optional padding mask `frame_valid` `[*lead]` (bool) in the targets' layout."""
+    frame_valid = batch_targets.get("frame_valid")
+    if frame_valid is None:
+        return None
+    frame_valid = to_layout(
+        require_tensor(frame_valid, 'batch_targets["frame_valid"]'), lead, (), "frame_valid"
+    )
+    require_bool(frame_valid, 'batch_targets["frame_valid"]')
+    return frame_valid
+
+
+def _mask_targets(
+    batch_targets: Mapping[str, Any],
+    lead: tuple[int, ...],
+    hw: tuple[int, int],
+    frame_valid: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """`masks` `[*lead, H, W]` and `mask_valid` `[*lead]` in the targets' layout, padding ANDed in."""
+    masks, mask_valid = batch_targets.get("masks"), batch_targets.get("mask_valid")
+    if masks is None:
+        return None, mask_valid
+    masks = to_layout(require_tensor(masks, 'batch_targets["masks"]'), lead, hw, "masks")
+    if mask_valid is not None:
+        mask_valid = to_layout(require_tensor(mask_valid, "mask_valid"), lead, (), "mask_valid")
+    if frame_valid is not None:
+        mask_valid = frame_valid if mask_valid is None else (mask_valid & frame_valid)
+    return masks, mask_valid
 
 
 def _dense_prediction(
