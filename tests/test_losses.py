@@ -583,3 +583,18 @@ def test_geometry_enabled_is_one_switch_over_the_three_terms():
     for term in ("camera", "depth", "point"):
         only = {f"use_{t}": t == term for t in ("camera", "depth", "point")}
         assert LossConfig(**only).geometry_enabled, term
+
+
+def test_the_canonical_rotation_target_is_vggts_except_near_180_degrees():
+    """A prediction on the wrong half of the double cover costs nothing sign-invariantly, but the full
+    distance to the w >= 0 GT canonically (VGGT's L1), except where the GT sits near the 180-degree cut."""
+    from page4d.losses.geometry_terms import _rotation_error
+
+    gt = torch.tensor([[0.0, 0.0, 0.1, 0.995], [0.0, 0.0, 0.995, 0.1]])  # 11 and 169 degrees about z
+    pred = -gt
+    inv = _rotation_error(pred, gt, LossConfig(rotation_target="sign_invariant"))
+    can = _rotation_error(pred, gt, LossConfig(rotation_target="canonical", rig_cut_w=0.2))
+    assert torch.allclose(inv, torch.zeros(2)) and can[1] == 0.0
+    assert can[0] == pytest.approx(float((2 * gt[0]).abs().mean()))
+    with pytest.raises(ValueError, match="rotation_target"):
+        LossConfig(rotation_target="matrix")

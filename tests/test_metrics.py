@@ -323,3 +323,32 @@ def test_ate_and_rpe_agree_with_evo():
         rpe = evo_metrics.RPE(relation, delta=1, delta_unit=evo_metrics.Unit.frames, all_pairs=False)
         rpe.process_data((ref, est_aligned))
         assert ours[key] == pytest.approx(rpe.get_statistic(evo_metrics.StatisticsType.rmse), rel=1e-7)
+
+
+def test_per_frame_camera_errors_show_the_one_wrong_frame():
+    """GT cameras on a circle; the prediction equals GT up to a world change and a global scale, except
+    frame 3 turned 30 degrees about its own axis and frame 5 moved along another direction."""
+    from page4d.geometry import closed_form_inverse_se3
+    from page4d.scoring.metrics import camera_errors_per_frame
+    from scipy.spatial.transform import Rotation
+
+    def w2c(yaw_deg: float, centre: list[float]) -> torch.Tensor:
+        r = torch.tensor(Rotation.from_euler("z", yaw_deg, degrees=True).as_matrix())
+        c = torch.tensor(centre, dtype=torch.float64)
+        return torch.cat([r, -(r @ c)[:, None]], dim=1)
+
+    gt = torch.stack([w2c(20.0 * i, [math.cos(i), math.sin(i), 0.1 * i]) for i in range(6)])
+    world = closed_form_inverse_se3(w2c(50.0, [3.0, -1.0, 2.0]))  # another world, scale 2.5
+    pred = torch.cat([gt[:, :, :3] @ world[:3, :3], 2.5 * (gt[:, :, :3] @ world[:3, 3:] + gt[:, :, 3:])], 2)
+    turn = torch.tensor(Rotation.from_euler("x", 30.0, degrees=True).as_matrix())
+    pred[3, :, :3] = turn @ pred[3, :, :3]
+    pred[3, :, 3] = turn @ pred[3, :, 3]  # rotate about camera 3's own centre: the centre stays
+    c5 = -(pred[5, :, :3].T @ pred[5, :, 3]) + torch.tensor([0.0, 0.0, 5.0], dtype=torch.float64)
+    pred[5, :, 3] = -(pred[5, :, :3] @ c5)
+    err = camera_errors_per_frame(pred, gt)
+    rot, direction = err["rot_deg"], err["dir_deg"]
+    assert rot[3] == pytest.approx(30.0, abs=1e-6) and torch.all(rot[[0, 1, 2, 4, 5]] < 1e-6)
+    assert math.isnan(direction[0]) and torch.all(direction[[1, 2, 3, 4]] < 1e-5)
+    assert direction[5] > 5.0
+    with pytest.raises(ValueError, match=r"\[S, 3, 4\]"):
+        camera_errors_per_frame(pred[:, :, :3], gt[:, :, :3])

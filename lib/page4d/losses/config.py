@@ -53,7 +53,14 @@ class LossConfig:
     Geometry:
         use_camera / w_camera, camera_loss_type ("l1" | "huber"), huber_delta, camera_gamma (weight
         ``gamma^(N-1-i)`` of refinement iteration i of N), cam_w_translation / cam_w_rotation /
-        cam_w_fov (VGGT's 1 / 1 / 0.5).
+        cam_w_fov (VGGT's 1 / 1 / 0.5). rotation_target: how the quaternion is compared.
+        ``"sign_invariant"``: ``min`` over ``q`` and ``-q`` (this workspace's earlier choice; it leaves
+        the head free to put the double-cover cut anywhere, and the tiny head put it at the identity,
+        so a camera that looks like the reference came out 110-180 degrees off). ``"canonical"``:
+        VGGT's plain L1 against the GT quaternion with ``w >= 0`` (the cut at 180 degrees, far from the
+        small relative rotations of a video), sign-invariant only where ``|w_gt| < rig_cut_w``: the
+        GT of a rig camera facing away from the reference (~180 degrees) flips sign between nearly
+        equal rotations, so there either sign is right ("the rig fix").
         use_depth / w_depth, use_point / w_point, conf_alpha (the ``-alpha log(conf)`` term that
         keeps confidences from collapsing), grad_weight (finite-difference gradient term).
     """
@@ -82,6 +89,8 @@ class LossConfig:
     cam_w_translation: float = 1.0
     cam_w_rotation: float = 1.0
     cam_w_fov: float = 0.5
+    rotation_target: str = "sign_invariant"
+    rig_cut_w: float = 0.2
 
     use_depth: bool = True
     w_depth: float = 1.0
@@ -137,6 +146,13 @@ class LossConfig:
             raise ValueError(
                 f"LossConfig.boundary_width_px must be an int >= 1, got {self.boundary_width_px!r}"
             )
+        if self.rotation_target not in ("sign_invariant", "canonical"):
+            raise ValueError(
+                "LossConfig.rotation_target must be 'sign_invariant' or 'canonical', "
+                f"got {self.rotation_target!r}"
+            )
+        if not 0.0 <= self.rig_cut_w < 1.0:
+            raise ValueError(f"LossConfig.rig_cut_w must lie in [0, 1), got {self.rig_cut_w!r}")
         if self.camera_gamma <= 0:
             raise ValueError(f"LossConfig.camera_gamma must be > 0, got {self.camera_gamma!r}")
 

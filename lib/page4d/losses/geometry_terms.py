@@ -127,9 +127,9 @@ def camera_loss(
     :func:`normalize_scene_scale`); None = mean camera-centre distance from frame 0.
 
     Terms (mean over valid frames): ``T`` -- translation of the world-to-camera transform (frame 0's
-    world); ``R`` -- quaternion, sign-invariant (``min`` over ``q`` and ``-q``; the prediction is not
-    normalised, as in VGGT); ``fov`` -- vertical/horizontal FoV in radians. L1 or Huber per
-    ``config.camera_loss_type``. Returns ``camera_loss`` (``w_T T + w_R R + w_fov fov``) and
+    world); ``R`` -- quaternion per ``config.rotation_target`` (sign-invariant, or
+    VGGT's canonical ``w >= 0`` with the rig fix; the prediction is not normalised, as in VGGT);
+    ``fov`` -- vertical/horizontal FoV in radians. L1 or Huber per ``config.camera_loss_type``. Returns ``camera_loss`` (``w_T T + w_R R + w_fov fov``) and
     ``camera_T_loss``, ``camera_R_loss``, ``camera_fov_loss``.
     """
     cfg = config or LossConfig()
@@ -165,10 +165,7 @@ def camera_loss(
         require_finite(p, f"pose_enc_pred[{i}]")
         p = p.reshape(b, s, 9)
         t_err = _elementwise(p[..., :3] - gt[..., :3], cfg).mean(-1)
-        r_err = torch.minimum(
-            _elementwise(p[..., 3:7] - gt[..., 3:7], cfg).mean(-1),
-            _elementwise(p[..., 3:7] + gt[..., 3:7], cfg).mean(-1),
-        )
+        r_err = _rotation_error(p[..., 3:7], gt[..., 3:7], cfg)
         f_err = _elementwise(p[..., 7:9] - gt[..., 7:9], cfg).mean(-1)
         for key, err in (("T", t_err), ("R", r_err), ("fov", f_err)):
             totals[key] = totals[key] + it_weights[i] * (err * fw).sum() / fw.sum()
@@ -176,6 +173,16 @@ def camera_loss(
     t_loss, r_loss, f_loss = (totals[key] / norm for key in ("T", "R", "fov"))
     total = cfg.cam_w_translation * t_loss + cfg.cam_w_rotation * r_loss + cfg.cam_w_fov * f_loss
     return {"camera_loss": total, "camera_T_loss": t_loss, "camera_R_loss": r_loss, "camera_fov_loss": f_loss}
+
+
+def _rotation_error(q_pred: torch.Tensor, q_gt: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """Per-frame quaternion error ``[...]`` (see `LossConfig.rotation_target`); q_gt has ``w >= 0``."""
+    same = _elementwise(q_pred - q_gt, cfg).mean(-1)
+    flipped = _elementwise(q_pred + q_gt, cfg).mean(-1)
+    if cfg.rotation_target == "sign_invariant":
+        return torch.minimum(same, flipped)
+    near_cut = q_gt[..., 3].abs() < cfg.rig_cut_w
+    return torch.where(near_cut, torch.minimum(same, flipped), same)
 
 
 def _conf_regression(

@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from page4d.checks import require_finite
-from page4d.geometry import camera_centers, rotation_angle, umeyama_alignment
+from page4d.geometry import camera_centers, relative_to_first_camera, rotation_angle, umeyama_alignment
 
 __all__ = [
     "boundary_f_measure",
+    "camera_errors_per_frame",
     "best_iou_threshold",
     "depth_metrics",
     "expected_calibration_error",
@@ -454,3 +455,35 @@ def trajectory_metrics(
         "scale": err["scale"],
         "num_frames": int(err["centre_error"].numel()),
     }
+
+
+def camera_errors_per_frame(pred_extrinsics: Any, gt_extrinsics: Any) -> dict[str, torch.Tensor]:
+    """What the camera head got wrong, frame by frame, in the frame it predicts in (frame 0's camera).
+
+    pred_extrinsics, gt_extrinsics: world-to-camera ``[S, 3, 4]`` of one clip (``s = t * V + v``).
+    Both are first expressed relative to frame 0 (the prediction's own world), so no alignment is
+    involved and a wrong frame cannot be averaged away:
+      ``rot_deg [S]``: angle of ``R_pred_s R_gt_s^T`` (frame 0 is 0 by construction);
+      ``dir_deg [S]``: angle between the predicted and GT directions of camera s's centre from camera
+      0's (scale-free); NaN for frame 0 and wherever the GT or the prediction has no baseline
+      (a camera at frame 0's position, e.g. a static rig's reference one step later).
+    Float64 tensors. A camera 100 degrees off shows as 100 here, whatever the clip's averaged loss says.
+    """
+    p = _as_tensor(pred_extrinsics, "pred_extrinsics").double()
+    g = _as_tensor(gt_extrinsics, "gt_extrinsics").double()
+    if p.ndim != 3 or tuple(p.shape[1:]) != (3, 4) or p.shape != g.shape:
+        raise ValueError(
+            "pred_extrinsics and gt_extrinsics must both be [S, 3, 4], "
+            f"got {tuple(p.shape)} and {tuple(g.shape)}"
+        )
+    require_finite(p, "pred_extrinsics")
+    require_finite(g, "gt_extrinsics")
+    p, g = relative_to_first_camera(p), relative_to_first_camera(g)
+    rot = torch.rad2deg(rotation_angle(p[:, :3, :3] @ g[:, :3, :3].transpose(-1, -2)))
+    c_p, c_g = camera_centers(p), camera_centers(g)
+    n_p, n_g = c_p.norm(dim=-1), c_g.norm(dim=-1)
+    baseline = 1e-6 * torch.maximum(n_g.max(), torch.ones((), dtype=g.dtype))
+    has = (n_p > baseline) & (n_g > baseline)
+    cos = (c_p * c_g).sum(-1) / (n_p * n_g).clamp_min(1e-300)
+    direction = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
+    return {"rot_deg": rot, "dir_deg": torch.where(has, direction, torch.full_like(direction, float("nan")))}
