@@ -129,7 +129,8 @@ def camera_loss(
     Terms (mean over valid frames): ``T`` -- translation of the world-to-camera transform (frame 0's
     world); ``R`` -- quaternion per ``config.rotation_target`` (sign-invariant, or
     VGGT's canonical ``w >= 0`` with the rig fix; the prediction is not normalised, as in VGGT);
-    ``fov`` -- vertical/horizontal FoV in radians. L1 or Huber per ``config.camera_loss_type``. Returns ``camera_loss`` (``w_T T + w_R R + w_fov fov``) and
+    ``fov`` -- vertical/horizontal FoV in radians. L1 or Huber per ``config.camera_loss_type``.
+    Returns ``camera_loss`` (``w_T T + w_R R + w_fov fov``) and
     ``camera_T_loss``, ``camera_R_loss``, ``camera_fov_loss``.
     """
     cfg = config or LossConfig()
