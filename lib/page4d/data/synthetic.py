@@ -42,6 +42,7 @@ from page4d.data.seganymo import (
 )
 
 CONFIG_FILE = "synthetic_config.json"
+CAMERA_MOTIONS = ("orbit", "pan", "dolly")
 _LIGHT = np.array([0.35, 0.55, 1.0]) / np.linalg.norm([0.35, 0.55, 1.0])
 # Palette for initial_preds: 0 black, then distinct colours per instance id (as SAM2's DAVIS palette).
 _PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128, 128, 128, 128]
@@ -52,8 +53,15 @@ class SyntheticSceneConfig:
     """Everything that decides a synthetic scene; the same config and seed give identical bytes.
 
     Sizes: height and width are multiples of 14 by default so the model needs no resize.
-    Cameras: ``orbit_deg_per_step`` = 0 is a static rig; otherwise every camera turns about the room
-    centre by that many degrees per step. Movers: ``mover_speed`` is path length per step; ``mover_size`` the
+    Cameras: ``orbit_deg_per_step`` = 0 is a static rig; otherwise, by ``camera_motion``:
+    ``"orbit"`` every camera turns about the room centre by that many degrees per step; ``"pan"`` every
+    camera stays and turns its own heading by that many degrees per step; ``"dolly"`` every camera
+    moves ``dolly_m_per_step`` towards the room centre and turns about it by that many degrees (a walk
+    in and around). ``jitter_deg`` / ``jitter_m`` add a hand-held random walk (per step, in heading
+    and position) on top of any motion. ``view_azimuths_deg`` places the V cameras at these azimuths
+    (degrees; random gaps, any order) instead of an evenly spaced ring, ``view_heights`` at these
+    heights. The defaults draw exactly the scenes earlier versions drew (new options use their own
+    random stream). Movers: ``mover_speed`` is path length per step; ``mover_size`` the
     range their radius / half-extent is drawn from.
     Mask noise (applied to ``sam2/mask_frames`` only; ``sam2/exact_masks`` is always exact):
     ``mask_offset_px`` > 0 dilates, < 0 erodes; ``mask_jitter_px`` adds a random per-frame offset in
@@ -70,6 +78,12 @@ class SyntheticSceneConfig:
     camera_height: float = 1.9
     look_at_height: float = 0.4
     orbit_deg_per_step: float = 0.0
+    camera_motion: str = "orbit"
+    dolly_m_per_step: float = 0.0
+    jitter_deg: float = 0.0
+    jitter_m: float = 0.0
+    view_azimuths_deg: tuple[float, ...] | None = None
+    view_heights: tuple[float, ...] | None = None
     num_movers: int = 2
     mover_speed: float = 0.15
     mover_size: tuple[float, float] = (0.28, 0.42)
@@ -95,6 +109,14 @@ class SyntheticSceneConfig:
         lo, hi = self.mover_size
         if not 0 < lo <= hi:
             raise ValueError(f"mover_size must be (low, high) with 0 < low <= high, got {self.mover_size}")
+        if self.camera_motion not in CAMERA_MOTIONS:
+            raise ValueError(f"camera_motion must be one of {CAMERA_MOTIONS}, got {self.camera_motion!r}")
+        for name in ("view_azimuths_deg", "view_heights"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, tuple(float(x) for x in value))
+                if len(getattr(self, name)) != self.views:
+                    raise ValueError(f"{name} needs one value per view ({self.views}), got {value}")
         if self.camera_radius >= self.room_half_size:
             raise ValueError("camera_radius must be inside the room (< room_half_size)")
 
@@ -245,6 +267,39 @@ def _build_world(
     return static, movers
 
 
+def _rotate_z(vec: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([c * vec[0] - s * vec[1], s * vec[0] + c * vec[1], vec[2]])
+
+
+def _camera_pose(
+    config: SyntheticSceneConfig, azimuth: float, height: float, target: np.ndarray, t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and look-at point of the camera placed at `azimuth` (radians) at step `t`."""
+    turn = np.deg2rad(config.orbit_deg_per_step) * t
+    r = config.camera_radius
+    if config.camera_motion == "orbit":
+        return np.array([r * np.cos(azimuth + turn), r * np.sin(azimuth + turn), height]), target
+    if config.camera_motion == "pan":
+        center = np.array([r * np.cos(azimuth), r * np.sin(azimuth), height])
+        return center, center + _rotate_z(target - center, turn)
+    # dolly: walk in towards the centre while turning, at most 0.7 (static objects stay 0.8 inside)
+    r = r - min(config.dolly_m_per_step * t, 0.7)
+    return np.array([r * np.cos(azimuth + turn), r * np.sin(azimuth + turn), height]), target
+
+
+def _handheld_walk(config: SyntheticSceneConfig, rng: np.random.Generator) -> np.ndarray:
+    """[T, V, 4] random walk per camera: heading (degrees), look-at height, x, y offsets (metres).
+    All zeros (and no draw) without jitter, so the default scenes stay bit-identical."""
+    walk = np.zeros((config.times, config.views, 4))
+    if config.jitter_deg == 0.0 and config.jitter_m == 0.0:
+        return walk
+    steps = rng.normal(size=(config.times, config.views, 4))
+    steps[:, :, :2] *= config.jitter_deg * np.array([1.0, 0.02])
+    steps[:, :, 2:] *= config.jitter_m
+    return np.cumsum(steps, axis=0)
+
+
 def _cameras(config: SyntheticSceneConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Intrinsics [T, V, 3, 3] and world-to-camera extrinsics [T, V, 3, 4]."""
     H, W = config.height, config.width
@@ -253,15 +308,22 @@ def _cameras(config: SyntheticSceneConfig, rng: np.random.Generator) -> tuple[np
     base = 2 * np.pi * np.arange(config.views) / config.views + rng.uniform(0, 2 * np.pi)
     base = base + rng.uniform(-0.15, 0.15, size=config.views)
     heights = config.camera_height + rng.uniform(-0.3, 0.3, size=config.views)
+    if config.view_azimuths_deg is not None:
+        base = np.deg2rad(np.asarray(config.view_azimuths_deg))
+    if config.view_heights is not None:
+        heights = np.asarray(config.view_heights)
     target = np.array([0.0, 0.0, config.look_at_height])
     intrinsics = np.broadcast_to(K, (config.times, config.views, 3, 3)).copy()
     extrinsics = np.empty((config.times, config.views, 3, 4))
+    shake = _handheld_walk(config, np.random.default_rng([config.seed, 4]))  # [T, V, 4]
     for t in range(config.times):
         for v in range(config.views):
-            azimuth = base[v] + np.deg2rad(config.orbit_deg_per_step) * t
-            r = config.camera_radius
-            center = np.array([r * np.cos(azimuth), r * np.sin(azimuth), heights[v]])
-            extrinsics[t, v] = look_at(center, target)
+            center, look = _camera_pose(config, base[v], heights[v], target, t)
+            if shake[t, v].any():  # (no arithmetic at all without jitter: bit-identical defaults)
+                look = center + _rotate_z(look - center, np.deg2rad(shake[t, v, 0]))
+                look = look + np.array([0.0, 0.0, shake[t, v, 1]])
+                center = center + np.array([shake[t, v, 2], shake[t, v, 3], 0.0])
+            extrinsics[t, v] = look_at(center, look)
     # Render with exactly the float32 cameras that get written, so the files are self-consistent.
     return intrinsics.astype(np.float32).astype(np.float64), extrinsics.astype(np.float32).astype(np.float64)
 
