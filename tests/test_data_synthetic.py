@@ -257,3 +257,22 @@ def test_camera_motions_move_the_cameras_as_named_and_stay_exact():
         SyntheticSceneConfig(views=2, view_azimuths_deg=(0.0,))
     with pytest.raises(ValueError, match="camera_motion"):
         SyntheticSceneConfig(camera_motion="fly")
+
+
+def test_a_scene_in_memory_equals_the_written_scene_read_back(tmp_path):
+    """What a stream of fresh scenes trains on is exactly what load_scene reads from the written folder."""
+    from page4d.data.synthetic import scene_in_memory
+
+    config = SyntheticSceneConfig(seed=4, mask_drop_prob=0.3, mask_offset_px=1, **TINY)
+    rendered = render_synthetic_scene(config)
+    write_synthetic_scene(rendered, tmp_path / "s")
+    disk = load_scene(tmp_path / "s", load_tracks=False)
+    memory = scene_in_memory(rendered)
+    for key in ("images", "depths", "intrinsics", "extrinsics", "masks", "mask_valid"):
+        assert torch.equal(getattr(memory, key), getattr(disk, key)), key
+    assert (memory.times, memory.views, memory.image_size) == (disk.times, disk.views, disk.image_size)
+    assert not bool(memory.mask_valid.all()) and "dropped" in memory.mask_missing_reason
+    exact = scene_in_memory(rendered, exact_masks=True)
+    assert bool(exact.mask_valid.all()) and torch.equal(
+        exact.masks.bool(), torch.from_numpy(rendered.exact_masks)
+    )

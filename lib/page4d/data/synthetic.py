@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from page4d.data.layout import (
@@ -32,6 +33,8 @@ from page4d.data.layout import (
     write_png,
 )
 from page4d.data.raycast import Box, Primitive, Room, Sphere, Texture, cast
+from page4d.data.resize import CropResize
+from page4d.data.scene import Scene
 from page4d.data.seganymo import (
     EXACT_MASKS,
     INITIAL_PREDS,
@@ -562,3 +565,32 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def scene_in_memory(rendered: SyntheticScene, exact_masks: bool = False) -> Scene:
+    """The `Scene` that `load_scene` would return for the written folder at its native size, built
+    without touching the disk: what a stream of freshly drawn scenes trains on (a new room every step
+    would spend more time in PNG encoding than in training). Masks: the noisy pseudo labels with their
+    dropped frames (as `sam2/mask_frames`), or the exact silhouettes with `exact_masks`."""
+    cfg = rendered.config
+    masks = rendered.exact_masks if exact_masks else rendered.noisy_masks
+    valid = np.ones_like(rendered.mask_written) if exact_masks else rendered.mask_written
+    values = torch.from_numpy(masks.astype(np.float32)) * torch.from_numpy(valid)[:, :, None, None]
+    dropped = int((~valid).sum())
+    return Scene(
+        root=Path(f"<synthetic seed {cfg.seed}>"),
+        times=list(range(cfg.times)),
+        views=list(range(cfg.views)),
+        images=torch.from_numpy(rendered.images).permute(0, 1, 4, 2, 3).float().div_(255.0),
+        depths=torch.from_numpy(rendered.depths),
+        intrinsics=torch.from_numpy(rendered.intrinsics.astype(np.float32)),
+        extrinsics=torch.from_numpy(rendered.extrinsics.astype(np.float32)),
+        masks=values,
+        mask_valid=torch.from_numpy(valid.copy()),
+        mask_missing_reason=f"{dropped} mask frame(s) dropped by mask_drop_prob" if dropped else None,
+        mask_source=EXACT_MASKS if exact_masks else MASK_FRAMES,
+        tracks=None,
+        tracks_missing_reason="tracks are not kept in memory (write the scene to read them)",
+        instances=None,
+        transform=CropResize.identity((cfg.height, cfg.width)),
+    )
