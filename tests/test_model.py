@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -233,3 +234,33 @@ def test_upsample_mask_logits_to_image_resolution():
     assert torch.all(up[..., :14] < 0) and torch.all(up[..., 14:] > 0)
     assert torch.allclose(up[..., 0], torch.tensor(-2.0)) and torch.allclose(up[..., -1], torch.tensor(2.0))
     assert upsample_mask_logits(torch.zeros(1, 2, 3, 2, 3), (28, 42)).shape == (1, 2, 3, 28, 42)
+
+
+@pytest.mark.parametrize("variant", ["fin10", "official"])
+def test_given_mask_logits_drive_the_bias_exactly_as_the_heads_own(variant):
+    """Feeding the head's own dynamic logits back as `given_mask_logits` reproduces every output bit for
+    bit (the hook applies the head's own bias formula); a GT-style mask changes the cameras; without a
+    mask head or with a wrong shape it is refused."""
+    from page4d.model import logits_from_masks
+
+    cfg = preset("tiny")
+    if variant == "official":
+        cfg = cfg.replace(mask_head=dataclasses.replace(cfg.mask_head, variant="official"))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    images = torch.rand(1, 2, 2, 3, 56, 70)
+    with torch.no_grad():
+        own = model(images)
+        again = model(images, given_mask_logits=own["mask_logits"])
+        masks = torch.zeros(1, 2, 2, 56, 70)
+        masks[..., 14:42, 14:42] = 1.0
+        oracle = model(images, given_mask_logits=logits_from_masks(masks, 14))
+    for key in ("pose_enc", "depth", "world_points", "mask_logits"):
+        assert torch.equal(own[key], again[key]), key
+    assert not torch.equal(own["pose_enc"], oracle["pose_enc"])
+    logits = logits_from_masks(masks, 14)
+    assert logits.shape == (1, 2, 2, 4, 5) and logits[0, 0, 0, 1, 1] == 8.0 and logits[0, 0, 0, 0, 0] == -8.0
+    with pytest.raises(ValueError, match="given_mask_logits must be"):
+        model(images, given_mask_logits=torch.zeros(1, 4, 3, 5))
+    with pytest.raises(ValueError, match="needs a model with a mask head"):
+        build_model(cfg.replace(mask_head=None))(images, given_mask_logits=logits)

@@ -20,7 +20,7 @@ from .config import (
     preset,
 )
 from .mask_heads import MaskHeadOutput
-from .network import PAGE4DModel, build_model, upsample_mask_logits
+from .network import PAGE4DModel, build_model, logits_from_masks, upsample_mask_logits
 
 __all__ = [
     "MASK_HEAD_PREFIX",
@@ -41,5 +41,6 @@ __all__ = [
     "preset",
     "read_state_dict",
     "resolve_checkpoint",
+    "logits_from_masks",
     "upsample_mask_logits",
 ]

@@ -90,7 +90,11 @@ class Aggregator(nn.Module):
         return block(x, pos=pos, bias=bias)
 
     def forward(
-        self, images: torch.Tensor, stop_at_mask_head: bool = False, keep_layers=None
+        self,
+        images: torch.Tensor,
+        stop_at_mask_head: bool = False,
+        keep_layers=None,
+        given_mask_logits: torch.Tensor | None = None,
     ) -> AggregatorOutput | torch.Tensor:
         """images: `[B, S, 3, H, W]` in [0, 1].
 
@@ -104,6 +108,10 @@ class Aggregator(nn.Module):
 
         `stop_at_mask_head=True` returns the `[B, S, P, C]` tokens the mask head reads and stops there:
         when only the head trains, they are fixed and can be computed once per clip.
+
+        `given_mask_logits` `[B, S, h, w]`: dynamic logits that drive the attention bias instead of the
+        head's prediction (the head does not run): GT masks for an oracle, or a user's own masks. The
+        bias is the one the head would apply for those logits (`bias_from_dynamic_logits`).
         """
         b, s, _, h, w = images.shape
         grid_h, grid_w = h // self.cfg.patch_size, w // self.cfg.patch_size
@@ -126,13 +134,9 @@ class Aggregator(nn.Module):
                     tokens, block_outs = self._process_frame_attention(tokens, b, s, p, c, start, pos)
                     frame_out += block_outs
                     if self.spatial_mask_head is not None and group == self.cfg.mask_head.mask_after_block:
-                        head_in = self._mask_head_input(tokens, b, s, p, c)
                         if stop_at_mask_head:
-                            return head_in
-                        if torch.is_autocast_enabled(images.device.type):
-                            head_in = head_in.float()
-                        with torch.autocast(images.device.type, enabled=False):
-                            mask = self.spatial_mask_head(head_in, self.patch_start_idx, grid_h, grid_w)
+                            return self._mask_head_input(tokens, b, s, p, c)
+                        mask = self._mask(tokens, b, s, p, c, (grid_h, grid_w), given_mask_logits)
                         bias = mask.attention_bias(self.patch_start_idx, p)
                 else:
                     start = group * group_size + len(global_out)
@@ -144,6 +148,24 @@ class Aggregator(nn.Module):
         if stop_at_mask_head:
             raise ValueError("stop_at_mask_head=True needs a model with a mask head")
         return AggregatorOutput(tokens=outputs, patch_start_idx=self.patch_start_idx, mask=mask)
+
+    def _mask(
+        self, tokens: torch.Tensor, b: int, s: int, p: int, c: int, grid: tuple[int, int], given
+    ) -> MaskHeadOutput:
+        """The mask head's output on `tokens` (float32 even under autocast, like the other heads), or the
+        bias for `given` dynamic logits `[B, S, h, w]`."""
+        head = self.spatial_mask_head
+        if given is not None:
+            if tuple(given.shape) != (b, s, *grid):
+                raise ValueError(
+                    f"given_mask_logits must be [B, S, h, w] = {[b, s, *grid]}, got {list(given.shape)}"
+                )
+            return head.bias_from_dynamic_logits(given.float(), p, self.patch_start_idx)
+        head_in = self._mask_head_input(tokens, b, s, p, c)
+        if torch.is_autocast_enabled(tokens.device.type):
+            head_in = head_in.float()
+        with torch.autocast(tokens.device.type, enabled=False):
+            return head(head_in, self.patch_start_idx, *grid)
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised patches with the camera and register tokens in front: `[B*S, P, C]`."""

@@ -23,15 +23,16 @@ from .config import MaskHeadConfig
 class MaskHeadOutput:
     """What a mask head produced for one forward pass.
 
-    raw_logits: `[B*S, 1, h, w]` output of the head's conv stack (`m_logit` in the originals).
-    head_input: `[B*S, C, h, w]` tensor fed to the conv stack.
+    raw_logits: `[B*S, 1, h, w]` output of the head's conv stack (`m_logit` in the originals); None
+        when the dynamic logits were given instead of predicted (`bias_from_dynamic_logits`).
+    head_input: `[B*S, C, h, w]` tensor fed to the conv stack (None likewise).
     dynamic_logits: `[B, S, 1, h, w]`, `sigmoid(.)` = suppression probability (1 = dynamic).
     query_gain: `[B, S*P]` per-query-row gain r_i (non-zero on camera/register rows only).
     key_bias: `[B, S*P]` per-key value c_j (zero on camera/register keys).
     """
 
-    raw_logits: torch.Tensor
-    head_input: torch.Tensor
+    raw_logits: torch.Tensor | None
+    head_input: torch.Tensor | None
     dynamic_logits: torch.Tensor
     query_gain: torch.Tensor
     key_bias: torch.Tensor
@@ -96,14 +97,22 @@ class Fin10MaskHead(nn.Module):
         head_input = _patch_grid(tokens, patch_start, grid_h, grid_w)
         raw = self.head0(head_input)
         dynamic = -raw / self.temperature()
+        out = self.bias_from_dynamic_logits(dynamic.reshape(b, s, grid_h, grid_w), p, patch_start)
+        out.raw_logits, out.head_input = raw, head_input
+        return out
+
+    def bias_from_dynamic_logits(self, dynamic: torch.Tensor, p: int, patch_start: int) -> MaskHeadOutput:
+        """The attention bias this head applies for dynamic logits `[B, S, h, w]` (predicted by the
+        head, or given: GT masks for an oracle, a user's masks), exactly as from its own prediction."""
+        b, s, grid_h, grid_w = dynamic.shape
         suppress = torch.sigmoid(dynamic).reshape(b, s, grid_h * grid_w)
-        key_bias = tokens.new_zeros(b, s, p)
+        key_bias = dynamic.new_zeros(b, s, p)
         key_bias[:, :, patch_start:] = torch.clamp(self.alpha() * suppress, 0.0, 1.0) * self.soft_mask_bias
         return MaskHeadOutput(
-            raw_logits=raw,
-            head_input=head_input,
+            raw_logits=None,
+            head_input=None,
             dynamic_logits=dynamic.reshape(b, s, 1, grid_h, grid_w),
-            query_gain=_special_rows(b, s, p, patch_start, 1.0, tokens),
+            query_gain=_special_rows(b, s, p, patch_start, 1.0, dynamic),
             key_bias=key_bias.reshape(b, s * p),
         )
 
@@ -162,14 +171,22 @@ class OfficialMaskHead(nn.Module):
         head_input = self.standardize(_patch_grid(tokens, patch_start, grid_h, grid_w))
         raw = self.head0(head_input)
         pre = raw + head_input.mean(dim=1, keepdim=True).detach()
-        keep = (torch.sigmoid(pre) - 0.5).reshape(b, s, grid_h * grid_w)
-        key_bias = tokens.new_zeros(b, s, p)
+        out = self.bias_from_dynamic_logits((-pre).reshape(b, s, grid_h, grid_w), p, patch_start)
+        out.raw_logits, out.head_input = raw, head_input
+        return out
+
+    def bias_from_dynamic_logits(self, dynamic: torch.Tensor, p: int, patch_start: int) -> MaskHeadOutput:
+        """The attention bias for dynamic logits `[B, S, h, w]` (see `Fin10MaskHead`'s): `m = sigmoid(-d)
+        - 0.5` on patch keys with this head's gain on camera/register rows."""
+        b, s, grid_h, grid_w = dynamic.shape
+        keep = (torch.sigmoid(-dynamic) - 0.5).reshape(b, s, grid_h * grid_w)
+        key_bias = dynamic.new_zeros(b, s, p)
         key_bias[:, :, patch_start:] = keep
         return MaskHeadOutput(
-            raw_logits=raw,
-            head_input=head_input,
-            dynamic_logits=(-pre).reshape(b, s, 1, grid_h, grid_w),
-            query_gain=_special_rows(b, s, p, patch_start, self.gain(), tokens),
+            raw_logits=None,
+            head_input=None,
+            dynamic_logits=dynamic.reshape(b, s, 1, grid_h, grid_w),
+            query_gain=_special_rows(b, s, p, patch_start, self.gain(), dynamic),
             key_bias=key_bias.reshape(b, s * p),
         )
 

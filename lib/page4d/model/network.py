@@ -90,7 +90,11 @@ class PAGE4DModel(nn.Module):
             self.track_head = TrackHead(dim_in, cfg.patch_size, cfg.track_head)
 
     def forward(
-        self, images: torch.Tensor, query_points: torch.Tensor | None = None, return_internals: bool = False
+        self,
+        images: torch.Tensor,
+        query_points: torch.Tensor | None = None,
+        return_internals: bool = False,
+        given_mask_logits: torch.Tensor | None = None,
     ) -> dict:
         """Predict cameras, depth, points (tracks) and the dynamic-mask logits of a clip.
 
@@ -99,6 +103,9 @@ class PAGE4DModel(nn.Module):
             per-frame output below comes back with `[B, T, V]` in place of `[B, S]`.
         query_points: `[B, N, 2]` (or `[N, 2]`) pixel coordinates (x, y) in the first frame; only used
             by the track head.
+        given_mask_logits: `[B, S, h, w]` (multi-view `[B, T, V, h, w]`) dynamic logits that drive the
+            attention bias instead of the mask head's prediction (an oracle with GT masks, or your own
+            masks; see `logits_from_masks`); `mask_logits` then returns them.
 
         Returns a dict (h = H/14, w = W/14, P tokens per frame, C = embed_dim):
             pose_enc: `[B, S, 9]` camera after the last refinement iteration: translation (3),
@@ -143,8 +150,14 @@ class PAGE4DModel(nn.Module):
                     f"{tuple(query_points.shape)}"
                 )
 
+        if given_mask_logits is not None:
+            if self.aggregator.spatial_mask_head is None:
+                raise ValueError("given_mask_logits needs a model with a mask head (its bias applies them)")
+            given_mask_logits = given_mask_logits.reshape(
+                images.shape[0], images.shape[1], *given_mask_logits.shape[-2:]
+            )
         keep = None if return_internals else self.head_layers()
-        agg = self.aggregator(images, keep_layers=keep)
+        agg = self.aggregator(images, keep_layers=keep, given_mask_logits=given_mask_logits)
         tokens = agg.tokens
         # As in VGGT, the heads run in float32 even under autocast (the DPT `exp`, the camera FoV).
         if torch.is_autocast_enabled(images.device.type):
@@ -219,6 +232,19 @@ def upsample_mask_logits(mask_logits: torch.Tensor, image_hw: tuple[int, int]) -
     flat = mask_logits.reshape(-1, 1, *mask_logits.shape[-2:])
     up = F.interpolate(flat, size=tuple(image_hw), mode="bilinear", align_corners=False)
     return up.reshape(*lead, *image_hw)
+
+
+def logits_from_masks(masks: torch.Tensor, patch_size: int, saturation: float = 8.0) -> torch.Tensor:
+    """Dynamic logits on the patch grid from masks `[..., H, W]` (1 = dynamic, soft values allowed):
+    the dynamic fraction f of each patch as `logit(f)`, clipped to +-`saturation` (a fully dynamic
+    patch is suppressed as hard as the head's sigmoid allows, a static one not at all). `[..., h, w]`."""
+    lead, (h, w) = masks.shape[:-2], masks.shape[-2:]
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"masks {list(masks.shape)}: H and W must be multiples of {patch_size}")
+    frac = F.avg_pool2d(masks.reshape(-1, 1, h, w).float(), patch_size).reshape(
+        *lead, h // patch_size, w // patch_size
+    )
+    return torch.logit(frac.clamp(0.0, 1.0), eps=1e-6).clamp(-saturation, saturation)
 
 
 def build_model(config: ModelConfig) -> PAGE4DModel:
