@@ -598,3 +598,36 @@ def test_the_canonical_rotation_target_is_vggts_except_near_180_degrees():
     assert can[0] == pytest.approx(float((2 * gt[0]).abs().mean()))
     with pytest.raises(ValueError, match="rotation_target"):
         LossConfig(rotation_target="matrix")
+
+
+def test_attention_forcing_measures_the_camera_rows_attention_on_movers():
+    """The mass equals the dense softmax written out; a key bias that suppresses the dynamic keys lowers
+    it; the gradient reaches q and k; a clip without movers costs nothing."""
+    from page4d.losses.attention_forcing import (
+        attention_forcing_loss,
+        camera_attention_on_dynamic,
+        dynamic_keys,
+    )
+    from page4d.model.attention import RowGatedKeyBias
+
+    torch.manual_seed(0)
+    b, heads, s, patch_start, h, w, d = 1, 2, 2, 2, 2, 3, 8
+    p = patch_start + h * w
+    n = s * p
+    q = torch.randn(b, heads, n, d, requires_grad=True)
+    k = torch.randn(b, heads, n, d, requires_grad=True)
+    masks = torch.zeros(b, s, h, w)
+    masks[0, :, 0, :2] = 1.0
+    keys = dynamic_keys(masks, patch_start)
+    assert keys.shape == (1, n) and keys[0, :patch_start].sum() == 0 and keys.sum() == 4
+    rows = torch.tensor([0, 1, p, p + 1])
+    mass = camera_attention_on_dynamic(q, k, rows, keys)
+    dense = ((q @ k.transpose(-1, -2)) / d**0.5).softmax(-1)[:, :, rows]
+    assert torch.allclose(mass, (dense * keys[:, None, None]).sum(-1).mean(1), atol=1e-6)
+    bias = RowGatedKeyBias(rows=rows, row_gain=torch.ones(b, 4), key_bias=-5.0 * keys)
+    assert bool((camera_attention_on_dynamic(q, k, rows, keys, bias) < mass).all())
+    loss = attention_forcing_loss({3: (q, k), 4: (q, k)}, rows, keys, {3: bias})
+    loss.backward()
+    assert q.grad.abs().sum() > 0 and k.grad.abs().sum() > 0
+    none = attention_forcing_loss({3: (q, k)}, rows, torch.zeros_like(keys))
+    assert float(none.detach()) == 0.0
