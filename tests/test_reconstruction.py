@@ -1,0 +1,115 @@
+"""Cameras, depth and point clouds out of a forward pass, re-read with independent readers (plyfile,
+evo's TUM reader) and checked against the in-memory predictions; the static map and its scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from page4d.data import CropResize, SyntheticSceneConfig, render_synthetic_scene, scene_to_batch
+from page4d.data.synthetic import scene_in_memory
+from page4d.inference.reconstruction import (
+    Reconstruction,
+    reconstruct,
+    source_depth,
+    source_intrinsics,
+    static_map,
+    write_ply,
+    write_tum,
+)
+from page4d.model import build_model, load_checkpoint, preset
+from page4d.scoring.maps import align_to_gt, map_distances
+
+
+@pytest.fixture(scope="module")
+def clip():
+    torch.manual_seed(0)
+    rendered = render_synthetic_scene(
+        SyntheticSceneConfig(
+            seed=2, times=2, views=3, height=56, width=70, orbit_deg_per_step=3.0, tracks_per_mover=0
+        )
+    )
+    scene = scene_in_memory(rendered, exact_masks=True)
+    batch = scene_to_batch(scene, world_frame="first_camera")
+    model = build_model(preset("tiny")).eval()
+    load_checkpoint(model, "tiny-synthetic")  # a random init predicts no field of view
+    with torch.no_grad():
+        pred = model(batch.images)
+    return scene, batch, pred
+
+
+def test_reconstruction_points_lie_on_the_predicted_rays(clip):
+    scene, batch, pred = clip
+    rec = reconstruct(pred, batch.images)
+    assert rec.points.shape == (2, 3, 56, 70, 3) and rec.p_dynamic.shape == (2, 3, 56, 70)
+    # reproject: every point lands on its own pixel in its own camera at its own depth
+    e, k = rec.extrinsics[1, 2].double(), rec.intrinsics[1, 2].double()
+    cam = rec.points[1, 2].double() @ e[:, :3].T + e[:, 3]
+    uv = cam @ k.T
+    u = uv[..., 0] / uv[..., 2]
+    assert torch.allclose(cam[..., 2], rec.depth[1, 2].double(), rtol=1e-4)
+    assert torch.allclose(u, torch.arange(70, dtype=torch.float64).expand(56, 70), atol=1e-3)
+    assert torch.equal(
+        rec.colors[0, 1], (batch.images[0, 0, 1].permute(1, 2, 0) * 255).round().to(torch.uint8)
+    )
+
+
+def test_ply_and_tum_files_read_back_with_independent_readers(clip, tmp_path):
+    plyfile = pytest.importorskip("plyfile")
+    from evo.tools import file_interface
+
+    _, batch, pred = clip
+    rec = reconstruct(pred, batch.images)
+    pts = static_map(rec, use_mask=False, conf_quantile=0.0)
+    write_ply(tmp_path / "map.ply", pts["xyz"], pts["rgb"], pts["confidence"], pts["p_dynamic"])
+    vertex = plyfile.PlyData.read(str(tmp_path / "map.ply"))["vertex"]
+    assert vertex.count == len(pts["xyz"]) == 2 * 3 * 56 * 70
+    assert np.array_equal(np.stack([vertex["x"], vertex["y"], vertex["z"]], 1), pts["xyz"])
+    assert np.array_equal(np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1), pts["rgb"])
+    assert np.array_equal(vertex["p_dynamic"], pts["p_dynamic"]) and np.array_equal(
+        vertex["confidence"], pts["confidence"]
+    )
+    write_tum(tmp_path / "view1.txt", [0, 1], rec.extrinsics[:, 1])
+    traj = file_interface.read_tum_trajectory_file(str(tmp_path / "view1.txt"))
+    for i, pose in enumerate(traj.poses_se3):  # camera-to-world 4x4
+        w2c = torch.from_numpy(np.linalg.inv(pose)[:3]).float()
+        assert torch.allclose(w2c, rec.extrinsics[i, 1], atol=1e-5)
+    assert list(traj.timestamps) == [0.0, 1.0]
+
+
+def test_intrinsics_and_depth_go_back_to_the_source_resolution():
+    t = CropResize.centered((120, 200), (56, 70))
+    k_src = torch.tensor([[150.0, 0, 99.5], [0, 150.0, 59.5], [0, 0, 1]])
+    assert torch.allclose(source_intrinsics(t.intrinsics(k_src), t), k_src, atol=1e-4)
+    depth = torch.full((2, 56, 70), 3.0)
+    src = source_depth(depth, t)
+    assert src.shape == (2, 120, 200)
+    assert bool((src[:, :, t.left : t.left + t.crop_w] == 3.0).all())
+    assert t.left > 0 and bool((src[:, :, : t.left] == 0).all())  # outside the crop: invalid
+
+
+def test_the_static_map_drops_movers_and_doubt_and_gt_geometry_scores_zero(clip):
+    scene, batch, _ = clip
+    t, v, h, w = scene.depths.shape
+    # the GT's own geometry as a "prediction": its static map sits exactly on the GT surface
+    from page4d.geometry import depth_to_world_points
+
+    rec = Reconstruction(
+        extrinsics=batch.extrinsics[0],
+        intrinsics=batch.intrinsics[0],
+        depth=batch.depths[0],
+        depth_conf=torch.rand(t, v, h, w),
+        points=depth_to_world_points(batch.depths[0], batch.intrinsics[0], batch.extrinsics[0]),
+        colors=torch.zeros(t, v, h, w, 3, dtype=torch.uint8),
+        p_dynamic=batch.masks[0],
+    )
+    masked, unmasked = static_map(rec, conf_quantile=0.3), static_map(rec, use_mask=False, conf_quantile=0.3)
+    assert len(masked["xyz"]) < len(unmasked["xyz"]) and float(masked["p_dynamic"].max()) < 0.5
+    assert 0.5 < float(unmasked["kept_share"]) < 0.8
+    gt = static_map(rec, conf_quantile=0.0)["xyz"]
+    moved, reason = align_to_gt(masked["xyz"], batch.extrinsics[0], batch.extrinsics[0])
+    assert reason is None
+    scores = map_distances(moved, gt)
+    assert scores["accuracy"] < 1e-5 and scores["completeness"] > scores["accuracy"]
+    none, why = align_to_gt(gt, batch.extrinsics[0, :1, :1], batch.extrinsics[0, :1, :1])
+    assert none is None and "collinear" in why
