@@ -3,6 +3,8 @@ evo's TUM reader) and checked against the in-memory predictions; the static map 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,29 @@ def test_the_static_map_drops_movers_and_doubt_and_gt_geometry_scores_zero(clip)
     assert scores["accuracy"] < 1e-5 and scores["completeness"] > scores["accuracy"]
     none, why = align_to_gt(gt, batch.extrinsics[0, :1, :1], batch.extrinsics[0, :1, :1])
     assert none is None and "collinear" in why
+
+
+def test_the_4d_viewer_has_a_time_slider_coloured_points_and_frustums_and_saves_offline(clip, tmp_path):
+    from page4d.report.viewer4d import figure_4d, frustum_lines, save_html
+
+    _, batch, pred = clip
+    rec = reconstruct(pred, batch.images)
+    fig = figure_4d(rec, max_points=500)
+    assert [f.name for f in fig.frames] == ["0", "1"] and len(fig.layout.sliders[0].steps) == 2
+    points, cams = fig.frames[1].data
+    assert len(points.x) == 500 and np.allclose(points.marker.color, _p_at(rec, 1, points))
+    assert len(cams.x) == 3 * (4 * 3 + 6)  # 3 cameras: 4 rays + a closed rectangle, NaN breaks
+    lines = frustum_lines(rec.extrinsics[0, :1], rec.intrinsics[0, :1], (56, 70), 1.0)
+    centre = -(rec.extrinsics[0, 0, :, :3].T @ rec.extrinsics[0, 0, :, 3]).numpy()
+    assert np.allclose(lines[0], centre, atol=1e-5)
+    html = save_html(fig, tmp_path / "view.html").read_text()
+    assert not re.findall(r"<script[^>]*\bsrc=", html)  # no script fetched from anywhere
+    assert len(html) > 1_000_000  # plotly.js inlined: opens offline
+
+
+def _p_at(rec, t, points) -> np.ndarray:
+    """P(dynamic) of the plotted points, looked up by their coordinates."""
+    xyz = rec.points[t].reshape(-1, 3).numpy()
+    p = rec.p_dynamic[t].reshape(-1).numpy()
+    lookup = {tuple(np.round(x, 5)): v for x, v in zip(xyz, p, strict=True)}
+    return np.array([lookup[tuple(np.round(x, 5))] for x in zip(points.x, points.y, points.z, strict=True)])
