@@ -52,7 +52,7 @@ from page4d.scoring.evaluate import (
     predict_scene,
     score_predictions,
 )
-from page4d.train import TrainConfig, build_training_model, mask_gt_check, train, weights_digest
+from page4d.train import NO_GEOMETRY, TrainConfig, build_training_model, mask_gt_check, train, weights_digest
 
 NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the backbone (no detach)
 UNTRAINED = "untrained"
@@ -176,12 +176,12 @@ def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
     loss_arm, detach = arm_config(arm)
     overrides: dict[str, Any] = {"pos_weight": parse_pos_weight(params.pos_weight)}
     if not params.geometry:
-        overrides.update(use_camera=False, use_depth=False, use_point=False)
+        overrides.update(NO_GEOMETRY)
     return TrainConfig(
         preset=params.preset,
         arm=loss_arm,
         steps=params.steps,
-        freeze=params.trains,
+        trains=params.trains,
         seed=seed,
         checkpoint=params.checkpoint or None,
         checkpoint_mask_head=not params.seeded_mask_head,

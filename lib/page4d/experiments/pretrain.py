@@ -105,7 +105,7 @@ class PretrainConfig:
             min_lr=self.min_lr,
             warmup_steps=self.warmup_steps,
             weight_decay=self.weight_decay,
-            freeze="everything",
+            trains="everything",
             clip_times=self.clip_times,
             seed=self.seed,
             threads=self.threads,
