@@ -23,6 +23,7 @@ from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import MaskHeadConfig
 from page4d.scoring.evaluate import evaluate
 from page4d.train import (
+    NO_GEOMETRY,
     TRAINS,
     ClipOrder,
     TrainConfig,
@@ -158,8 +159,25 @@ def test_start_and_end_lines_count_parameters_and_history_logs_each_term(scene, 
     assert f"run folder {tmp_path / 'run'}" in out.splitlines()[-1] and "mask_loss" in out.splitlines()[-1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["trainable_parameters"] == n and summary["trainable_tensors"] == 8
+    assert summary["trained_parameters"] == n and summary["trained_tensors"] == 8  # geometry reaches them all
     for key in ("loss", "camera_loss", "depth_loss", "point_loss", "mask_loss", "mask_bce_loss", "lr"):
         assert isinstance(history[0][key], float), key
+
+
+def test_summary_records_the_tensors_that_received_gradients_not_what_was_configured(scene, tmp_path, capsys):
+    """Mask terms only, the mask head's input detached: whatever `trains` says, only the head learns."""
+    cfg = small(trains="everything", loss_overrides=dict(NO_GEOMETRY))
+    train(cfg, scene, output_dir=tmp_path / "run", progress=True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    names = summary["trained_tensor_names"]
+    assert names and all(n.startswith("aggregator.spatial_mask_head.") for n in names), names
+    params = dict(build_training_model(cfg).named_parameters())
+    assert summary["trainable_tensors"] == sum(not n.endswith("mask_token") for n in params)  # everything
+    assert summary["trained_tensors"] == len(names) < summary["trainable_tensors"]
+    assert summary["trained_parameters"] == sum(params[n].numel() for n in names)
+    assert summary["trained_parameters"] < summary["trainable_parameters"]
+    end = capsys.readouterr().out.splitlines()[-1]
+    assert f"gradients reached {len(names)} of {summary['trainable_tensors']} trainable tensors" in end
 
 
 def test_freeze_is_the_deprecated_name_of_trains_in_the_config_the_cli_and_old_checkpoints(scene, tmp_path):
@@ -179,6 +197,7 @@ def test_freeze_is_the_deprecated_name_of_trains_in_the_config_the_cli_and_old_c
     path = tmp_path / "old" / "checkpoint_2.pt"
     ckpt = torch.load(path, weights_only=True)
     ckpt["config"]["freeze"] = ckpt["config"].pop("trains")
+    del ckpt["trained_tensors"]
     torch.save(ckpt, path)
     resumed, _ = train(cfg, scene, output_dir=tmp_path / "old", progress=False, resume=True)
     assert weights_digest(resumed) == weights_digest(whole)

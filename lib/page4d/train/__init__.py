@@ -5,13 +5,13 @@ Seeded and deterministic on CPU; one process, or `torchrun` with DistributedData
 
     config.py       TrainConfig (every knob, defined once; the CLI is generated from it), TRAINS, PRECISIONS
     schedule.py     lr_at: linear warm-up, then a cosine (a pure function of the step)
-    trainables.py   the model a run builds, what trains (the middle blocks, requires_grad)
+    trainables.py   the model a run builds, what trains (middle blocks, requires_grad), what got gradients
     clips.py        the training clips, their seeded order split across ranks, the mask-GT check
     distributed.py  rank / world, the device, DDP wrapping, the few collectives, torchrun's process group
     fast_path.py    mask terms only: stop at the mask head, cache its input per clip
     state.py        TrainRun: what one call of `train` works with
     checkpoint.py   RNG states, save / latest / prune, resume checks and restore
-    summary.py      summary.json and the progress lines
+    summary.py      summary.json (configured vs actually trained tensors) and the progress lines
     digest.py       weights_digest: equal digests mean bit-identical weights
     loop.py         train(): set up, one step per clip, finish
     cli.py          python -m page4d.train (options generated from TrainConfig)
@@ -29,7 +29,7 @@ from page4d.train.fast_path import FeatureCache, mask_logits_from_features
 from page4d.train.loop import train
 from page4d.train.schedule import lr_at
 from page4d.train.summary import summarize_history
-from page4d.train.trainables import build_training_model, middle_blocks, set_trainable
+from page4d.train.trainables import TrainedTensors, build_training_model, middle_blocks, set_trainable
 
 __all__ = [
     "TrainConfig",
@@ -42,6 +42,7 @@ __all__ = [
     "build_training_model",
     "set_trainable",
     "middle_blocks",
+    "TrainedTensors",
     "lr_at",
     "ClipOrder",
     "clip_for_step",

@@ -2,7 +2,7 @@
 
 A checkpoint holds everything the next step depends on: the model, the optimiser, the GradScaler, the
 step, every RNG state (python, numpy, torch, cuda; one per rank), the official mask head's schedule
-counter and the history so far. The config is saved too, and a
+counter, the history so far and the tensors that received gradients. The config is saved too, and a
 resumed run must match it except in `RESUMABLE_CHANGES` (fields that do not alter the numbers of the
 steps already taken). Files are written atomically (`page4d.records`); only rank 0 writes.
 
@@ -106,6 +106,7 @@ def save_checkpoint(run: TrainRun, step: int, path: Path | None = None) -> None:
         "step": step,
         "config": dataclasses.asdict(run.cfg),
         "trainable": run.trainable,
+        "trained_tensors": run.trained.sorted_names(),
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(),
         "schedule_counters": {k: int(v) for k, v in schedule_counters(run.model).items()},
@@ -120,7 +121,8 @@ def save_checkpoint(run: TrainRun, step: int, path: Path | None = None) -> None:
 
 def restore(run: TrainRun, path: Path) -> None:
     """Continue `run` from the checkpoint at `path`: weights, optimiser, scaler, schedule counters, this
-    rank's RNG states, the history and the step."""
+    rank's RNG states, the history and the step. Checkpoints from before `trained_tensors` was recorded
+    count gradients from the resumed step on."""
     ckpt = torch.load(path, map_location=run.device, weights_only=True)
     check_resumable(ckpt["config"], run.cfg)
     if ckpt["step"] > run.cfg.steps:
@@ -134,3 +136,4 @@ def restore(run: TrainRun, path: Path) -> None:
     set_rng_state(rngs[run.rank] if len(rngs) == run.world else rngs[0])
     run.history = list(ckpt["history"])
     run.first_step = run.resumed_from = ckpt["step"]
+    run.trained.names.update(ckpt.get("trained_tensors", ()))

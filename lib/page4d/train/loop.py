@@ -43,7 +43,7 @@ from page4d.train.fast_path import FeatureCache, features_are_fixed, mask_only_l
 from page4d.train.schedule import lr_at
 from page4d.train.state import TrainRun
 from page4d.train.summary import end_line, run_summary, start_line, summarize_history
-from page4d.train.trainables import build_training_model, set_trainable
+from page4d.train.trainables import TrainedTensors, build_training_model, set_trainable
 
 
 def train(
@@ -157,6 +157,7 @@ def start(
         params=params,
         optimizer=torch.optim.AdamW(params, lr=lr_at(0, cfg), weight_decay=cfg.weight_decay),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+        trained=TrainedTensors(model),
         device=device,
         rank=rank,
         world=world,
@@ -221,11 +222,12 @@ def compute_losses(run: TrainRun, batch: Any, index: int) -> dict[str, Any]:
 
 
 def update_weights(run: TrainRun, loss: torch.Tensor, lr: float) -> None:
-    """Backward (scaled for fp16), clip, and step the optimiser."""
+    """Backward (scaled for fp16), note which tensors got gradients, clip, and step the optimiser."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
+    run.trained.update()
     if run.cfg.grad_clip:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip)

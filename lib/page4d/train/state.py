@@ -19,6 +19,7 @@ from page4d.data import Scene
 from page4d.losses import LossConfig
 from page4d.train.config import TrainConfig
 from page4d.train.fast_path import FeatureCache
+from page4d.train.trainables import TrainedTensors
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainRun:
     params: list[nn.Parameter]  # those tensors, in the optimiser's order
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # enabled for fp16 only
+    trained: TrainedTensors  # the trainable tensors that received a gradient
     device: torch.device
     rank: int
     world: int

@@ -1,4 +1,10 @@
-"""What a finished run records in `summary.json`, and the progress lines that say the same."""
+"""What a finished run records in `summary.json`, and the progress lines that say the same.
+
+Why both "trainable" and "trained": `trainable_*` is what the config let train (`requires_grad`),
+`trained_*` what actually received a non-zero gradient. They differ when a loss cannot reach part of
+what may train: with mask terms only and the mask head's input detached, only the head learns whatever
+`trains` says, and the summary must not claim otherwise.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,9 @@ def run_summary(run: TrainRun, digests: list[str]) -> dict[str, Any]:
         "trains": run.cfg.trains,
         "trainable_parameters": sum(p.numel() for p in run.params),
         "trainable_tensors": len(run.trainable),
+        "trained_parameters": run.trained.parameters(),
+        "trained_tensors": len(run.trained.names),
+        "trained_tensor_names": run.trained.sorted_names(),
         "precision": run.cfg.precision,
         "device": str(device),
         "feature_cache": run.cache.report(),
@@ -65,6 +74,11 @@ def start_line(run: TrainRun) -> str:
 def end_line(run: TrainRun, summary: dict[str, Any]) -> str:
     losses = ", ".join(f"{k} {v:.4g}" for k, v in final_losses(run.history).items())
     skipped = summary["skipped_steps"]["count"] + summary["mask_skipped_steps"]["count"]
-    return f"train: done at step {run.cfg.steps}: {losses}; {skipped} step(s) without mask terms" + (
-        f"; run folder {run.out}" if run.out is not None else ""
+    trained = (
+        f"gradients reached {len(run.trained.names)} of {len(run.trainable)} trainable tensors "
+        f"({run.trained.parameters():,} of {sum(p.numel() for p in run.params):,} parameters)"
+    )
+    return (
+        f"train: done at step {run.cfg.steps}: {losses}; {skipped} step(s) without mask terms; {trained}"
+        + (f"; run folder {run.out}" if run.out is not None else "")
     )

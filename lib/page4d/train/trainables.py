@@ -1,14 +1,17 @@
-"""What trains: the model a run builds, and which of its tensors may change.
+"""What trains: the model a run builds, which of its tensors may change, and which actually did.
 
 PAGE-4D fine-tunes the mask head and the "middle" frame/global blocks, the ones its mask bias acts on;
 `TrainConfig.trains` names that choice (`mask_head`, `mask_head+middle_blocks`, `everything`) and
-`set_trainable` turns it into `requires_grad` flags.
+`set_trainable` turns it into `requires_grad` flags. What is *configured* to train can differ from what
+*receives gradients*: with mask terms only and the mask head's input detached, nothing before the head
+gets a gradient whatever `trains` says. `TrainedTensors` records the latter, for `summary.json`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from page4d.model import MASK_HEAD_PREFIX, build_model, load_checkpoint, preset
@@ -84,3 +87,25 @@ def set_trainable(model: nn.Module, trains: str, blocks: tuple[int, ...] | None 
     if not names:
         raise ValueError(f"{trains!r} leaves nothing to train (no mask head?)")
     return names
+
+
+class TrainedTensors:
+    """The trainable tensors that ever received a non-zero gradient in a run (`update` after each
+    backward). Cheap: only tensors not yet seen are checked, with one device sync per step, and none
+    once every tensor has been seen. Saved in checkpoints, so a resumed run keeps counting."""
+
+    def __init__(self, model: nn.Module, names: list[str] | None = None) -> None:
+        self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names: set[str] = set(names or ())
+
+    def update(self) -> None:
+        pending = [(n, p.grad) for n, p in self.params if n not in self.names and p.grad is not None]
+        if pending:
+            hits = torch.stack([g.ne(0).any() for _, g in pending]).tolist()
+            self.names.update(n for (n, _), hit in zip(pending, hits, strict=True) if hit)
+
+    def parameters(self) -> int:
+        return sum(p.numel() for n, p in self.params if n in self.names)
+
+    def sorted_names(self) -> list[str]:
+        return sorted(self.names)
