@@ -3,6 +3,8 @@ failures and interruptions, and evaluation that reports what it can instead of r
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import math
 import shutil
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from page4d import records
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments import ablation, ablation_report
@@ -204,6 +207,35 @@ def test_attention_arm_scores_the_starting_model_without_training(scene_dir, tmp
     )
     assert "paired_vs_none" not in arms["attention"]
     assert ablation.arm_config("attention") == ("none", True) and ablation.mask_method("bce") == "mask_head"
+
+
+def test_notebook_03_parameter_defaults_are_the_ablation_defaults():
+    """The notebook's `parameters` cell must hold literals (papermill reads them), so it repeats
+    AblationParams' defaults (which come from TrainConfig's): converted as the notebook converts them,
+    they must be equal."""
+    from page4d.notebook.params import notebook_parameters
+
+    declared = notebook_parameters(REPO_ROOT / "notebooks" / "03_ablation_mask_supervision.ipynb")
+    nb = {name: ast.literal_eval(p.default) for name, p in declared.items()}
+
+    def ids(text: str) -> list[int] | None:
+        return [int(x) for x in text.split(",") if x.strip()] or None
+
+    nb["train_times"], nb["eval_times"] = ids(nb["train_times"]), ids(nb["eval_times"])
+    nb["arms"] = tuple(a.strip() for a in nb["arms"].split(","))
+    nb["seeds"] = tuple(ids(nb["seeds"]))
+    nb["image_size"] = (nb.pop("image_height"), nb.pop("image_width"))
+    del nb["threads"]  # the notebook's own: torch's thread count
+    defaults = dataclasses.asdict(AblationParams())
+    assert {k: defaults[k] for k in nb} == nb
+    assert set(defaults) - set(nb) == {"synthetic_seed"}  # not a notebook parameter
+    trainer = TrainConfig()
+    assert (nb["lr"], nb["steps"], nb["clip_times"], nb["trains"]) == (
+        trainer.lr,
+        trainer.steps,
+        trainer.clip_times,
+        trainer.trains,
+    )
 
 
 def test_pos_weight_parameter():

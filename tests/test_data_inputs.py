@@ -205,7 +205,7 @@ def test_mask_supervision_trains_on_a_clip_without_geometry(clip):
 
     scene = load_input(clip / "rig", image_size=(70, 98), gt=clip / "gt")
     cfg = TrainConfig(
-        preset="tiny", arm="bce", steps=3, freeze="all", clip_times=2, device="cpu",
+        preset="tiny", arm="bce", steps=3, trains="everything", clip_times=2, device="cpu",
         loss_overrides={"use_camera": False, "use_depth": False, "use_point": False},
     )  # fmt: skip
     _, history = train(cfg, scene, progress=False)

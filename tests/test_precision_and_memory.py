@@ -99,7 +99,7 @@ def test_mixed_precision_training_on_cpu(tmp_path, precision):
     root = generate_synthetic_scene(
         tmp_path / "s", SyntheticSceneConfig(seed=1, times=3, views=2, height=56, width=70)
     )
-    cfg = TrainConfig(steps=2, clip_times=2, threads=1, precision=precision, freeze="everything")
+    cfg = TrainConfig(steps=2, clip_times=2, threads=1, precision=precision, trains="everything")
     model, history = train(cfg, load_scene(root), output_dir=tmp_path / "run", progress=False)
     assert all(r["updated"] for r in history) and all(torch.isfinite(p).all() for p in model.parameters())
     scaler = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["scaler"]

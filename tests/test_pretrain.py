@@ -44,7 +44,7 @@ def two_scenes(tmp_path_factory):
 
 
 def test_a_pool_of_scenes_trains_on_clips_of_every_scene_and_one_scene_is_unchanged(two_scenes):
-    cfg = TrainConfig(arm="none", freeze="everything", steps=12, clip_times=2, threads=1, lr=1e-3)
+    cfg = TrainConfig(arm="none", trains="everything", steps=12, clip_times=2, threads=1, lr=1e-3)
     _, history = train(cfg, two_scenes, model=initial_model(0), progress=False)
     assert {r["scene"] for r in history} == {0, 1}  # 4 clips, 12 seeded draws
     assert all(r["updated"] and math.isfinite(r["loss"]) for r in history)

@@ -1,4 +1,4 @@
-"""Trainer and evaluation: determinism, freeze strategies, the head-only fast path, DDP, metric plumbing."""
+"""Trainer and evaluation: determinism, what trains, the head-only fast path, DDP, metric plumbing."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import MaskHeadConfig
 from page4d.scoring.evaluate import evaluate
 from page4d.train import (
+    NO_GEOMETRY,
     TRAINS,
     ClipOrder,
     TrainConfig,
@@ -77,9 +78,9 @@ def changed(before: dict, model: nn.Module) -> set[str]:
 @pytest.mark.parametrize(
     "strategy", ["mask_head", "mask_head+middle_blocks", "mask_head_only", "middle_blocks"]
 )
-def test_freeze_strategies_train_only_what_they_name(scene, strategy):
-    cfg = small(steps=1, freeze=strategy)
-    assert cfg.freeze in TRAINS  # old names are aliases of the names for what trains
+def test_each_choice_of_what_trains_trains_only_what_it_names(scene, strategy):
+    cfg = small(steps=1, trains=strategy)
+    assert cfg.trains in TRAINS  # old names are aliases of the names for what trains
     model = build_training_model(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train(cfg, scene, model=model, progress=False)
@@ -88,7 +89,7 @@ def test_freeze_strategies_train_only_what_they_name(scene, strategy):
     middle = middle_blocks(model.cfg)
     assert middle == (3, 4, 5)  # the tiny preset's masked_global_blocks
     for k in diff:
-        if cfg.freeze == "mask_head":
+        if cfg.trains == "mask_head":
             assert k.startswith("aggregator.spatial_mask_head."), k
         else:
             block = (
@@ -99,7 +100,7 @@ def test_freeze_strategies_train_only_what_they_name(scene, strategy):
             assert k.startswith("aggregator.spatial_mask_head.") or (
                 block is not None and int(block) in middle
             ), k
-    if cfg.freeze == "mask_head+middle_blocks":
+    if cfg.trains == "mask_head+middle_blocks":
         assert any(k.startswith("aggregator.global_blocks.3.") for k in diff)
 
 
@@ -135,7 +136,7 @@ def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir)
     assert (args.lr, args.clip_times, args.steps, args.preset) == (p.lr, p.clip_times, p.steps, p.preset)
     assert (d.lr, d.clip_times, d.steps) == (p.lr, p.clip_times, p.steps)
     assert tuple(args.image_size) == tuple(p.image_size)
-    assert TrainConfig(freeze=args.trains).freeze == TrainConfig(freeze=p.trains).freeze
+    assert TrainConfig(trains=args.trains).trains == TrainConfig(trains=p.trains).trains
     assert p.trains == "mask_head+middle_blocks"
     text = " ".join(build_parser().format_help().split())
     for expected in (
@@ -150,7 +151,7 @@ def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir)
 
 
 def test_start_and_end_lines_count_parameters_and_history_logs_each_term(scene, tmp_path, capsys):
-    cfg = small(freeze="mask_head")
+    cfg = small(trains="mask_head")
     _, history = train(cfg, scene, output_dir=tmp_path / "run", progress=True)
     out = capsys.readouterr().out
     n = sum(p.numel() for n_, p in build_training_model(cfg).named_parameters() if "spatial_mask_head" in n_)
@@ -158,8 +159,64 @@ def test_start_and_end_lines_count_parameters_and_history_logs_each_term(scene, 
     assert f"run folder {tmp_path / 'run'}" in out.splitlines()[-1] and "mask_loss" in out.splitlines()[-1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["trainable_parameters"] == n and summary["trainable_tensors"] == 8
+    assert summary["trained_parameters"] == n and summary["trained_tensors"] == 8  # geometry reaches them all
     for key in ("loss", "camera_loss", "depth_loss", "point_loss", "mask_loss", "mask_bce_loss", "lr"):
         assert isinstance(history[0][key], float), key
+
+
+def test_summary_records_the_tensors_that_received_gradients_not_what_was_configured(scene, tmp_path, capsys):
+    """Mask terms only, the mask head's input detached: whatever `trains` says, only the head learns."""
+    cfg = small(trains="everything", loss_overrides=dict(NO_GEOMETRY))
+    train(cfg, scene, output_dir=tmp_path / "run", progress=True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    names = summary["trained_tensor_names"]
+    assert names and all(n.startswith("aggregator.spatial_mask_head.") for n in names), names
+    params = dict(build_training_model(cfg).named_parameters())
+    assert summary["trainable_tensors"] == sum(not n.endswith("mask_token") for n in params)  # everything
+    assert summary["trained_tensors"] == len(names) < summary["trainable_tensors"]
+    assert summary["trained_parameters"] == sum(params[n].numel() for n in names)
+    assert summary["trained_parameters"] < summary["trainable_parameters"]
+    end = capsys.readouterr().out.splitlines()[-1]
+    assert f"gradients reached {len(names)} of {summary['trainable_tensors']} trainable tensors" in end
+
+
+def test_freeze_is_the_deprecated_name_of_trains_in_the_config_the_cli_and_old_checkpoints(scene, tmp_path):
+    with pytest.deprecated_call():
+        assert TrainConfig(freeze="all").trains == "everything"
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(trains="mask_head", freeze="everything")
+    assert dataclasses.replace(small(trains="mask_head"), steps=3).trains == "mask_head"
+    assert "freeze" not in dataclasses.asdict(small())  # config.json says `trains`
+    args = build_parser().parse_args(["--scene", "s", "--out", "o", "--freeze", "mask_head_only"])
+    assert args.trains == "mask_head_only" and TrainConfig(trains=args.trains).trains == "mask_head"
+    assert TrainConfig.from_record({"freeze": "mask_head", "lr": 0.1, "gone": 1}).trains == "mask_head"
+    # a run folder written before the rename: its checkpoint's config says `freeze`
+    cfg = small(steps=4, trains="mask_head")
+    whole, _ = train(cfg, scene, progress=False)
+    train(cfg, scene, output_dir=tmp_path / "old", progress=False, stop_after=2)
+    path = tmp_path / "old" / "checkpoint_2.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["freeze"] = ckpt["config"].pop("trains")
+    del ckpt["trained_tensors"]
+    torch.save(ckpt, path)
+    resumed, _ = train(cfg, scene, output_dir=tmp_path / "old", progress=False, resume=True)
+    assert weights_digest(resumed) == weights_digest(whole)
+
+
+def test_every_option_of_the_generated_clis_shows_its_default():
+    from page4d.experiments.pretrain import PretrainConfig
+    from page4d.experiments.pretrain import build_parser as pretrain_parser
+
+    for parser in (build_parser(), pretrain_parser()):
+        for action in parser._actions:
+            if action.required or action.dest == "help":
+                continue
+            text = " ".join(parser._get_formatter()._expand_help(action).split())
+            assert "default" in text, (parser.prog, action.option_strings, text)
+    text = " ".join(pretrain_parser().format_help().split())
+    assert "(default: 5000)" in text and "--image-size H W" in text and "(default: 0.001)" in text
+    args = pretrain_parser().parse_args(["--out", "o", "--image-size", "56", "70", "--steps", "4"])
+    assert (args.image_size, args.steps, args.lr) == ([56, 70], 4, PretrainConfig.lr)
 
 
 def test_head_only_fast_path_uses_the_same_logits_as_a_full_forward(scene):
@@ -178,7 +235,7 @@ def test_head_only_fast_path_uses_the_same_logits_as_a_full_forward(scene):
 def test_head_only_objective_trains_only_the_head_and_lowers_the_mask_loss(scene):
     cfg = small(
         steps=30,
-        freeze="mask_head_only",
+        trains="mask_head_only",
         lr=0.02,
         loss_overrides={"use_camera": False, "use_depth": False, "use_point": False},
     )
@@ -312,7 +369,7 @@ def test_evaluate_says_why_a_degenerate_trajectory_has_no_ate(scene):
 def test_mask_only_objective_without_detach_trains_the_backbone_but_not_the_dense_heads(scene):
     cfg = small(
         steps=2,
-        freeze="all",
+        trains="all",
         detach_mask_input=False,
         loss_overrides={"use_camera": False, "use_depth": False, "use_point": False},
     )
@@ -388,7 +445,7 @@ def official_tiny_model(cfg: TrainConfig) -> nn.Module:
 
 
 def test_three_steps_then_resume_three_equals_six_in_one_go(scene, tmp_path):
-    cfg = small(steps=6, freeze="everything", save_every=2, lr=0.01)
+    cfg = small(steps=6, trains="everything", save_every=2, lr=0.01)
     whole, _ = train(
         cfg, scene, output_dir=tmp_path / "whole", model=official_tiny_model(cfg), progress=False
     )
@@ -518,7 +575,7 @@ def test_an_arm_with_mask_terms_and_no_gt_anywhere_is_refused_before_training(sc
 # ---------------------------------------------------------------------------------------------------
 def test_feature_cache_has_a_limit_and_reports_it(scene, tmp_path):
     mask_only = {"use_camera": False, "use_depth": False, "use_point": False}
-    cfg = small(steps=4, freeze="mask_head", loss_overrides=mask_only)
+    cfg = small(steps=4, trains="mask_head", loss_overrides=mask_only)
     m1, _ = train(cfg, scene, output_dir=tmp_path / "cached", progress=False)
     m2, _ = train(
         dataclasses.replace(cfg, feature_cache_mb=0.001), scene, output_dir=tmp_path / "tiny", progress=False

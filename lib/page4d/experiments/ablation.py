@@ -52,7 +52,15 @@ from page4d.scoring.evaluate import (
     predict_scene,
     score_predictions,
 )
-from page4d.train import TrainConfig, build_training_model, mask_gt_check, train, weights_digest
+from page4d.train import (
+    IMAGE_SIZE,
+    NO_GEOMETRY,
+    TrainConfig,
+    build_training_model,
+    mask_gt_check,
+    train,
+    weights_digest,
+)
 
 NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the backbone (no detach)
 UNTRAINED = "untrained"
@@ -84,6 +92,10 @@ def default_synthetic_scene(seed: int = 0) -> SyntheticSceneConfig:
 
 @dataclass
 class AblationParams:
+    """One ablation. The knobs it shares with the trainer take the trainer's defaults (`TrainConfig.lr`,
+    ...), so the two cannot drift; notebook 03's `parameters` cell repeats them as literals (papermill
+    needs literals) and a test checks that they agree."""
+
     train_root: str = ""  # empty = generate `default_synthetic_scene` into <output_dir>/synthetic_scene
     eval_root: str = ""  # empty = the training scene, its last `holdout` time steps held out
     train_times: list[int] | None = None
@@ -91,16 +103,16 @@ class AblationParams:
     holdout: int = 4
     arms: tuple[str, ...] = (UNTRAINED, ATTENTION, "none", "bce")
     seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 120
-    preset: str = "tiny"
-    image_size: tuple[int, int] = (112, 154)
+    steps: int = TrainConfig.steps
+    preset: str = TrainConfig.preset
+    image_size: tuple[int, int] = IMAGE_SIZE
     checkpoint: str = ""  # a path or a shipped name (tiny-synthetic); empty = seeded random init
     seeded_mask_head: bool = False  # with a checkpoint: the mask head starts from each seed's init instead
-    trains: str = "mask_head+middle_blocks"  # what trains: mask_head, mask_head+middle_blocks, everything
+    trains: str = TrainConfig.trains  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True
-    clip_times: int = 2
-    lr: float = 5e-3
-    pos_weight: str = "auto"  # "auto", "none" (unweighted BCE) or a number
+    clip_times: int = TrainConfig.clip_times
+    lr: float = TrainConfig.lr
+    pos_weight: str = LossConfig.pos_weight  # "auto", "none" (unweighted BCE) or a number
     output_dir: str = ""
     synthetic_seed: int = 0
 
@@ -176,12 +188,12 @@ def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
     loss_arm, detach = arm_config(arm)
     overrides: dict[str, Any] = {"pos_weight": parse_pos_weight(params.pos_weight)}
     if not params.geometry:
-        overrides.update(use_camera=False, use_depth=False, use_point=False)
+        overrides.update(NO_GEOMETRY)
     return TrainConfig(
         preset=params.preset,
         arm=loss_arm,
         steps=params.steps,
-        freeze=params.trains,
+        trains=params.trains,
         seed=seed,
         checkpoint=params.checkpoint or None,
         checkpoint_mask_head=not params.seeded_mask_head,

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
@@ -62,24 +63,28 @@ class PretrainConfig:
     frames at `image_size` (H, W), drawn by `scene_config` from `seed`. Optimisation: AdamW on every
     parameter, linear warm-up over `warmup_steps` (explicit, so the first steps do not depend on
     `steps`), cosine to `min_lr`; clips of `clip_times` time steps (all views).
+
+    The values are the recipe's own, written out rather than taken from `TrainConfig`'s defaults: the
+    shipped card records them, and tuning the fine-tuning defaults must not change the pretraining recipe.
+    Each field is also an option of `python -m page4d.experiments.pretrain` (`page4d.cli_args`).
     """
 
-    seed: int = 0
-    pool_scenes: int = 48
-    heldout_scenes: int = 4
-    times: int = 8
-    views: int = 4
-    image_size: tuple[int, int] = (112, 154)
-    steps: int = 5000
-    lr: float = 1e-3
-    min_lr: float = 2e-5
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    clip_times: int = 2
-    threads: int = 1  # results are reproducible for a fixed thread count
-    save_every: int = 250
-    eval_clip_times: int = 2
-    device: str = "cpu"  # "cuda" trains on a GPU (fast; the first losses are then not bit-identical)
+    seed: int = knob(0, "seeds the scenes, the weights' initialisation and the clip order")
+    pool_scenes: int = knob(48, "generated training scenes")
+    heldout_scenes: int = knob(4, "generated scenes never trained on (the card's zero-shot numbers)")
+    times: int = knob(8, "time steps per scene")
+    views: int = knob(4, "cameras per scene")
+    image_size: tuple[int, int] = knob((112, 154), "rendered image size", metavar=("H", "W"))
+    steps: int = knob(5000, "optimiser steps")
+    lr: float = knob(1e-3, "peak AdamW learning rate")
+    min_lr: float = knob(2e-5, "learning rate at the end of the cosine")
+    warmup_steps: int = knob(100, "linear warm-up steps")
+    weight_decay: float = knob(0.01, "AdamW weight decay")
+    clip_times: int = knob(2, "time steps per training clip (all views)")
+    threads: int = knob(1, "torch CPU threads (results are reproducible for a fixed thread count)")
+    save_every: int = knob(250, "step checkpoint every N steps")
+    eval_clip_times: int = knob(2, "time steps per clip when scoring the held-out scenes")
+    device: str = knob("cpu", "cpu, or cuda (fast; the first losses are then not bit-identical)")
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(x) for x in self.image_size)
@@ -100,7 +105,7 @@ class PretrainConfig:
             min_lr=self.min_lr,
             warmup_steps=self.warmup_steps,
             weight_decay=self.weight_decay,
-            freeze="everything",
+            trains="everything",
             clip_times=self.clip_times,
             seed=self.seed,
             threads=self.threads,
@@ -341,30 +346,22 @@ Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = PretrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m page4d.experiments.pretrain",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="run folder (never overwritten once finished)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after N steps, resumably")
-    for field in dataclasses.fields(PretrainConfig):
-        if field.name == "image_size":
-            p.add_argument("--image-size", type=int, nargs=2, default=d.image_size, metavar=("H", "W"),
-                           help=f"(default: {d.image_size})")  # fmt: skip
-            continue
-        default = getattr(d, field.name)
-        p.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,
-                       help=f"(default: {default})")  # fmt: skip
+    run = p.add_argument_group("run")
+    run.add_argument("--out", required=True, help="run folder (never overwritten once finished)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--stop-after", type=int, help="stop after N steps, resumably (default: run to --steps)")
+    add_options(p.add_argument_group("recipe (PretrainConfig: the card records it)"), PretrainConfig)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)}
-    cfg = PretrainConfig(**values)
+    cfg = from_args(PretrainConfig, args)
     card = pretrain(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
     if card is None:
         print(f"pretrain: stopped early; continue with --resume --out {args.out}")

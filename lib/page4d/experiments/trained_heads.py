@@ -18,11 +18,10 @@ from page4d.data import load_scene
 from page4d.inference.loading import QUICK_TRAIN_TIMES, load_model, synthetic_scene_root
 from page4d.model.network import PAGE4DModel
 from page4d.records import outputs_root
-from page4d.train import TrainConfig, train
+from page4d.train import NO_GEOMETRY, TrainConfig, train
 
 QUICK_TRAIN_STEPS = 300
 QUICK_TRAIN_SIZE = (112, 154)  # (H, W) of the synthetic scene when the clip shown is not the synthetic one
-NO_GEOMETRY_TERMS = {"use_camera": False, "use_depth": False, "use_point": False}
 
 
 def newest_ablation_checkpoint(root: str | Path | None = None) -> Path | None:
@@ -51,8 +50,8 @@ def quick_trained_model(
     root = synthetic_scene_root(work_dir, size, QUICK_TRAIN_TIMES + num_times, num_views, seed)
     scene = load_scene(root, image_size=size, load_tracks=False)
     cfg = TrainConfig(
-        preset=preset_name, arm="bce", steps=steps, lr=0.01, freeze="all", clip_times=QUICK_TRAIN_TIMES,
-        seed=seed, device="cpu", loss_overrides=dict(NO_GEOMETRY_TERMS),
+        preset=preset_name, arm="bce", steps=steps, lr=0.01, trains="everything",
+        clip_times=QUICK_TRAIN_TIMES, seed=seed, device="cpu", loss_overrides=dict(NO_GEOMETRY),
     )  # fmt: skip
     model, _ = train(cfg, scene, train_times=list(range(QUICK_TRAIN_TIMES)), progress=False)
     note = (
