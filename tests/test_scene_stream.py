@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 
 import pytest
+import torch
 from page4d.experiments.scene_stream import (
     HELDOUT_SEED_BASE,
     SceneStream,
@@ -48,9 +49,11 @@ def test_a_stream_renders_scenes_on_demand_and_keeps_only_the_newest():
     stream = SceneStream(StreamRecipe(image_size=(56, 70)), length=5, keep=2)
     scene = stream[3]
     config = stream.config(3)
+    assert scene.times == list(range(config.times)) and scene._scene is None  # known without rendering
     assert scene.images.shape[:2] == (config.times, config.views) and scene.image_size == (56, 70)
     assert stream[3] is scene and len(stream) == 5
-    stream[0], stream[1]
-    assert list(stream._cache) == [0, 1]
+    stream[0].images, stream[1].images
+    assert list(stream._rendered) == [0, 1] and scene._scene is None  # the oldest was released
+    assert torch.equal(scene.images, stream[3].images)  # rendered again, identical
     with pytest.raises(IndexError, match="outside the stream"):
         stream.config(5)

@@ -597,3 +597,59 @@ def test_weights_digest_sees_one_flipped_bit_and_runs_where_the_weights_are():
     with torch.no_grad():
         w.view(-1).view(torch.int32)[123] ^= 1  # one bit of one float
     assert weights_digest(clone) != digest
+
+
+def test_history_records_every_frames_camera_error(scene, tmp_path):
+    """Each geometry step lists the rotation and centre-direction error of each of its T*V frames; they
+    are what the clip's poses say (recomputed here from a forward of the final weights)."""
+    from page4d.data import scene_to_batch
+    from page4d.scoring.evaluate import pose_encoding_to_extrinsics
+    from page4d.scoring.metrics import camera_errors_per_frame
+
+    model, history = train(small(arm="none", steps=3, lr=1e-3), scene, progress=False)
+    last = history[-1]
+    assert len(last["camera_rot_deg"]) == 2 * 3 and last["camera_rot_deg"][0] == 0.0
+    assert all(0.0 <= r <= 180.0 for r in last["camera_rot_deg"])
+    batch = scene_to_batch(scene, times=[0, 1], world_frame="first_camera")
+    with torch.no_grad():
+        pose = model(batch.images)["pose_enc"][0].reshape(-1, 9)
+    again = camera_errors_per_frame(pose_encoding_to_extrinsics(pose), batch.extrinsics[0].reshape(-1, 3, 4))
+    assert again["rot_deg"].shape == (6,) and float(again["rot_deg"][0]) < 1e-9
+
+
+def test_the_bias_can_be_off_or_the_gt_and_attention_forcing_trains(scene_dir, tmp_path):
+    """no_mask (bias off), the oracle (GT masks drive the bias; the head never runs) and MoRe's forcing
+    term give three different runs from the same init; forcing logs its term and its gradient reaches
+    the middle blocks."""
+    exact = load_scene(scene_dir, mask_source="sam2/exact_masks")
+    runs = {}
+    for name, kw in {
+        "head": {},
+        "off": {"mask_bias": "off"},
+        "gt": {"mask_bias": "gt"},
+        "forcing": {"loss_overrides": {"use_attention_forcing": True, "w_attention_forcing": 5.0}},
+    }.items():
+        torch.manual_seed(0)
+        model, history = train(small(arm="none", **kw), exact, progress=False)
+        runs[name] = (weights_digest(model), history)
+    assert len({d for d, _ in runs.values()}) == 4
+    assert runs["forcing"][1][0]["attention_forcing_loss"] > 0
+    assert "attention_forcing_loss" not in runs["head"][1][0]
+    head_free = build_training_model(small(mask_bias="off"))
+    assert head_free.aggregator.masked_global_blocks  # the config keeps them; train() switches them off
+    gap = dataclasses.replace(exact, mask_valid=exact.mask_valid.clone())
+    gap.mask_valid[1, 2] = False
+    with pytest.raises(ValueError, match="oracle.*needs a GT mask on every frame"):
+        train(small(arm="none", mask_bias="gt", steps=4), gap, progress=False)
+
+
+def test_whole_scenes_in_stream_order(tmp_path):
+    """clip_times 0 trains on each scene whole; the stream order visits scene k at step k."""
+    from page4d.experiments.scene_stream import SceneStream, StreamRecipe
+
+    stream = SceneStream(StreamRecipe(image_size=(56, 70)), length=3)
+    cfg = small(arm="none", steps=4, clip_times=0, clip_order="stream", trains="everything", lr=1e-3)
+    _, history = train(cfg, stream, progress=False)
+    assert [r["scene"] for r in history] == [0, 1, 2, 0]
+    assert all(r["updated"] for r in history)
+    assert len(history[1]["camera_rot_deg"]) == stream.config(1).times * stream.config(1).views

@@ -14,8 +14,8 @@ Seeds: scene `index` renders with generator seed `seed_base + index`; held-out s
 `HELDOUT_SEED_BASE + index`, a range no training stream ever draws (a stream would need 10^8 scenes
 to reach it).
 
-`SceneStream(recipe, n)` is a sequence of `n` such scenes for the trainer, each rendered in memory
-the first time it is read (`data.synthetic.scene_in_memory`), the last few kept.
+`SceneStream(recipe, n)` is a sequence of `n` such scenes for the trainer (`LazyScene`s), each rendered in
+memory the first time it is read (`data.synthetic.scene_in_memory`), the last few kept.
 """
 
 from __future__ import annotations
@@ -106,15 +106,41 @@ def draw_scene_config(recipe: StreamRecipe, index: int, heldout: bool = False) -
     )
 
 
-class SceneStream(Sequence):
-    """`length` scenes of a recipe, rendered in memory on first read; the `keep` newest are cached.
+class LazyScene:
+    """A scene whose time ids are known at once and whose pixels are rendered the first time anything
+    else is read: a trainer lists every clip of a long stream (it needs only `times`) without rendering
+    it. `release()` drops the rendered tensors again (the stream keeps only the newest few)."""
 
-    Each scene is one clip (all of its time steps and views), so a trainer that draws scene k at
-    step k sees a new room every step. `times` of every scene is known without rendering it."""
+    def __init__(self, config: SyntheticSceneConfig) -> None:
+        self.config = config
+        self.times = list(range(config.times))
+        self._scene: Scene | None = None
+
+    def load(self) -> Scene:
+        if self._scene is None:
+            self._scene = scene_in_memory(render_synthetic_scene(self.config))
+        return self._scene
+
+    def release(self) -> None:
+        self._scene = None
+
+    def __getattr__(self, name: str):  # only for attributes not set in __init__
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+
+class SceneStream(Sequence):
+    """`length` scenes of a recipe as `LazyScene`s: each rendered in memory on first read, only the
+    `keep` most recently read kept rendered.
+
+    Each scene is one clip (all of its time steps and views: train with `clip_times=0`), so a trainer
+    that reads scene k at step k (`clip_order="stream"`) sees a new room every step."""
 
     def __init__(self, recipe: StreamRecipe, length: int, heldout: bool = False, keep: int = 4) -> None:
         self.recipe, self.length, self.heldout, self.keep = recipe, length, heldout, keep
-        self._cache: OrderedDict[int, Scene] = OrderedDict()
+        self._rendered: OrderedDict[int, LazyScene] = OrderedDict()
+        self._scenes: dict[int, LazyScene] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -124,12 +150,25 @@ class SceneStream(Sequence):
             raise IndexError(f"scene {index} outside the stream's {self.length}")
         return draw_scene_config(self.recipe, index, self.heldout)
 
-    def __getitem__(self, index: int) -> Scene:  # type: ignore[override]
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
-        scene = scene_in_memory(render_synthetic_scene(self.config(index)))
-        self._cache[index] = scene
-        while len(self._cache) > self.keep:
-            self._cache.popitem(last=False)
-        return scene
+    def __getitem__(self, index: int) -> LazyScene:  # type: ignore[override]
+        if index not in self._scenes:
+            self._scenes[index] = _Tracked(self, index, self.config(index))
+        return self._scenes[index]
+
+    def _rendering(self, index: int) -> None:
+        """Called when scene `index` renders: keep it, release the oldest beyond `keep`."""
+        self._rendered[index] = self._scenes[index]
+        self._rendered.move_to_end(index)
+        while len(self._rendered) > self.keep:
+            _, oldest = self._rendered.popitem(last=False)
+            oldest.release()
+
+
+class _Tracked(LazyScene):
+    def __init__(self, stream: SceneStream, index: int, config: SyntheticSceneConfig) -> None:
+        super().__init__(config)
+        self._stream, self._index = stream, index
+
+    def load(self) -> Scene:
+        self._stream._rendering(self._index)
+        return super().load()

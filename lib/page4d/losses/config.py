@@ -61,6 +61,9 @@ class LossConfig:
         small relative rotations of a video), sign-invariant only where ``|w_gt| < rig_cut_w``: the
         GT of a rig camera facing away from the reference (~180 degrees) flips sign between nearly
         equal rotations, so there either sign is right ("the rig fix").
+        use_attention_forcing / w_attention_forcing: MoRe's term, the attention mass the camera/register
+        rows of the masked global blocks put on GT-dynamic patches (`losses.attention_forcing`; the
+        trainer computes it from the blocks' own q/k).
         use_depth / w_depth, use_point / w_point, conf_alpha (the ``-alpha log(conf)`` term that
         keeps confidences from collapsing), grad_weight (finite-difference gradient term).
     """
@@ -91,6 +94,9 @@ class LossConfig:
     cam_w_fov: float = 0.5
     rotation_target: str = "sign_invariant"
     rig_cut_w: float = 0.2
+
+    use_attention_forcing: bool = False
+    w_attention_forcing: float = 1.0
 
     use_depth: bool = True
     w_depth: float = 1.0

@@ -17,7 +17,10 @@ from page4d.losses import LossConfig
 
 
 def clip_starts(num_times: int, clip_times: int) -> list[int]:
-    """First indices (into the training times) of every clip of `clip_times` consecutive steps."""
+    """First indices (into the training times) of every clip of `clip_times` consecutive steps
+    (`clip_times` 0: one clip, the whole scene)."""
+    if clip_times == 0:
+        return [0]
     if clip_times > num_times:
         raise ValueError(f"clip_times {clip_times} exceeds the {num_times} training time steps")
     return list(range(num_times - clip_times + 1))
@@ -28,16 +31,21 @@ class ClipOrder:
     replacement) shared by every rank, split like DistributedSampler splits its order: at step k, rank r
     takes draw `k * world + r`, so the ranks never share a position of the stream. A pure function of
     (seed, step, rank, world), so a resumed run continues the same order; with one process it is exactly
-    the order earlier versions drew (`random.Random(seed * 1000).choice` per step)."""
+    the order earlier versions drew (`random.Random(seed * 1000).choice` per step). `stream=True`: draw
+    k is clip k (a stream of fresh scenes, one scene per clip, is then seen in order, each once)."""
 
-    def __init__(self, num_clips: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.num_clips, self.seed, self.rank, self.world = num_clips, seed, rank, world
+    def __init__(
+        self, num_clips: int, seed: int, rank: int = 0, world: int = 1, stream: bool = False
+    ) -> None:
+        self.num_clips, self.seed, self.rank, self.world, self.stream = num_clips, seed, rank, world, stream
         self._rng = random.Random(seed * 1000)
         self._drawn = 0
         self._last = -1
 
     def clip(self, step: int) -> int:
         target = step * self.world + self.rank
+        if self.stream:  # clip k at draw k: a stream of fresh scenes, each seen once (then wrapping)
+            return target % self.num_clips
         if target < self._drawn - 1:
             self._rng, self._drawn = random.Random(self.seed * 1000), 0
         while self._drawn <= target:
@@ -72,7 +80,8 @@ def training_clips(
             mask_gt_check(loss_cfg, sc, times)
         except ValueError as err:  # a pool needs GT in at least one scene, not in every one
             errors.append(err)
-        clips += [(i, times[s : s + clip_times]) for s in clip_starts(len(times), clip_times)]
+        length = clip_times or len(times)
+        clips += [(i, times[s : s + length]) for s in clip_starts(len(times), clip_times)]
     if len(errors) == len(scenes):
         raise errors[0]
     return clips

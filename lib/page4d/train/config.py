@@ -40,6 +40,10 @@ _TRAINS_HELP = f"what trains (the rest is frozen): {', '.join(TRAINS)}; old name
 )
 
 
+CLIP_ORDERS = ("uniform", "stream")
+MASK_BIASES = ("head", "off", "gt")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (written to `config.json` in the run folder).
@@ -70,7 +74,21 @@ class TrainConfig:
     middle_blocks: tuple[int, ...] | None = knob(
         None, "blocks mask_head+middle_blocks trains (default: the mask head's masked_global_blocks)"
     )
-    clip_times: int = knob(2, "consecutive time steps per training clip (all views)")
+    clip_times: int = knob(
+        2, "consecutive time steps per training clip (all views); 0: each scene whole (a stream of scenes)"
+    )
+    clip_order: str = knob(
+        "uniform",
+        "uniform: a seeded draw (with replacement) per step; stream: clip k at step k, so a stream of "
+        "fresh scenes shows a new room every step",
+        choices=CLIP_ORDERS,
+    )
+    mask_bias: str = knob(
+        "head",
+        "what drives the attention bias: head (PAGE-4D's mask head), off (plain VGGT attention: the "
+        "no_mask control), gt (the clip's GT masks: the oracle; the head is not used)",
+        choices=MASK_BIASES,
+    )
     seed: int = knob(0, "seeds the weights' init, the clip order and every RNG")
     checkpoint: str | None = knob(
         None,
@@ -117,8 +135,13 @@ class TrainConfig:
             raise ValueError(
                 f"steps must be >= 1, got {self.steps}: a run of no steps would write an untrained checkpoint"
             )
-        if self.clip_times < 1:
-            raise ValueError(f"clip_times must be >= 1, got {self.clip_times}")
+        if self.clip_times < 0:
+            raise ValueError(f"clip_times must be >= 1 (or 0: whole scenes), got {self.clip_times}")
+        if self.clip_order not in CLIP_ORDERS or self.mask_bias not in MASK_BIASES:
+            raise ValueError(
+                f"clip_order must be one of {CLIP_ORDERS} and mask_bias one of {MASK_BIASES}, "
+                f"got {self.clip_order!r}, {self.mask_bias!r}"
+            )
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.min_lr <= self.lr:

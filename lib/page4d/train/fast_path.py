@@ -55,8 +55,10 @@ class FeatureCache:
 
 
 def mask_only_objective(loss_cfg: LossConfig, model: nn.Module, world: int = 1) -> bool:
-    """True when the run can stop at the mask head: no geometry term, a mask head, one process."""
-    return not loss_cfg.geometry_enabled and model.aggregator.spatial_mask_head is not None and world == 1
+    """True when the run can stop at the mask head: no geometry term (nor attention forcing, which needs
+    the later blocks), a mask head, one process."""
+    only_mask = not loss_cfg.geometry_enabled and not loss_cfg.use_attention_forcing
+    return only_mask and model.aggregator.spatial_mask_head is not None and world == 1
 
 
 def features_are_fixed(cfg: TrainConfig) -> bool:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from page4d.data import Scene, scene_to_batch
 from page4d.determinism import set_determinism
-from page4d.losses import compute_total_loss, loss_dict_to_floats
+from page4d.losses import loss_dict_to_floats
 from page4d.records import claim_run_folder, mark_finished, remove_stale_temp_files, write_json
 from page4d.train.checkpoint import latest_checkpoint, restore, save_checkpoint
 from page4d.train.clips import ClipOrder, training_clips
@@ -40,6 +40,7 @@ from page4d.train.distributed import (
     wrap_for_ddp,
 )
 from page4d.train.fast_path import FeatureCache, features_are_fixed, mask_only_losses, mask_only_objective
+from page4d.train.forward import apply_mask_bias, clip_losses
 from page4d.train.schedule import lr_at
 from page4d.train.state import TrainRun
 from page4d.train.summary import end_line, run_summary, start_line, summarize_history
@@ -85,7 +86,7 @@ def train(
         print(start_line(run), flush=True)
 
     last = cfg.steps if stop_after is None else min(cfg.steps, run.first_step + stop_after)
-    order = ClipOrder(len(run.clips), cfg.seed, run.rank, run.world)
+    order = ClipOrder(len(run.clips), cfg.seed, run.rank, run.world, stream=cfg.clip_order == "stream")
     steps = range(run.first_step, last)
     bar = tqdm(steps, desc=f"train[{cfg.arm}]", disable=not say, initial=run.first_step, total=cfg.steps)
     run.t0 = time.perf_counter()
@@ -138,6 +139,7 @@ def start(
     clips = training_clips(scenes, train_times, cfg.clip_times, loss_cfg)
     model = build_training_model(cfg) if model is None else model
     trainable = set_trainable(model, cfg.trains, cfg.middle_blocks)
+    apply_mask_bias(model, cfg.mask_bias)
     device = resolve_device(cfg.device)
     use_device(device)
     model.to(device)
@@ -190,6 +192,7 @@ def train_step(run: TrainRun, step: int, index: int) -> dict[str, Any]:
         update_weights(run, losses["loss"], record["lr"])
         floats = loss_dict_to_floats(losses)
         record.update({k: v for k, v in floats.items() if isinstance(v, float | bool | str | None)})
+        record.update({k: losses[k] for k in ("camera_rot_deg", "camera_dir_deg") if k in losses})
         record["updated"] = True
     record["seconds"] = time.perf_counter() - run.t0
     return record
@@ -215,10 +218,7 @@ def compute_losses(run: TrainRun, batch: Any, index: int) -> dict[str, Any]:
     autocast = torch.autocast(run.device.type, dtype=dtype, enabled=dtype is not None)
     if run.mask_only:
         return mask_only_losses(run.model, batch, index, run.cache, run.loss_cfg, autocast)
-    with autocast:
-        predictions = run.net(batch.images)
-    targets = {k: getattr(batch, k) for k in ("extrinsics", "intrinsics", "depths", "masks", "mask_valid")}
-    return compute_total_loss(predictions, targets, run.loss_cfg)
+    return clip_losses(run, batch, autocast)
 
 
 def update_weights(run: TrainRun, loss: torch.Tensor, lr: float) -> None:
