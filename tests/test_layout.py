@@ -17,7 +17,7 @@ from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "lib" / "page4d"
 LAYERS = [
-    {"checks", "geometry", "determinism", "profiling", "records"},
+    {"checks", "geometry", "determinism", "devices", "profiling", "records"},
     {"model", "data", "losses"},
     {"inference"},
     {"scoring"},
