@@ -36,6 +36,9 @@ def test_states_and_the_refusal_names_the_folder_and_the_ways_on(tmp_path):
         claim_run_folder(run)
     assert str(run) in str(exc.value) and "--resume" in str(exc.value) and "new --out" in str(exc.value)
     assert claim_run_folder(run, resume=True) == "finished"
+    with pytest.raises(RunFolderTaken) as exc:  # a kind of run that cannot be continued (page4d.predict)
+        claim_run_folder(run, resume_hint=None)
+    assert "--resume" not in str(exc.value) and str(exc.value).endswith("Write this one to a new --out.")
 
 
 def test_atomic_writes_leave_no_temporary_files_and_replace_whole_files(tmp_path):
