@@ -71,3 +71,27 @@ def test_every_kind_of_run_ends_with_the_one_marker(tmp_path):
     nb.mkdir()
     mark_finished(nb, "notebook", status="failed")
     assert run_state(nb) == "failed" and run_folder_state(nb) == "finished"
+
+
+def test_two_threads_writing_one_file_do_not_share_a_temporary_file(tmp_path):
+    """Two sweeps in one process (threads) both write sweep.json: with one temp name per process, one
+    thread's rename took the other's temporary file away (FileNotFoundError)."""
+    import threading
+
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(300):
+                write_json(tmp_path / "shared.json", {"writer": k, "i": i})
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert json.loads((tmp_path / "shared.json").read_text())["i"] == 299
+    assert not remove_stale_temp_files(tmp_path)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,8 @@ def claim_run_folder(
 
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMP_TAG}{os.getpid()}")
+    """Unique per writer: two threads of one process writing the same file must not share a temp file."""
+    return path.with_name(f".{path.name}{TEMP_TAG}{os.getpid()}-{threading.get_ident()}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
