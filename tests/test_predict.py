@@ -245,7 +245,12 @@ def test_a_preset_without_a_shipped_checkpoint_needs_weights_named(clip, tmp_pat
         predict(clip / "rig" / "cam0", tmp_path / "out", preset="page4d_fin10_1b", progress=False)
     with pytest.raises(ValueError, match=r"an empty --checkpoint names no weights"):
         predict(clip / "rig" / "cam0", tmp_path / "out", checkpoint="", progress=False)
+    with pytest.raises(ValueError, match=r"'tiny-synthetic' loads into preset 'tiny', not 'page4d_fin10_1b'"):
+        predict(clip / "rig" / "cam0", tmp_path / "out", "page4d_fin10_1b", "tiny-synthetic", progress=False)
     assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(FileExistsError, match=r"--out .*file is a file, not a folder"):
+        predict(clip / "rig" / "cam0", tmp_path / "file", progress=False)
 
 
 def test_vggt_without_mask_head_is_refused_before_it_is_built_and_points_to_attention(

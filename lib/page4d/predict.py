@@ -80,7 +80,14 @@ RUN_FILE = "run.json"
 # What makes a folder a predict run (a finished one also holds DONE.json): never written into again.
 RUN_FILES = (RUN_FILE, records.METRICS_FILE, "masks/*/*.png", "prob/*/*.npy", "overlay.mp4", "overlay.gif")
 # The mistakes a user makes routinely: one line and exit status 2 instead of a traceback.
-EXPECTED_ERRORS = (FileNotFoundError, ValueError, CheckpointError, SceneFormatError, RunFolderTaken)
+EXPECTED_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+    CheckpointError,
+    SceneFormatError,
+    RunFolderTaken,
+)
 
 
 def logits_to_source(logits: torch.Tensor, transform: CropResize) -> torch.Tensor:
@@ -216,6 +223,10 @@ def resolve_weights(preset_name: str, checkpoint: str | Path | None, method: str
                 "(whose masks mean nothing)"
             )
     name = str(checkpoint)
+    if SHIPPED_PRESETS.get(name, preset_name) != preset_name:  # known without building the model
+        raise ValueError(
+            f"shipped checkpoint {name!r} loads into preset {SHIPPED_PRESETS[name]!r}, not {preset_name!r}"
+        )
     if name == RANDOM_WEIGHTS:
         return Weights(name, None, False)
     if not name:
@@ -360,6 +371,8 @@ def check_request(
     torch_device = require_device(device)
     weights = resolve_weights(preset_name, checkpoint, method)
     kind = input_kind(input)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
     records.claim_run_folder(out, run_files=RUN_FILES, resume_hint=None, new_hint="a new --out")
     return weights, torch_device, kind
 
