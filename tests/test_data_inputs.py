@@ -210,3 +210,54 @@ def test_mask_supervision_trains_on_a_clip_without_geometry(clip):
     )  # fmt: skip
     _, history = train(cfg, scene, progress=False)
     assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+
+
+# --------------------------------------------------------------------------------------------------
+# non-finite values and frame order (issue 22)
+# --------------------------------------------------------------------------------------------------
+def test_a_checkpoint_with_nan_or_inf_weights_names_the_tensors_and_the_file(tmp_path):
+    model = build_model(preset("tiny"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["camera_head.trunk.0.norm1.weight"][3] = float("nan")
+    torch.save(state, tmp_path / "one_nan.pt")
+    with pytest.raises(CheckpointError, match=r"one_nan.pt: 1 tensor\(s\) hold NaN or inf values: "
+                       r"camera_head.trunk.0.norm1.weight \(1 of \d+\)"):  # fmt: skip
+        load_checkpoint(model, tmp_path / "one_nan.pt")
+    state["aggregator.camera_token"].view(-1)[:2] = float("-inf")
+    torch.save({"model": {k: v.half() for k, v in state.items()}}, tmp_path / "inf_fp16.pt")
+    with pytest.raises(CheckpointError, match=r"2 tensor\(s\).*aggregator.camera_token \(2 of"):
+        load_checkpoint(model, tmp_path / "inf_fp16.pt", strict=False)
+    assert torch.isfinite(model.state_dict()["camera_head.trunk.0.norm1.weight"]).all()  # nothing loaded
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_the_model_refuses_non_finite_pixels(bad):
+    model = build_model(preset("tiny")).eval()
+    images = torch.rand(1, 2, 3, 28, 28)
+    images[0, 1, 2, 5, 7] = bad
+    with pytest.raises(ValueError, match=r"1 NaN or inf values \(the first at index \[0, 1, 2, 5, 7\]\)"):
+        model(images)
+
+
+def _numbered_frames(folder, stems):
+    """Frames whose red channel is 10 x the number in their name, so the order can be read back."""
+    folder.mkdir(parents=True)
+    for stem in stems:
+        Image.fromarray(np.full((14, 14, 3), 10 * int(stem), np.uint8)).save(folder / f"{stem}.png")
+
+
+def test_frames_numbered_without_padding_are_in_number_order(tmp_path):
+    _numbered_frames(tmp_path / "clip", [str(k) for k in range(1, 13)])
+    scene = load_input(tmp_path / "clip")
+    assert [names[0] for names in scene.frame_names] == [str(k) for k in range(1, 13)]
+    red = (scene.images[:, 0, 0, 0, 0] * 255).round().int().tolist()
+    assert red == [10 * k for k in range(1, 13)]
+    for view in ("cam2", "cam10"):
+        _numbered_frames(tmp_path / "rig" / view, [str(k) for k in range(1, 4)])
+    assert load_input(tmp_path / "rig").view_names == ["cam2", "cam10"]
+
+
+def test_frame_names_with_the_same_number_are_refused(tmp_path):
+    _numbered_frames(tmp_path / "clip", ["1", "01", "2"])
+    with pytest.raises(SceneFormatError, match=r"clip: frames '01.png' and '1.png' give the same number"):
+        load_input(tmp_path / "clip")

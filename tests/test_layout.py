@@ -17,7 +17,7 @@ from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "lib" / "page4d"
 LAYERS = [
-    {"checks", "geometry", "determinism", "profiling", "records", "cli_args"},
+    {"checks", "geometry", "determinism", "devices", "profiling", "records", "cli_args"},
     {"model", "data", "losses"},
     {"inference"},
     {"scoring"},

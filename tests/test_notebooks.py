@@ -288,3 +288,89 @@ def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frame
     assert bce["per_seed"][0]["mask_frames"] == 16
     for png in ("ablation_metrics.png", "training_loss.png", "held_out_overlays.png"):
         assert _is_png(run / png), png
+
+
+# --------------------------------------------------------------------------------------------------
+# one parameter check for every way a notebook runs (issue 22)
+# --------------------------------------------------------------------------------------------------
+TINY_ABLATION = dict(arms="none", seeds="0", steps=1, image_height=28, image_width=42, threads=1)
+
+
+def test_papermill_string_false_turns_geometry_off(tmp_path):
+    """`papermill ... -p geometry false` injects the string "false"; the notebook's first cell after its
+    parameters makes it False (and "1e-3" a float), as `page4d.main -p geometry false` does."""
+    run = _execute(
+        "03_ablation_mask_supervision.ipynb", tmp_path, geometry="false", lr="1e-3", **TINY_ABLATION
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["params"]["geometry"] is False and metrics["params"]["lr"] == 0.001
+    assert list(metrics["arms"]) == ["untrained"]  # `none` without geometry has nothing to train
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"geometry": "maybe"}, "parameter geometry (bool): cannot parse 'maybe'"),
+        ({"steps": 2.5}, "parameter steps (int): got 2.5 (float)"),
+        ({"geometri": "false"}, "unknown parameter(s) ['geometri']"),
+    ],
+)
+def test_a_value_that_does_not_fit_stops_the_notebook_naming_the_parameter(tmp_path, bad, message):
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _execute("03_ablation_mask_supervision.ipynb", tmp_path, **{**TINY_ABLATION, **bad})
+    assert err.value.ename == "ParameterError" and message in err.value.evalue
+    assert not (tmp_path / "run").exists(), "refused before the run folder was made"
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_every_notebook_checks_its_parameters_first(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert "coerce_parameters(globals())" in code[1].source and not code[1].get("outputs")
+
+
+def test_page4d_main_the_sweep_and_plain_papermill_accept_and_refuse_the_same_values():
+    """The runners parse command-line text (`parse_value`); papermill's CLI turns text into Python values
+    its own way (`_resolve_type`: "0" -> 0, "1e-3" -> 0.001, "false" stays text) and the notebook's first
+    cell converts those (`coerce_value`). Both paths give the same value of the same type, or both refuse."""
+    from page4d.notebook.params import NotebookParameter, ParameterError, coerce_value, parse_value
+    from papermill.cli import _resolve_type
+
+    texts = ["true", "false", "True", "False", "0", "1", "2", "yes", "off", "maybe", "", "None",
+             "1e-3", "0.5", "-3", "nan", "inf", "1_000"]  # fmt: skip
+    for kind in ("bool", "int", "float"):
+        param = NotebookParameter("p", kind, "", "")
+        for text in texts:
+            results = []
+            for convert in (parse_value, lambda t, p: coerce_value(_resolve_type(t), p)):
+                try:
+                    value = convert(text, param)
+                    results.append((type(value).__name__, value))
+                except ParameterError as exc:
+                    assert "parameter p (" in str(exc)
+                    results.append("refused")
+            assert results[0] == results[1], (kind, text, results)
+
+
+def test_coerce_parameters_converts_in_place_and_refuses_unknown_injected_names():
+    from page4d.notebook.params import ParameterError, coerce_parameters
+
+    namespace = {
+        "__annotations__": {"geometry": bool, "lr": float, "steps": int, "seeds": str},
+        "geometry": "false", "lr": 1, "steps": "3", "seeds": 0,
+        "In": ["", "geometry: bool = True ...", '# Parameters\ngeometry = "false"\nlr = 1\n', "<this cell>"],
+    }  # fmt: skip
+    coerce_parameters(namespace)
+    assert (namespace["geometry"], namespace["lr"], namespace["steps"], namespace["seeds"]) == (
+        False,
+        1.0,
+        3,
+        "0",
+    )
+    assert type(namespace["lr"]) is float
+    namespace["In"][-2] = '# Parameters\ngeometri = "false"\n'
+    with pytest.raises(
+        ParameterError, match=r"unknown parameter\(s\) \['geometri'\]; this notebook declares"
+    ):
+        coerce_parameters(namespace)

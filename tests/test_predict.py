@@ -21,6 +21,7 @@ from page4d.inference.loading import load_model
 from page4d.inference.motion_cues import attention_mask_logits
 from page4d.model import build_model, preset
 from page4d.predict import logits_to_source, main, predict, require_mask_head
+from page4d.records import RunFolderTaken
 from PIL import Image
 from vos_benchmark.evaluator import Evaluator
 
@@ -123,7 +124,7 @@ def test_attention_method_writes_the_same_outputs_from_the_attention_cues(clip, 
     out = tmp_path / "out"
     metrics = main(
         [str(clip / "rig"), "--out", str(out), "--gt", str(clip / "gt"), "--image-width", "70",
-         "--chunk", "5", "--method", "attention", "--no-progress"]
+         "--chunk", "5", "--method", "attention", "--checkpoint", "random", "--no-progress"]
     )  # fmt: skip
     check_outputs(out, ["cam0", "cam1"], [f"{t:05d}" for t in range(T)])
     assert metrics["method"] == "attention" and metrics["model_input_size"] == [56, 70]
@@ -189,3 +190,149 @@ def test_the_shipped_checkpoint_by_name_on_the_command_line(clip, tmp_path):
     expected = logits_to_source(logits, scene.transform).numpy().astype(np.float16)
     assert np.array_equal(np.load(out / "prob" / "cam0" / "00001.npy"), expected)
     assert 0.0 <= metrics["J_mean"] <= 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# the first hour: defaults, records and refusals (issue 22)
+# --------------------------------------------------------------------------------------------------
+def _forbid_building(monkeypatch):
+    """Any model built from here on fails the test (refusals must come before a 1B build)."""
+    import page4d.inference.loading as loading_module
+
+    def forbidden(cfg):
+        raise AssertionError(f"built a model ({cfg.embed_dim}-dim) before refusing")
+
+    monkeypatch.setattr(loading_module, "build_model", forbidden)
+
+
+def test_default_weights_are_the_shipped_checkpoint_and_run_json_says_what_ran(clip, tmp_path):
+    """No --checkpoint: the tiny preset's shipped tiny-synthetic weights (not seeded random ones), and
+    run.json records the run without GT too."""
+    out = tmp_path / "out"
+    argv = [str(clip / "rig" / "cam0"), "--out", str(out), "--image-width", "70", "--max-frames", "2",
+            "--threshold", "0.4", "--no-progress"]  # fmt: skip
+    result = main(argv)
+    model, _ = load_model("tiny", "tiny-synthetic", 0)
+    scene = load_input(clip / "rig" / "cam0", image_width=70, max_frames=2)
+    with torch.no_grad():
+        logits = model(scene.images[None])["mask_logits"][0, 1, 0]
+    expected = logits_to_source(logits, scene.transform).numpy().astype(np.float16)
+    assert np.array_equal(np.load(out / "prob" / "cam0" / "00001.npy"), expected)
+    assert not (out / "metrics.json").exists() and result["checkpoint"] == "tiny-synthetic"
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["preset"] == "tiny" and run["checkpoint"] == "tiny-synthetic" and run["checkpoint_default"]
+    assert Path(run["checkpoint_path"]).name == "tiny-synthetic.pt" and Path(run["checkpoint_path"]).is_file()
+    assert run["method"] == "mask_head" and run["threshold"] == 0.4 and run["method_notes"] == []
+    assert run["input"] == str(clip / "rig" / "cam0") and run["input_kind"] == "frames"
+    assert run["versions"]["torch"] == torch.__version__ and run["versions"]["page4d"]
+    assert run["command"].startswith("python -m page4d.predict ") and "--threshold 0.4" in run["command"]
+    assert "mask head is at its initialisation" in run["weights_note"]  # the card's caveat, said aloud
+    done = json.loads((out / "DONE.json").read_text())
+    assert done["kind"] == "predict" and done["status"] == "ok" and done["metrics_file"] is None
+
+    random_out = tmp_path / "random"
+    main([*argv[:1], "--out", str(random_out), *argv[3:], "--checkpoint", "random"])
+    run = json.loads((random_out / "run.json").read_text())
+    assert (
+        run["checkpoint"] == "random" and run["checkpoint_path"] is None and "random weights" in run["model"]
+    )
+
+
+def test_a_preset_without_a_shipped_checkpoint_needs_weights_named(clip, tmp_path, monkeypatch):
+    _forbid_building(monkeypatch)
+    with pytest.raises(ValueError, match=r"no shipped checkpoint.*--checkpoint PATH.*--checkpoint random"):
+        predict(clip / "rig" / "cam0", tmp_path / "out", preset="page4d_fin10_1b", progress=False)
+    with pytest.raises(ValueError, match=r"an empty --checkpoint names no weights"):
+        predict(clip / "rig" / "cam0", tmp_path / "out", checkpoint="", progress=False)
+    with pytest.raises(ValueError, match=r"'tiny-synthetic' loads into preset 'tiny', not 'page4d_fin10_1b'"):
+        predict(clip / "rig" / "cam0", tmp_path / "out", "page4d_fin10_1b", "tiny-synthetic", progress=False)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(FileExistsError, match=r"--out .*file is a file, not a folder"):
+        predict(clip / "rig" / "cam0", tmp_path / "file", progress=False)
+
+
+def test_vggt_without_mask_head_is_refused_before_it_is_built_and_points_to_attention(
+    clip, tmp_path, monkeypatch
+):
+    _forbid_building(monkeypatch)
+    with pytest.raises(
+        ValueError, match=r"'vggt_1b' has no mask head.*--method attention works for any preset"
+    ):
+        predict(
+            clip / "rig" / "cam0", tmp_path / "out", preset="vggt_1b", checkpoint="random", progress=False
+        )
+
+
+def test_a_folder_holding_a_run_is_refused_and_the_run_ends_with_done(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    predict(clip / "rig" / "cam0", out, image_width=56, max_frames=1, progress=False)
+    masks_before = {p.name: p.read_bytes() for p in (out / "masks" / "cam0").iterdir()}
+    with pytest.raises(RunFolderTaken, match=rf"{out}: it already holds a finished run.*a new --out"):
+        predict(clip / "rig", out, image_width=56, max_frames=1, progress=False)
+    assert sorted((out / "masks").iterdir()) == [out / "masks" / "cam0"]  # no second run beside it
+    assert {p.name: p.read_bytes() for p in (out / "masks" / "cam0").iterdir()} == masks_before
+
+    # a run that never finished (killed: masks, no run.json, no DONE.json) is a run too
+    (out / "DONE.json").unlink()
+    (out / "run.json").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(clip / "rig" / "cam0"), "--out", str(out), "--image-width", "56", "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"page4d.predict: refusing to write into {out}: it already holds an unfinished run")
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_routine_mistakes_end_in_one_line_and_exit_status_2(clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU build, on any machine
+    frames = str(clip / "rig" / "cam0")
+    nan_ck = tmp_path / "nan.pt"
+    state = build_model(preset("tiny")).state_dict()
+    state["camera_head.trunk.0.norm1.weight"][3] = float("nan")
+    torch.save(state, nan_ck)
+    cases = {
+        "missing checkpoint": ([frames, "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found"),
+        "missing input": ([str(tmp_path / "no_clip"), "--checkpoint", "random"], "no_clip: not found"),
+        "bad preset": ([frames, "--preset", "tinyy"], "unknown preset 'tinyy'"),
+        "NaN weight": ([frames, "--checkpoint", str(nan_ck)], "nan.pt: 1 tensor(s) hold NaN or inf"),
+        "threshold 50": ([frames, "--threshold", "50"], None),  # argparse: its own usage + error line
+        "cuda without CUDA": ([frames, "--device", "cuda:0"], "device 'cuda:0' cannot be used"),
+    }
+    for name, (args, message) in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--out", str(tmp_path / name), "--image-width", "56", "--no-progress"])
+        assert exit_info.value.code == 2, name
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, name
+        if message is None:
+            assert "argument --threshold: 50 is not a probability in [0, 1]" in err
+        else:
+            assert err.startswith("page4d.predict: ") and err.count("\n") == 1 and message in err, (name, err)
+        assert not (tmp_path / name).exists(), f"{name}: wrote into --out before refusing"
+
+
+def test_threshold_outside_0_1_is_refused_by_the_api_too(clip, tmp_path):
+    for bad in (50, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"threshold must be a probability in \[0, 1\]"):
+            predict(clip / "rig" / "cam0", tmp_path / "out", threshold=bad, progress=False)
+
+
+def test_unexpected_errors_keep_their_traceback(clip, tmp_path, monkeypatch):
+    import page4d.predict as predict_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a user mistake")
+
+    monkeypatch.setattr(predict_module, "predict_frames", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main([str(clip / "rig" / "cam0"), "--out", str(tmp_path / "out"), "--image-width", "56"])
+
+
+def test_the_command_prints_one_line_for_a_missing_checkpoint(clip, tmp_path):
+    cmd = [sys.executable, "-m", "page4d.predict", str(clip / "rig" / "cam0"), "--out", str(tmp_path / "o"),
+           "--checkpoint", str(tmp_path / "missing.pt")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("page4d.predict: checkpoint not found: ") and proc.stderr.count("\n") == 1

@@ -36,6 +36,9 @@ def test_states_and_the_refusal_names_the_folder_and_the_ways_on(tmp_path):
         claim_run_folder(run)
     assert str(run) in str(exc.value) and "--resume" in str(exc.value) and "new --out" in str(exc.value)
     assert claim_run_folder(run, resume=True) == "finished"
+    with pytest.raises(RunFolderTaken) as exc:  # a kind of run that cannot be continued (page4d.predict)
+        claim_run_folder(run, resume_hint=None)
+    assert "--resume" not in str(exc.value) and str(exc.value).endswith("Write this one to a new --out.")
 
 
 def test_atomic_writes_leave_no_temporary_files_and_replace_whole_files(tmp_path):
@@ -68,3 +71,27 @@ def test_every_kind_of_run_ends_with_the_one_marker(tmp_path):
     nb.mkdir()
     mark_finished(nb, "notebook", status="failed")
     assert run_state(nb) == "failed" and run_folder_state(nb) == "finished"
+
+
+def test_two_threads_writing_one_file_do_not_share_a_temporary_file(tmp_path):
+    """Two sweeps in one process (threads) both write sweep.json: with one temp name per process, one
+    thread's rename took the other's temporary file away (FileNotFoundError)."""
+    import threading
+
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(300):
+                write_json(tmp_path / "shared.json", {"writer": k, "i": i})
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert json.loads((tmp_path / "shared.json").read_text())["i"] == 299
+    assert not remove_stale_temp_files(tmp_path)

@@ -299,3 +299,110 @@ def test_the_summary_shows_an_ablations_headline_metrics_per_arm(tmp_path):
     cell = sweep.Cell("x=1", {"x": 1}, cell_dir)
     rows = sweep.summary_rows([sweep.CellResult(cell, "ok", 1.0, None, tables.flat_metrics(cell_dir))], 2)
     assert rows == [{"cell": "x=1", "status": "ok", "wall_s": 1.0, "none:mask_ap": 0.2, "bce:mask_ap": 0.9}]
+
+
+# --------------------------------------------------------------------------------------------------
+# two sweeps over one folder (issue 22)
+# --------------------------------------------------------------------------------------------------
+RACE_PARAMS = """\
+x: int = 1  # the swept value
+log: str = ""  # every execution appends a line here
+output_dir: str = ""  # where metrics.json goes"""
+
+RACE_BODY = """\
+import json, os, pathlib, time
+with open(log, "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
+time.sleep(1.0)  # long enough for the other sweep to try the same cell meanwhile
+(pathlib.Path(output_dir) / "metrics.json").write_text(json.dumps({"x": x}))"""
+
+
+def test_two_sweeps_racing_for_one_cell_run_it_once(tmp_path, monkeypatch):
+    """Both sweeps look at the cell before either starts it (a barrier in their scan: the window in which
+    two unlocked sweeps both saw "new"); the cell's lock lets exactly one execute it, and the other says
+    why it skipped it. Without the lock both executed the one cell into the one folder."""
+    import threading
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(RACE_PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(RACE_BODY)]
+    nbformat.write(nb, tmp_path / "race.ipynb")
+    log_file = tmp_path / "executions.log"
+    plan = sweep.plan_sweep(tmp_path / "race.ipynb", ["x=1"], tmp_path / "out", [("log", str(log_file))])
+
+    barrier, waited, real_state = threading.Barrier(2, timeout=60), threading.local(), sweep.run_state
+
+    def state_after_both_looked(path):
+        state = real_state(path)
+        if not getattr(waited, "done", False):
+            waited.done = True
+            barrier.wait()
+        return state
+
+    monkeypatch.setattr(sweep, "run_state", state_after_both_looked)
+    results, logs = {}, {"a": [], "b": []}
+
+    def one_sweep(name):
+        results[name] = sweep.run_sweep(plan, log=logs[name].append)[0]
+
+    threads = [threading.Thread(target=one_sweep, args=(name,)) for name in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert len(log_file.read_text().splitlines()) == 1, "the cell was executed more than once"
+    statuses = sorted(r.status for r in results.values())
+    assert statuses in (["ok", "running"], ["ok", "skipped"]), statuses
+    loser = "a" if results["a"].status != "ok" else "b"
+    assert any(
+        line.startswith("skip  x=1: ") and ("another live process" in line or "finished meanwhile" in line)
+        for line in logs[loser]
+    ), logs[loser]
+    cell = plan.cells[0].dir
+    assert json.loads((cell / records.FINISH_MARKER).read_text())["status"] == "ok"
+    assert json.loads((cell / "metrics.json").read_text()) == {"x": 1}
+    assert not (cell / records.FAILED_FILE).exists() and not (plan.sweep_dir / sweep.ATTEMPTS_DIR).exists()
+    assert not runner.lock_path(cell).exists()  # released
+
+
+def test_a_cell_held_by_a_live_process_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    cell = tmp_path / "sweep" / "x=1"
+    with runner.run_lock(cell):
+        with pytest.raises(
+            runner.RunLocked, match=rf"{cell} is being run by another live process \(pid {os.getpid()}"
+        ):
+            with runner.run_lock(cell):
+                pass
+        record = sweep.run_cell("unused.ipynb", str(cell), {}, True, None, False)
+        assert record["status"] == "running" and "another live process" in record["holder"]
+    # a lock file left by a killed holder (its flock died with it) does not block
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from page4d.notebook import runner\n"
+         "with runner.run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(cell)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runner.RunLocked, match=rf"pid {holder.pid} on"):
+            with runner.run_lock(cell):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runner.lock_path(cell).exists()  # left behind by the killed holder
+    with runner.run_lock(cell):
+        pass
+
+
+def test_page4d_main_into_a_folder_another_process_is_running_is_refused(tmp_path, capsys):
+    from page4d import main as main_mod
+
+    run = tmp_path / "run"
+    with runner.run_lock(run):
+        with pytest.raises(SystemExit) as exc:
+            main_mod.main(["--out", str(run), "-p", "steps", "1"])
+    assert exc.value.code == 2
+    assert f"{run} is being run by another live process (pid {os.getpid()}" in capsys.readouterr().err
+    assert not run.exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 from page4d import records
 from page4d.experiments import ablation_report
 from page4d.notebook.params import ParameterError, parse_overrides
-from page4d.notebook.runner import FinishedRunError, execute_notebook
+from page4d.notebook.runner import FinishedRunError, RunLocked, execute_notebook
 from page4d.report import tables
 
 NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metrics = run(dict(args.param), args.out, args.quiet)
-    except (ParameterError, FinishedRunError) as err:
+    except (ParameterError, FinishedRunError, RunLocked) as err:
         parser.error(str(err))
     return 1 if metrics.get("failed") else 0
 

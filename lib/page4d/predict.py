@@ -10,7 +10,15 @@ DIR/overlay.mp4                     thresholded mask over the model-size frames 
                                     overlay.gif where no H.264 / MPEG-4 encoder exists)
 DIR/metrics.json                    with GT (--gt, or an RGB-D scene's SegAnyMo masks): DAVIS J / F
                                     (page4d.scoring.davis) at the GT's resolution, and how they were computed
+DIR/run.json                        always: what ran (preset, weights, method, threshold, input, versions,
+                                    the command line, the method's notes)
+DIR/DONE.json                       written last (`page4d.records.mark_finished`): the run ended
 ```
+Weights: `--checkpoint` takes a file or a shipped checkpoint's name; left out, the preset's shipped
+checkpoint is used (`tiny-synthetic` for `tiny`), and a preset without one is refused. Seeded random
+weights only with `--checkpoint random`. A DIR that already holds a run (finished or interrupted) is
+refused: every run gets its own folder. Routine mistakes (a missing file, a bad value, a checkpoint with
+NaN weights, a taken DIR) end in one line `page4d.predict: <message>` and exit status 2.
 The clip runs through the model in chunks of `--chunk` time steps (all views together; each chunk
 is its own forward pass), with a progress bar. Outside the model's centre crop (when the aspect ratio
 had to be cut to a multiple of 14) the mask logits are extended from the crop's edge.
@@ -22,6 +30,7 @@ calibrated probability. The cues compare time steps, so a chunk of a single step
 neighbouring step (only its own masks are written), and a clip of one time step is refused.
 
     python -m page4d.predict clip.mp4 --out outputs/clip --preset page4d_fin10_1b --checkpoint ck.pt
+    python -m page4d.predict frames/ --out outputs/t                 # tiny preset, tiny-synthetic weights
     python -m page4d.predict frames/ --out outputs/f --gt davis/Annotations/480p/bear --image-width 224
     python -m page4d.predict clip.mp4 --out outputs/a --preset vggt_1b --checkpoint vggt.pt --method attention
 """
@@ -29,7 +38,12 @@ neighbouring step (only its own masks are written), and a clip of one time step 
 from __future__ import annotations
 
 import argparse
-import json
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,20 +55,39 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from page4d import __version__, records
 from page4d.data import Scene
 from page4d.data.annotations import annotation_paths, read_annotation_png
 from page4d.data.inputs import input_kind, load_input
+from page4d.data.layout import SceneFormatError
 from page4d.data.resize import CropResize
 from page4d.data.scene import SEGANYMO_DIR
 from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
+from page4d.devices import require_device
 from page4d.inference.extract import mask_probabilities
 from page4d.inference.loading import load_model
 from page4d.inference.motion_cues import attention_motion_cues
+from page4d.model import CheckpointError, preset, resolve_checkpoint
+from page4d.model.checkpoint import SHIPPED_MASK_HEAD_NOTES, SHIPPED_PRESETS, shipped_checkpoint_for
+from page4d.records import RunFolderTaken
 from page4d.report.viz import overlay_rgb
 from page4d.scoring.davis import frame_j_f, summarize
 from page4d.scoring.evaluate import METHODS, check_method
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode is used
+RANDOM_WEIGHTS = "random"  # --checkpoint random: seeded random weights, only when asked for by name
+RUN_FILE = "run.json"
+# What makes a folder a predict run (a finished one also holds DONE.json): never written into again.
+RUN_FILES = (RUN_FILE, records.METRICS_FILE, "masks/*/*.png", "prob/*/*.npy", "overlay.mp4", "overlay.gif")
+# The mistakes a user makes routinely: one line and exit status 2 instead of a traceback.
+EXPECTED_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+    CheckpointError,
+    SceneFormatError,
+    RunFolderTaken,
+)
 
 
 def logits_to_source(logits: torch.Tensor, transform: CropResize) -> torch.Tensor:
@@ -124,24 +157,90 @@ def chunk_mask_logits(
     `attention` needs two time steps: a chunk of one step runs with a neighbouring step as context (the
     one before it, or after it for the first) and keeps only its own logits.
     """
+    device = next(model.parameters()).device
     with torch.no_grad():
         if method == "mask_head":
-            return model(images[start:stop][None])["mask_logits"][0], []
+            return model(images[start:stop][None].to(device))["mask_logits"][0].float().cpu(), []
         lo, hi = start, stop
         if hi - lo < 2:
             lo = max(0, stop - 2)
             hi = lo + 2
-        cues = attention_motion_cues(model, images[lo:hi][None])
+        cues = attention_motion_cues(model, images[lo:hi][None].to(device))
         notes = [f"time steps {lo}-{hi - 1}: {note}" for note in cues.notes]
-        return cues.logits[0, start - lo : stop - lo], notes
+        return cues.logits[0, start - lo : stop - lo].float().cpu(), notes
+
+
+def no_mask_head_message(preset_name: str) -> str:
+    return (
+        f"preset {preset_name!r} has no mask head, so --method mask_head has no masks to predict; "
+        "--method attention works for any preset (VGGT4D's training-free cues from the global attention), "
+        "or load VGGT-1B weights into a PAGE-4D preset (e.g. --preset page4d_fin10_1b: its head starts "
+        "untrained)"
+    )
 
 
 def require_mask_head(model: torch.nn.Module, preset_name: str) -> None:
     if model.aggregator.spatial_mask_head is None:
+        raise ValueError(no_mask_head_message(preset_name))
+
+
+def check_threshold(threshold: float) -> float:
+    """P(dynamic) thresholds live in [0, 1] (NaN is refused too)."""
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+    return float(threshold)
+
+
+@dataclass
+class Weights:
+    """What `--checkpoint` resolved to: `source` for `load_model` ("" = seeded random weights)."""
+
+    name: str  # as given, the shipped default's name, or "random"
+    path: Path | None  # the file (None for random weights)
+    default: bool  # no --checkpoint given: the preset's shipped checkpoint
+
+    @property
+    def source(self) -> str:
+        return "" if self.path is None else self.name
+
+
+def resolve_weights(preset_name: str, checkpoint: str | Path | None, method: str) -> Weights:
+    """Check the preset and the weights before anything is built (a 1B preset takes seconds and GBs).
+
+    `checkpoint` None: the preset's shipped checkpoint (refused when it has none); `"random"`: seeded
+    random weights; else a file or a shipped name, which must exist."""
+    cfg = preset(preset_name)  # ValueError for an unknown preset name
+    if method == "mask_head" and cfg.mask_head is None:
+        raise ValueError(no_mask_head_message(preset_name))
+    default = checkpoint is None
+    if default:
+        checkpoint = shipped_checkpoint_for(preset_name)
+        if checkpoint is None:
+            shipped = ", ".join(f"{n} (preset {p})" for n, p in SHIPPED_PRESETS.items())
+            raise ValueError(
+                f"preset {preset_name!r} has no shipped checkpoint (shipped: {shipped}); pass its weights "
+                f"with --checkpoint PATH, or --checkpoint {RANDOM_WEIGHTS} for seeded random weights "
+                "(whose masks mean nothing)"
+            )
+    name = str(checkpoint)
+    if SHIPPED_PRESETS.get(name, preset_name) != preset_name:  # known without building the model
         raise ValueError(
-            f"preset {preset_name!r} has no mask head, so there are no masks to predict; load VGGT-1B "
-            "weights into a PAGE-4D preset instead (e.g. --preset page4d_fin10_1b: its head starts untrained)"
+            f"shipped checkpoint {name!r} loads into preset {SHIPPED_PRESETS[name]!r}, not {preset_name!r}"
         )
+    if name == RANDOM_WEIGHTS:
+        return Weights(name, None, False)
+    if not name:
+        raise ValueError(
+            f"an empty --checkpoint names no weights: leave it out for the preset's shipped checkpoint, or "
+            f"pass --checkpoint {RANDOM_WEIGHTS} for seeded random weights"
+        )
+    path = resolve_checkpoint(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (shipped checkpoints by name: {', '.join(SHIPPED_PRESETS)}; "
+            f"seeded random weights: --checkpoint {RANDOM_WEIGHTS})"
+        )
+    return Weights(name, path.resolve(), default)
 
 
 def source_gt(scene: Scene, gt: str | Path | None) -> dict[tuple[int, int], Any]:
@@ -190,37 +289,18 @@ def score_frame(scene: Scene, ti: int, vi: int, mask: np.ndarray, reader: Any | 
     return row
 
 
-def predict(
-    input: str | Path,
-    out: str | Path,
-    preset: str = "tiny",
-    checkpoint: str | Path = "",
-    gt: str | Path | None = None,
-    image_width: int = 518,
-    every: int = 1,
-    max_frames: int | None = None,
-    chunk: int = 8,
-    threshold: float = 0.5,
-    seed: int = 0,
-    progress: bool = True,
-    method: str = "mask_head",
-) -> dict[str, Any]:
-    """Run the whole job (see the module docstring); returns what metrics.json holds (or would hold)."""
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    check_method(method)
-    out = Path(out)
-    kind = input_kind(input)
-    scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
-    if method == "attention" and scene.num_times < 2:
-        raise ValueError(
-            f"--method attention compares time steps; the input has {scene.num_times} (images "
-            f"{list(scene.images.shape)})"
-        )
-    model, note = load_model(preset, checkpoint, seed)
-    if method == "mask_head":
-        require_mask_head(model, preset)
-    gt_readers = source_gt(scene, gt)
+def predict_frames(
+    model: torch.nn.Module,
+    scene: Scene,
+    out: Path,
+    method: str,
+    chunk: int,
+    threshold: float,
+    gt_readers: dict[tuple[int, int], Any],
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[str], Path]:
+    """Write every frame's mask and P(dynamic) and the overlay video; returns the per-frame DAVIS rows,
+    the method's notes and the video's path."""
     video = OverlayVideo(out / "overlay")
     rows: list[dict[str, Any]] = []  # per-frame DAVIS scores, computed as the frames go by
     notes: list[str] = []
@@ -244,74 +324,232 @@ def predict(
             video.add(np.concatenate(panels, axis=1))
         bar.update(stop - start)
     bar.close()
-    video_path = video.close()
-    result: dict[str, Any] = {
+    return rows, notes, video.close()
+
+
+def run_record(
+    input: str | Path, kind: str, preset_name: str, weights: Weights, note: str, scene: Scene, **options: Any
+) -> dict[str, Any]:
+    """run.json: what ran, written before the first mask (a folder with masks always says what made them)."""
+    return {
+        "command": options.pop("command", None),
         "input": str(input),
+        "input_path": str(Path(input).resolve()),
         "input_kind": kind,
         "frames": scene.num_times,
         "views": [scene.view_name(v) for v in range(scene.num_views)],
         "source_size": list(scene.transform.src_hw),
         "model_input_size": list(scene.image_size),
+        "preset": preset_name,
+        "checkpoint": weights.name,
+        "checkpoint_path": None if weights.path is None else str(weights.path),
+        "checkpoint_default": weights.default,
         "model": note,
-        "preset": preset,
-        "checkpoint": str(checkpoint),
-        "threshold": threshold,
-        "method": method,
-        "method_notes": notes,
-        "chunk": chunk,
-        "overlay": video_path.name,
-        "geometry": scene.geometry_missing_reason or "depth and cameras present (not scored here)",
+        **options,
+        "versions": {"page4d": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "method_notes": [],
     }
-    if gt_readers:
+
+
+def check_request(
+    input: str | Path,
+    out: Path,
+    preset_name: str,
+    checkpoint: str | Path | None,
+    chunk: int,
+    threshold: float,
+    method: str,
+    device: str,
+) -> tuple[Weights, torch.device, str]:
+    """Everything a user can get wrong that is cheap to check, before anything is read, built or written:
+    values, device, preset, weights, the input's kind, and that `out` holds no run yet."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    check_threshold(threshold)
+    check_method(method)
+    torch_device = require_device(device)
+    weights = resolve_weights(preset_name, checkpoint, method)
+    kind = input_kind(input)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    records.claim_run_folder(out, run_files=RUN_FILES, resume_hint=None, new_hint="a new --out")
+    return weights, torch_device, kind
+
+
+def result_record(
+    run: dict[str, Any], scene: Scene, gt: str | Path | None, rows: list[dict[str, Any]], scored: bool
+) -> dict[str, Any]:
+    """What `predict` returns and metrics.json holds: the run, and when `scored` (GT) the DAVIS scores."""
+    keys = ("input", "input_kind", "frames", "views", "source_size", "model_input_size", "model", "preset")
+    result: dict[str, Any] = {k: run[k] for k in keys}
+    for k in ("checkpoint", "checkpoint_path", "threshold", "method"):
+        result[k] = run[k]
+    result.update(method_notes=run["method_notes"], chunk=run["chunk"], overlay=run["overlay"])
+    result["geometry"] = scene.geometry_missing_reason or "depth and cameras present (not scored here)"
+    if scored:
         scores = summarize(rows)
         result = {**{k: scores[k] for k in list(scores) if k not in ("per_frame",)}, **result}
         result["gt"] = str(gt) if gt is not None else str(Path(scene.root) / SEGANYMO_DIR / scene.mask_source)
         result["gt_missing_reason"] = scene.mask_missing_reason
         result["per_frame"] = scores["per_frame"]
-        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def predict(
+    input: str | Path,
+    out: str | Path,
+    preset: str = "tiny",
+    checkpoint: str | Path | None = None,
+    gt: str | Path | None = None,
+    image_width: int = 518,
+    every: int = 1,
+    max_frames: int | None = None,
+    chunk: int = 8,
+    threshold: float = 0.5,
+    seed: int = 0,
+    progress: bool = True,
+    method: str = "mask_head",
+    device: str = "cpu",
+    command: str | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the whole job (see the module docstring); returns what metrics.json holds (or would hold).
+
+    `checkpoint` None = the preset's shipped checkpoint, "random" = seeded random weights. Nothing is
+    written before the request, the input and the weights passed their checks; then run.json first,
+    DONE.json last. `command`: the command line recorded in run.json; `log`: where the model note goes."""
+    started = time.perf_counter()
+    out = Path(out)
+    weights, torch_device, kind = check_request(
+        input, out, preset, checkpoint, chunk, threshold, method, device
+    )
+    scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
+    if method == "attention" and scene.num_times < 2:
+        raise ValueError(
+            f"--method attention compares time steps; the input has {scene.num_times} (images "
+            f"{list(scene.images.shape)})"
+        )
+    model, note = load_model(preset, weights.source, seed)
+    model.to(torch_device)
+    weights_note = SHIPPED_MASK_HEAD_NOTES.get(weights.name) if method == "mask_head" else None
+    for line in (f"model: {note}", f"note: {weights_note}" if weights_note else ""):
+        if line and log is not None:
+            log(line)
+    options = dict(method=method, threshold=float(threshold), gt=None if gt is None else str(gt), chunk=chunk)
+    options.update(image_width=image_width, every=every, max_frames=max_frames, seed=seed)
+    run = run_record(
+        input, kind, preset, weights, note, scene, command=command, device=str(torch_device), **options
+    )
+    run["weights_note"] = weights_note
+    out.mkdir(parents=True, exist_ok=True)
+    records.write_json(out / RUN_FILE, run)
+    gt_readers = source_gt(scene, gt)
+    rows, notes, video_path = predict_frames(
+        model, scene, out, method, chunk, threshold, gt_readers, progress
+    )
+    run.update(method_notes=notes, overlay=video_path.name)
+    result = result_record(run, scene, gt, rows, scored=bool(gt_readers))
+    if gt_readers:
+        records.write_json(out / records.METRICS_FILE, result)
+    records.write_json(out / RUN_FILE, run)
+    wall_s = round(time.perf_counter() - started, 3)
+    metrics_file = records.METRICS_FILE if gt_readers else None
+    records.mark_finished(out, "predict", status="ok", wall_s=wall_s, metrics_file=metrics_file)
+    return result
+
+
+def probability(text: str) -> float:
+    """argparse type of --threshold: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a probability in [0, 1] (pixels with P(dynamic) at or above it are dynamic)"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m page4d.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "input", help="frames folder, folder of per-view frame folders, video, or RGB-D scene"
     )
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (new, or one without a run in it)")
     parser.add_argument("--preset", default="tiny", help="model preset (tiny, page4d_fin10_1b, ...)")
-    parser.add_argument("--checkpoint", default="", help="weights file (empty: seeded random weights)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help=f"weights: a file or a shipped name (default: the preset's shipped checkpoint, tiny-synthetic "
+        f"for tiny); '{RANDOM_WEIGHTS}' = seeded random weights",
+    )
     parser.add_argument("--gt", default=None, help="DAVIS-style mask PNGs or SegAnyMo's output folder")
     parser.add_argument("--image-width", type=int, default=518, help="model input width (multiple of 14)")
     parser.add_argument("--every", type=int, default=1, help="take every N-th frame")
     parser.add_argument("--max-frames", type=int, default=None, help="at most this many time steps")
     parser.add_argument("--chunk", type=int, default=8, help="time steps per forward pass")
-    parser.add_argument("--threshold", type=float, default=0.5, help="P(dynamic) at or above = dynamic")
+    parser.add_argument(
+        "--threshold", type=probability, default=0.5, help="P(dynamic) at or above = dynamic, in [0, 1]"
+    )
     parser.add_argument(
         "--method",
         choices=METHODS,
         default="mask_head",
         help="mask_head: the model's mask head; attention: VGGT4D's training-free attention cues",
     )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (checked before anything runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    result = predict(
-        args.input,
-        args.out,
-        preset=args.preset,
-        checkpoint=args.checkpoint,
-        gt=args.gt,
-        image_width=args.image_width,
-        every=args.every,
-        max_frames=args.max_frames,
-        chunk=args.chunk,
-        threshold=args.threshold,
-        seed=args.seed,
-        progress=not args.no_progress,
-        method=args.method,
+    return parser
+
+
+def one_line(err: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def interrupted_message(out: str) -> str:
+    if records.run_folder_state(out, RUN_FILES) == "empty":
+        return f"interrupted before anything was written to {out}"
+    return (
+        f"interrupted; {out} holds an unfinished run (no {records.FINISH_MARKER}), which is never written "
+        "into again: run again with a new --out"
     )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        result = predict(
+            args.input,
+            args.out,
+            preset=args.preset,
+            checkpoint=args.checkpoint,
+            gt=args.gt,
+            image_width=args.image_width,
+            every=args.every,
+            max_frames=args.max_frames,
+            chunk=args.chunk,
+            threshold=args.threshold,
+            seed=args.seed,
+            progress=not args.no_progress,
+            method=args.method,
+            device=args.device,
+            command=shlex.join(["python", "-m", "page4d.predict", *argv]),
+            log=print,
+        )
+    except EXPECTED_ERRORS as err:
+        print(f"page4d.predict: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"page4d.predict: {interrupted_message(args.out)}", file=sys.stderr)
+        raise SystemExit(130) from None
     summary = f"{result['frames']} time steps x {len(result['views'])} views -> {args.out}"
     if "J_mean" in result:
         summary += (

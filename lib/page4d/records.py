@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,28 +89,31 @@ def claim_run_folder(
     path: str | Path,
     resume: bool = False,
     run_files=RUN_FILES,
-    resume_hint: str = "--resume",
+    resume_hint: str | None = "--resume",
     new_hint: str = "a new --out",
 ) -> str:
     """Check that a run may write into `path` before anything is written; returns the folder's state.
 
     Without `resume`, a folder that already holds a run (finished or not) raises `RunFolderTaken`, whose
-    message names the folder and the two ways on. With `resume`, any state is accepted (the caller
-    continues what is there, or starts fresh in an empty folder).
+    message names the folder and the ways on (`resume_hint=None`: a kind of run that cannot be continued,
+    so the only way on is `new_hint`). With `resume`, any state is accepted (the caller continues what is
+    there, or starts fresh in an empty folder).
     """
     path = Path(path)
     state = run_folder_state(path, run_files)
     if state == "empty" or resume:
         return state
     what = "a finished run" if state == "finished" else "an unfinished run (no " + FINISH_MARKER + ")"
+    way_on = f"Continue that run with {resume_hint}, or write" if resume_hint else "Write"
     raise RunFolderTaken(
         f"refusing to write into {path}: it already holds {what}, and run folders are never "
-        f"overwritten. Continue that run with {resume_hint}, or write this one to {new_hint}."
+        f"overwritten. {way_on} this one to {new_hint}."
     )
 
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMP_TAG}{os.getpid()}")
+    """Unique per writer: two threads of one process writing the same file must not share a temp file."""
+    return path.with_name(f".{path.name}{TEMP_TAG}{os.getpid()}-{threading.get_ident()}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

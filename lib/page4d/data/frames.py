@@ -1,10 +1,13 @@
 """Frames without geometry: a folder of images (one view) or a folder of such folders (one per view).
 
 ```
-clip/00000.jpg, clip/00001.jpg, ...             one view, time order = file names sorted
-rig/cam_a/00000.png, rig/cam_b/00000.png, ...   one sub-folder per view (sorted by name), equal counts;
+clip/00000.jpg, clip/00001.jpg, ...             one view, time order = file names in natural order
+rig/cam_a/00000.png, rig/cam_b/00000.png, ...   one sub-folder per view (natural order), equal counts;
                                                 the k-th file of every view is time step k
 ```
+Natural order compares the numbers in names as numbers: `1.png, 2.png, ..., 10.png` (not 1, 10, 2), and
+zero-padded names sort as before. Two names that differ only in how a number is written (`1.png`,
+`01.png`) have no order and are refused.
 Both give a `Scene` whose depth and cameras are None (`geometry_missing_reason` says so): masks can be
 extracted, supervised and scored, geometry terms and metrics are skipped. `scene_from_frames` is the
 common builder, also used by the video reader.
@@ -12,6 +15,7 @@ common builder, also used by the video reader.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +36,32 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key comparing digit runs as numbers: "frame2" < "frame10"; "01" and "1" get the same key."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
+
+
+def natural_sorted(paths: Sequence[Path], what: str) -> list[Path]:
+    """`paths` in natural order of their names; `SceneFormatError` when two names have the same key
+    (`1.png` and `01.png`: which comes first is a guess, so the clip's time order would be one)."""
+    keys: dict[tuple, Path] = {}
+    for p in paths:
+        other = keys.setdefault(natural_key(p.name), p)
+        if other is not p:
+            first, second = sorted((other.name, p.name))
+            raise SceneFormatError(
+                f"{p.parent}: {what} {first!r} and {second!r} give the same number, so their order is "
+                "ambiguous; rename them (e.g. zero-padded 00001.png) so every number appears once"
+            )
+    return [keys[k] for k in sorted(keys)]
+
+
 def list_frames(folder: str | Path) -> list[Path]:
-    """Image files of a frames folder, sorted by name; raises when there are none."""
+    """Image files of a frames folder in natural order (`natural_sorted`); raises when there are none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SceneFormatError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    files = natural_sorted([p for p in folder.iterdir() if is_image_file(p)], "frames")
     if not files:
         raise SceneFormatError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} frames")
     return files
@@ -143,7 +167,7 @@ def load_frames_folder(
     max_frames: int | None = None,
     gt: str | Path | None = None,
 ) -> Scene:
-    """One view: the folder's images sorted by name (every `every`-th, at most `max_frames`)."""
+    """One view: the folder's images in natural order (every `every`-th, at most `max_frames`)."""
     folder = Path(folder)
     files = _pick(list_frames(folder), every, max_frames)
     first = read_frame(files[0])
@@ -155,9 +179,11 @@ def load_frames_folder(
 
 
 def view_folders(folder: str | Path) -> list[Path]:
-    """Sub-folders of a multi-view frames folder (sorted); raises when an entry is not a frames folder."""
+    """Sub-folders of a multi-view frames folder (natural order); raises when there are none."""
     folder = Path(folder)
-    views = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    views = natural_sorted(
+        [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")], "views"
+    )
     if not views:
         raise SceneFormatError(f"{folder}: no view sub-folders")
     return views
@@ -171,7 +197,7 @@ def load_multiview_frames(
     max_frames: int | None = None,
     gt: str | Path | None = None,
 ) -> Scene:
-    """One view per sub-folder, time aligned by position in the sorted file lists (equal counts)."""
+    """One view per sub-folder, time aligned by position in the naturally sorted file lists (equal counts)."""
     folder = Path(folder)
     views = view_folders(folder)
     per_view = [list_frames(v) for v in views]

@@ -17,6 +17,11 @@ the executed notebook, whatever the notebook writes (metrics.json, figures) and 
 - `RUNNING.json` while it executes (pid, host); a leftover one from a dead process marks an
   interrupted cell, moved to `.attempts/` and run again.
 
+A cell is claimed with the runner's lock (`page4d.notebook.runner.run_lock`, one atomic `flock` on
+`OUT/<name>/.<cell>.lock`) before its state is read again, an earlier attempt moved aside and the notebook
+executed: two sweeps over one grid never run (or move away) the same cell; the second one skips a cell
+a live process holds ("running", saying so) or that finished meanwhile.
+
 Each cell is executed by `page4d.notebook.runner` (the runner `page4d.main` uses too): kernel
 `python3`, working directory = the notebook's folder, paths resolved from the repository root.
 """
@@ -42,7 +47,7 @@ from page4d.notebook.params import (
     parse_value,
     split_values,
 )
-from page4d.notebook.runner import OUTPUT_DIR_PARAM, execute_notebook, run_state
+from page4d.notebook.runner import OUTPUT_DIR_PARAM, RunLocked, execute_notebook, run_lock, run_state
 from page4d.records import FINISH_MARKER, read_json, resolve_path, write_json
 from page4d.report.tables import flat_metrics, format_table
 
@@ -164,14 +169,40 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # executing one cell
 # --------------------------------------------------------------------------------------------------
-def _move_aside(cell: Cell, sweep_dir: Path, why: str) -> Path:
+def _move_aside(cell_dir: Path, sweep_dir: Path, why: str) -> Path:
     """Keep an earlier attempt's folder under `.attempts/<cell>/<why>-N` (nothing is deleted)."""
-    base = sweep_dir / ATTEMPTS_DIR / cell.id
+    base = sweep_dir / ATTEMPTS_DIR / cell_dir.name
     base.mkdir(parents=True, exist_ok=True)
     n = 1 + sum(1 for p in base.iterdir() if p.name.startswith(why + "-"))
     target = base / f"{why}-{n}"
-    shutil.move(str(cell.dir), str(target))
+    shutil.move(str(cell_dir), str(target))
     return target
+
+
+def run_cell(
+    notebook: str,
+    cell_dir: str,
+    params: dict[str, Any],
+    passes_output_dir: bool,
+    timeout: float | None,
+    retry_failed: bool,
+) -> dict[str, Any]:
+    """Claim one cell (`run_lock`), then decide under the lock: skip it when it finished meanwhile, move an
+    earlier failed / interrupted attempt aside, execute. Returns the DONE record, with `moved` (the kept
+    attempt) when one was moved, or `{"status": "running", "holder": ...}` when a live process holds it."""
+    cell, sweep_dir = Path(cell_dir), Path(cell_dir).parent
+    try:
+        with run_lock(cell):
+            state = run_state(cell)
+            if state == "running":  # a runner without the lock (older code) is still at it
+                return {"status": "running", "holder": f"{cell / 'RUNNING.json'} names a live process"}
+            if state == "ok" or (state == "failed" and not retry_failed):
+                return {**read_json(cell / FINISH_MARKER), "finished_meanwhile": True}
+            moved = _move_aside(cell, sweep_dir, state) if state in ("failed", "interrupted") else None
+            record = execute_notebook(notebook, cell, params, passes_output_dir, timeout, locked=True)
+            return {**record, "moved": moved and str(moved.relative_to(sweep_dir)), "moved_state": state}
+    except RunLocked as exc:
+        return {"status": "running", "holder": str(exc)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,20 +222,8 @@ def _finished_result(cell: Cell, status: str) -> CellResult:
     return CellResult(cell, status, done.get("wall_s"), done.get("error"), flat_metrics(cell.dir))
 
 
-def run_sweep(
-    plan: SweepPlan,
-    workers: int = 1,
-    retry_failed: bool = False,
-    timeout: float | None = None,
-    log=print,
-) -> list[CellResult]:
-    """Execute every cell that has not finished; returns one result per cell in grid order."""
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not (plan.sweep_dir / SWEEP_FILE).is_file():
-        write_json(
-            plan.sweep_dir / SWEEP_FILE,
-            {"notebook": str(plan.notebook), "grid": plan.grid, "fixed": plan.fixed},
-        )
+def _scan(plan: SweepPlan, retry_failed: bool, log) -> tuple[dict[str, CellResult], list[Cell]]:
+    """Results of the cells that need no run (a quick look without the lock), and the cells to claim."""
     results: dict[str, CellResult] = {}
     todo: list[Cell] = []
     for cell in plan.cells:
@@ -216,32 +235,61 @@ def run_sweep(
             results[cell.id] = CellResult(cell, "running")
             log(f"skip  {cell.id}: another live process is running it")
         else:
-            if state in ("failed", "interrupted"):
-                moved = _move_aside(cell, plan.sweep_dir, state)
-                log(f"move  {cell.id}: {state} attempt kept in {moved.relative_to(plan.sweep_dir)}")
             todo.append(cell)
+    return results, todo
 
-    def finish(cell: Cell, record: dict[str, Any]) -> None:
-        res = CellResult(
-            cell, record["status"], record.get("wall_s"), record.get("error"), flat_metrics(cell.dir)
+
+def _cell_result(cell: Cell, record: dict[str, Any], log) -> CellResult:
+    """What one claimed cell came to, logged."""
+    if record["status"] == "running":
+        log(f"skip  {cell.id}: {record['holder']}")
+        return CellResult(cell, "running")
+    if record.get("finished_meanwhile"):
+        state = record["status"]
+        log(f"skip  {cell.id}: finished meanwhile by another process ({state})")
+        return _finished_result(cell, "skipped" if state == "ok" else "failed (earlier)")
+    if record.get("moved"):
+        log(f"move  {cell.id}: {record['moved_state']} attempt kept in {record['moved']}")
+    res = CellResult(
+        cell, record["status"], record.get("wall_s"), record.get("error"), flat_metrics(cell.dir)
+    )
+    extra = f": {res.error}" if res.error else ""
+    log(f"{res.status:<5} {cell.id} ({res.wall_s:.1f} s){extra}")
+    return res
+
+
+def run_sweep(
+    plan: SweepPlan,
+    workers: int = 1,
+    retry_failed: bool = False,
+    timeout: float | None = None,
+    log=print,
+) -> list[CellResult]:
+    """Execute every cell that has not finished; returns one result per cell in grid order. Each cell is
+    claimed under its lock (`run_cell`), so sweeps sharing a folder never run one cell twice."""
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not (plan.sweep_dir / SWEEP_FILE).is_file():
+        write_json(
+            plan.sweep_dir / SWEEP_FILE,
+            {"notebook": str(plan.notebook), "grid": plan.grid, "fixed": plan.fixed},
         )
-        results[cell.id] = res
-        extra = f": {res.error}" if res.error else ""
-        log(f"{res.status:<5} {cell.id} ({res.wall_s:.1f} s){extra}")
-
-    args = [(str(plan.notebook), str(c.dir), c.params, plan.passes_output_dir, timeout) for c in todo]
+    results, todo = _scan(plan, retry_failed, log)
+    args = [
+        (str(plan.notebook), str(c.dir), c.params, plan.passes_output_dir, timeout, retry_failed)
+        for c in todo
+    ]
     if workers <= 1 or len(todo) <= 1:
         for cell, a in zip(todo, args, strict=True):
             log(f"run   {cell.id}")
-            finish(cell, execute_notebook(*a))
+            results[cell.id] = _cell_result(cell, run_cell(*a), log)
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures: dict[Future, Cell] = {}
             for cell, a in zip(todo, args, strict=True):
                 log(f"run   {cell.id}")
-                futures[pool.submit(execute_notebook, *a)] = cell
+                futures[pool.submit(run_cell, *a)] = cell
             for fut in as_completed(futures):
-                finish(futures[fut], fut.result())
+                results[futures[fut].id] = _cell_result(futures[fut], fut.result(), log)
     return [results[c.id] for c in plan.cells]
 
 

@@ -17,6 +17,19 @@ MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
 # Checkpoints shipped inside the package, loadable by name wherever a checkpoint path is accepted.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_CHECKPOINTS = {"tiny-synthetic": "tiny-synthetic.pt"}  # name -> file in SHIPPED_DIR (+ its card)
+# name -> the preset it loads into strictly (its card's "preset"): the preset's default weights
+SHIPPED_PRESETS = {"tiny-synthetic": "tiny"}
+# What a user of a shipped checkpoint's masks must know (from its card).
+SHIPPED_MASK_HEAD_NOTES = {
+    "tiny-synthetic": "tiny-synthetic's mask head is at its initialisation (pretrained with the head's "
+    "attention bias off, see its card tiny-synthetic.md): its mask_head masks are untrained; fine-tune the "
+    "head (page4d.train) or use --method attention"
+}
+
+
+def shipped_checkpoint_for(preset_name: str) -> str | None:
+    """The name of the shipped checkpoint that loads into `preset_name`, or None when none does."""
+    return next((name for name, p in SHIPPED_PRESETS.items() if p == preset_name), None)
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
@@ -101,11 +114,29 @@ def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{where}: entries that are not tensors: {bad[:5]}")
+    require_finite_weights(obj, where)
     # Checkpoints saved from DistributedDataParallel / torch.compile prefix every key.
     for prefix in ("module.", "_orig_mod."):
         if obj and all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
+
+
+def require_finite_weights(state: dict[str, torch.Tensor], where: str, limit: int = 5) -> None:
+    """`CheckpointError` naming the file and the tensors holding NaN or inf: one such weight turns every
+    prediction into NaN (e.g. all-static masks scored J 0) while every key and shape still matches."""
+    bad = []
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad.append(f"{key} ({count} of {value.numel()})")
+    if bad:
+        more = f" (+{len(bad) - limit} more)" if len(bad) > limit else ""
+        raise CheckpointError(
+            f"{where}: {len(bad)} tensor(s) hold NaN or inf values: {', '.join(bad[:limit])}{more}; "
+            "a diverged or corrupted checkpoint, refused"
+        )
 
 
 def compare_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:

@@ -48,6 +48,14 @@ def validate_images(images: torch.Tensor, patch_size: int) -> None:
         raise ValueError(f"image height and width must be multiples of {patch_size}, got H={h}, W={w}")
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    # A NaN compares False both ways, so it would pass the range check below and turn every output NaN.
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        first = [int(i) for i in (~finite).nonzero()[0]]
+        raise ValueError(
+            f"images {list(images.shape)} hold {int((~finite).sum())} NaN or inf values (the first at index "
+            f"{first}); images must be finite, in [0, 1]"
+        )
     # 0..255 floats would pass every check above and give silently meaningless predictions.
     lo, hi = float(images.min()), float(images.max())
     if lo < 0.0 or hi > 1.0:

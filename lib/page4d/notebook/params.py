@@ -4,6 +4,13 @@ One module used by every runner (`page4d.main`, `page4d.experiments.sweep`): nam
 against the cell tagged `parameters` (`papermill.inspect_notebook`) before anything runs, and values are
 parsed with the type the notebook declares (`int`, `float`, `bool`, `str`; anything else as a Python literal),
 because papermill itself only warns about a misspelt name and YAML turns `1e-3` into a string.
+
+Inside the notebook, `coerce_parameters(globals())` (the first code cell after `parameters`, in every
+notebook) applies the same rules to what it was given, so a notebook run by plain papermill
+(`-p geometry false` injects the string "false") or edited in JupyterLab is checked like one run by
+`page4d.main` or the sweep: "true"/"false"/"1"/"0"/"yes"/"no"/"on"/"off" become booleans, "1e-3" a float,
+and a value that does not fit (or an unknown name papermill injected) stops the notebook there, naming
+the parameter.
 """
 
 from __future__ import annotations
@@ -100,7 +107,10 @@ def parse_value(text: str, param: NotebookParameter) -> Any:
         if kind == "int":
             return int(text)
         if kind == "float":
-            return float(text)
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("expected a finite number")
+            return value
         if kind == "str":
             return text
         return ast.literal_eval(text)
@@ -145,3 +155,86 @@ def parse_overrides(notebook: str | Path, overrides: dict[str, str]) -> dict[str
             f"unknown parameter(s) {unknown} for {Path(notebook).name}; it declares {sorted(declared)}"
         )
     return {name: parse_value(text, declared[name]) for name, text in overrides.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# inside the notebook: its first cell after `parameters` checks what it was given
+# --------------------------------------------------------------------------------------------------
+_SIMPLE_TYPES = {bool: "bool", int: "int", float: "float", str: "str"}
+PAPERMILL_HEADER = "# Parameters"  # the first line of the cell papermill injects (tagged injected-parameters)
+
+
+def _declared(namespace: dict[str, Any]) -> dict[str, NotebookParameter]:
+    """The parameters the `parameters` cell declared, read from its annotations (`name: type = default`)."""
+    notes = namespace.get("__annotations__") or {}
+    return {
+        name: NotebookParameter(name, _SIMPLE_TYPES[t], repr(namespace.get(name)), "")
+        for name, t in notes.items()
+        if t in _SIMPLE_TYPES
+    }
+
+
+def _injected_names(namespace: dict[str, Any]) -> list[str]:
+    """Names papermill assigned in the cell it injected just before this one (IPython's `In` history);
+    [] outside papermill (JupyterLab, or a kernel without history)."""
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2:
+        return []
+    source = history[-2]
+    if not isinstance(source, str) or not source.startswith(PAPERMILL_HEADER):
+        return []
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    ]
+
+
+def coerce_value(value: Any, param: NotebookParameter) -> Any:
+    """`value` as the parameter's declared type, by the rules `page4d.main` and the sweep apply to text:
+    text is parsed (`parse_value`: "false" / "0" / "no" / "off" are False, "1e-3" is 0.001); an int is
+    a float where a float is declared, and 0 / 1 are booleans where a bool is (papermill's CLI makes
+    "0" an int); a number or None where text is declared becomes its text. Anything else is refused
+    with the parameter's name."""
+    kind = param.type_name
+    if isinstance(value, str):
+        return value if kind == "str" else parse_value(value, param)
+    if kind == "bool" and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return parse_value(repr(float(value)), param)  # the same finiteness check as text
+    if kind == "str" and (value is None or isinstance(value, (bool, int, float))):
+        return str(value)
+    raise ParameterError(
+        f"parameter {param.name} ({kind}): got {value!r} ({type(value).__name__}), which is not a {kind}"
+    )
+
+
+def coerce_parameters(namespace: dict[str, Any]) -> None:
+    """Check and convert the notebook's parameters in place: call it as `coerce_parameters(globals())` in
+    the first code cell after the `parameters` cell, so that JupyterLab, plain papermill, the sweep and
+    `page4d.main` accept and refuse exactly the same things.
+
+    The declared parameters are the `parameters` cell's annotated assignments (`geometry: bool = True`).
+    Each value is converted by `coerce_value` (papermill's `-p geometry false` injects the *string*
+    "false", which would otherwise be true); an unknown name papermill injected (it only warns) and a
+    value that does not fit its type are refused with `ParameterError` naming the parameter."""
+    declared = _declared(namespace)
+    if not declared:
+        raise ParameterError(
+            "no annotated parameters found: run the cell tagged 'parameters' (name: type = default) first"
+        )
+    unknown = sorted(set(_injected_names(namespace)) - set(declared))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown}; this notebook declares {sorted(declared)}")
+    for name, param in declared.items():
+        if name in namespace:
+            namespace[name] = coerce_value(namespace[name], param)

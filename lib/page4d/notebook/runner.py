@@ -5,6 +5,10 @@ whatever the notebook writes (metrics.json, figures), and a marker:
 
 - `RUNNING.json` while it executes (pid, host); a leftover one from a dead process marks an
   interrupted run.
+- `.<run folder name>.lock` beside the folder, while a process holds the run (`run_lock`): claiming a run
+  is one atomic `flock`, so two processes (two sweeps over one grid, say) never execute one run folder
+  at once; the second is refused with `RunLocked`, naming the holder. The kernel drops the lock of a
+  killed process, so a lock never outlives its holder (a leftover file of a killed one is taken over).
 - `DONE.json` when the execution ended: `status` "ok" or "failed", parameters, wall time. A folder with
   DONE.json is finished and is never executed into again.
 - `FAILED.json` (failed executions only): the error and the kernel's traceback, beside the partial
@@ -16,17 +20,30 @@ nbconvert do); they resolve their own paths from the repository root (`page4d.re
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import socket
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from page4d.records import FAILED_FILE, FINISH_MARKER, METRICS_FILE, mark_finished, read_json, write_json
+from page4d.records import (
+    FAILED_FILE,
+    FINISH_MARKER,
+    METRICS_FILE,
+    RunFolderTaken,
+    mark_finished,
+    read_json,
+    write_json,
+)
 
 RUNNING_FILE = "RUNNING.json"
+LOCK_SUFFIX = ".lock"
 OUTPUT_DIR_PARAM = "output_dir"
 KERNEL_NAME = "python3"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes in kernel tracebacks
@@ -34,6 +51,61 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes in kernel traceback
 
 class FinishedRunError(FileExistsError):
     """The folder already holds a finished run (runs are records: never overwritten)."""
+
+
+class RunLocked(RunFolderTaken):
+    """Another live process holds the run folder's lock (it is executing into it right now)."""
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    """The lock of a run folder: beside it (the sweep may move the folder itself aside under the lock)."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}{LOCK_SUFFIX}"
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info['pid']} on {info['host']} since {info['started']}"
+    except (ValueError, KeyError, OSError):
+        return "a process that is just starting"
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold `run_dir`'s lock for the block, or raise `RunLocked` at once when a live process holds it.
+
+    One `flock(LOCK_EX | LOCK_NB)` on `.<name>.lock` decides, atomically, who runs the folder. The file
+    is unlinked on release; a process that locked the unlinked file retries on the new one."""
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunLocked(
+                f"{run_dir} is being run by another live process ({holder}); not running it twice"
+            ) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": stamp}).encode(), 0
+        )
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -69,10 +141,17 @@ def execute_notebook(
     pass_output_dir: bool = True,
     timeout: float | None = None,
     progress: bool = False,
+    locked: bool = False,
 ) -> dict[str, Any]:
-    """Run the notebook once into `run_dir` and return its DONE record. Refuses (FinishedRunError) a
-    folder that holds a finished run; never raises for a failing notebook: the failure is recorded in
-    FAILED.json / DONE.json and returned (status "failed")."""
+    """Run the notebook once into `run_dir` and return its DONE record. Holds the folder's `run_lock`
+    while it runs (`locked=True`: the caller already holds it), so a second process is refused
+    (`RunLocked`); refuses (FinishedRunError) a folder that holds a finished run; never raises for a
+    failing notebook: the failure is recorded in FAILED.json / DONE.json and returned (status "failed")."""
+    if not locked:
+        with run_lock(run_dir):
+            return execute_notebook(
+                notebook, run_dir, params, pass_output_dir, timeout, progress, locked=True
+            )
     import papermill
 
     nb, out = Path(notebook), Path(run_dir)
