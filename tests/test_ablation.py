@@ -274,6 +274,13 @@ def test_evaluate_scores_what_it_can(scene_dir):
     out = evaluate(Collapsed(model), scene, times=[0, 1, 2, 3], clip_times=2)
     assert math.isnan(out["ate"]) and "collapsed" in out["trajectory_note"]
     assert math.isfinite(out["depth_abs_rel"])
+    # ... and the result says over how many clips each family is, and which were dropped and why
+    camera, depth = out["coverage"]["camera"], out["coverage"]["depth"]
+    assert (camera["clips"], camera["of"], depth["clips"], depth["of"]) == (0, 2, 2, 2)
+    assert [d["times"] for d in camera["dropped"]] == [[0, 1], [2, 3]]
+    assert all("collapsed" in d["reason"] for d in camera["dropped"]) and depth["dropped"] == []
+    mask = out["coverage"]["mask"]  # no frame has GT now: every clip dropped from the mask metrics
+    assert (mask["clips"], mask["frames"], mask["frames_of"]) == (0, 0, 8) and mask["dropped"][0]["reason"]
 
     # attention masks compare time steps: a clip of one step is refused before anything runs
     with pytest.raises(ValueError, match=r"needs >= 2 time steps per clip; .* leaves \[\[4\]\]"):
@@ -297,11 +304,113 @@ def test_main_refuses_a_finished_run_folder_and_leaves_it_byte_identical(tmp_pat
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
+def test_a_clip_whose_predicted_cameras_collapsed_shows_in_the_tables_counts_and_footnotes(
+    scene_dir, tmp_path, monkeypatch
+):
+    """Held-out clips [2, 3] and [4, 5]; the cameras of [4, 5] collapse to one pose in every arm, so ATE /
+    RPE are over 1 clip of 2 -- and the printed tables say so, naming the clip and the reason."""
+    real_predict = ablation.predict_scene
+
+    def collapse_last_clip(*args, **kw):
+        clips = real_predict(*args, **kw)
+        for c in clips:
+            if c["times"] == [4, 5]:
+                c["pred"]["pose_enc"] = torch.zeros_like(c["pred"]["pose_enc"])
+                c["pred"]["pose_enc"][..., 6] = 1.0
+        return clips
+
+    monkeypatch.setattr(ablation, "predict_scene", collapse_last_clip)
+    params = _params(scene_dir, tmp_path / "run", arms=("untrained", "bce"), seeds=(0,), steps=2, holdout=4)
+    metrics = run_ablation(params, progress=False)
+    camera = metrics["arms"]["bce"]["coverage"]["camera"]
+    assert camera["of"] == 2 and camera["clips"] == [1]
+    assert camera["dropped"] == [
+        {"seed": 0, "times": [4, 5], "reason": "predicted camera centres collapsed (coincident or collinear)"}
+    ]
+    assert math.isfinite(metrics["arms"]["bce"]["ate"])  # scored on the clip that is left
+    rows = ablation_report.geometry_rows(metrics)
+    assert [(r["n depth"], r["n cameras"]) for r in rows] == [("clips 2/2", "clips 1/2")] * 2
+    assert [r["n"] for r in ablation_report.mask_rows(metrics)[:2]] == ["frames 8/8"] * 2
+    from page4d import main as main_mod
+
+    text = main_mod.report_text(metrics)
+    assert "clips 1/2" in text and "frames 8/8" in text
+    footnotes = [line for line in text.splitlines() if line.startswith("dropped from ATE/RPE")]
+    assert footnotes == 2 * [  # under the geometry table and under the paired geometry table
+        "dropped from ATE/RPE: clip t=[4, 5] (untrained seed 0, bce seed 0): "
+        "predicted camera centres collapsed (coincident or collinear)"
+    ]
+
+
+def test_a_deterministic_arm_prints_one_value_without_plus_minus(scene_dir, tmp_path):
+    """From a shared checkpoint the training-free arms start every seed from the same weights and train
+    nothing: their seeds repeat one computation. They show one value, no ±, say why, and their paired
+    difference is one value without an interval; the trained arm keeps its ± over 3 seeds."""
+    params = _params(
+        scene_dir,
+        tmp_path / "run",
+        arms=("untrained", "attention", "bce"),
+        seeds=(0, 1, 2),
+        steps=2,
+        checkpoint="tiny-synthetic",
+        geometry=False,
+        trains="mask_head",
+    )
+    metrics = run_ablation(params, progress=False)
+    arms = metrics["arms"]
+    assert arms["untrained"]["deterministic"] == arms["attention"]["deterministic"] is not None
+    assert arms["bce"]["deterministic"] is None
+    for arm in ("untrained", "attention"):
+        assert arms[arm]["mask_ap_ci95"] is None and arms[arm]["n_values"]["mask_ap"] == 1
+    paired = arms["attention"]["paired_vs_untrained"]["mask_ap"]
+    assert paired["n"] == 1 and paired["ci95"] is None and paired["deterministic"]
+    assert arms["bce"]["paired_vs_untrained"]["mask_ap"]["ci95"] is not None  # 3 seeds of bce vary
+    rows = {r["arm"]: r for r in ablation_report.mask_rows(metrics)}
+    for arm in ("untrained", "attention"):
+        assert rows[arm]["seeds"] == "det." and "±" not in rows[arm]["AP"] and " / " not in rows[arm]["AP"]
+        assert rows[arm]["AP"] == f"{arms[arm]['per_seed'][0]['mask_ap']:.3f}"
+    assert "±" in rows["bce"]["AP"] and rows["bce"]["seeds"] == 3
+    text = ablation_report.mask_table(metrics)
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    assert "±" not in lines["untrained"] + lines["attention"] and "±" in lines["bce"]
+    assert "attention: det. = deterministic (one starting model for every seed and nothing trained): " in text
+    paired_text = ablation_report.paired_table(metrics)
+    assert paired_text.splitlines()[2].split()[:2] == ["attention", "det."]
+    assert "[" not in paired_text.splitlines()[2]  # no interval for a difference of two single values
+
+
+def test_a_random_init_gives_each_seed_its_own_untrained_model(paired_run):
+    untrained = paired_run["arms"]["untrained"]
+    assert untrained["deterministic"] is None and len({r["init_digest"] for r in untrained["per_seed"]}) == 2
+
+
+def test_seed_invariance_and_deterministic_pairs_across_runs():
+    from page4d.experiments.ablation_stats import paired_across_runs, seed_invariance
+
+    def rec(seed, digest, ap, steps=0):
+        return {"seed": seed, "init_digest": digest, "trained_steps": steps, "mask_ap": ap}
+
+    assert seed_invariance([rec(0, "a", 0.5), rec(1, "a", 0.5)]).startswith("one starting model")
+    assert seed_invariance([rec(0, "a", 0.5), rec(1, "b", 0.5)]).endswith("identical values")
+    assert seed_invariance([rec(0, "a", 0.5), rec(1, "b", 0.6)]) is None  # other weights, other value
+    assert seed_invariance([rec(0, "a", 0.5, 2), rec(1, "a", 0.5, 2)]) is None  # trained: may vary
+    assert seed_invariance([rec(0, "a", 0.5)]) is None  # one seed: nothing to vary
+
+    def run(ap):
+        per_seed = [{**rec(s, "a", ap), "clip_order_digest": None} for s in (0, 1, 2)]
+        return {"arms": {"attention": {"per_seed": per_seed, "deterministic": "one starting model"}}}
+
+    d = paired_across_runs(run(0.2), run(0.25), "attention")["mask_ap"]
+    assert d["n"] == 1 and d["ci95"] is None and d["mean"] == pytest.approx(0.05) and d["deterministic"]
+    assert ablation_report.difference_text(d) == "+0.050"
+
+
 def test_one_metrics_reader_flattens_nested_arms_for_the_sweep(paired_run, tmp_path):
     records.write_json(tmp_path / "metrics.json", paired_run)
     flat = tables.flat_metrics(tmp_path)
     assert flat["bce:mask_ap"] == pytest.approx(paired_run["arms"]["bce"]["mask_ap"])
     assert "none:ate" in flat
+    assert not [k for k in flat if k.endswith(("_n", "_ci95"))]  # counts and intervals are not metrics
     rows = tables.comparison_rows(records.find_runs(tmp_path).runs)
     assert [r["arm"] for r in rows] == ["untrained", "none", "bce"] and rows[2]["seeds"] == 2
 
@@ -338,3 +447,5 @@ def test_the_report_command_prints_paired_differences_of_two_run_folders(tmp_pat
     ablation_report.main([str(tmp_path / "random"), str(tmp_path / "pretrained"), "--arms", "bce"])
     out = capsys.readouterr().out
     assert "pretrained - random" in out and "+0.300 [" in out
+    assert out.splitlines()[3].split()[:3] == ["bce", "seeds", "3"]  # n: the seeds paired
+    assert "random: bce: clip counts not recorded" in out  # these metrics.json carry no coverage

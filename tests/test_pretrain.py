@@ -12,11 +12,13 @@ from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_sce
 from page4d.experiments.pretrain import (
     NAME,
     PretrainConfig,
+    card_markdown,
     heldout_metrics,
     initial_model,
     main,
     model_config,
     pretrain,
+    recipe_command,
     scene_config,
 )
 from page4d.inference.loading import load_model
@@ -107,6 +109,28 @@ def test_a_training_config_takes_the_checkpoint_by_name_with_or_without_its_mask
     assert torch.equal(f[backbone], k[backbone]) and not torch.equal(f[backbone], s[backbone])
 
 
+def test_the_shipped_card_is_the_code_s_rendering_of_its_json_with_its_corrections_shown():
+    """Cards are written by the run: the committed .md is `card_markdown` of the committed .json, and a
+    fact fixed by hand after the run is a recorded correction that the card shows, not a silent edit."""
+    c = card()
+    assert (SHIPPED_DIR / f"{NAME}.md").read_text() == card_markdown(c)
+    fields = {fix["field"]: fix for fix in c["corrections"]}
+    assert fields["commit"]["now"] == c["commit"] and fields["commit"]["was"] != c["commit"]
+    assert fields["command"]["now"] == c["command"]
+    text = card_markdown(c)
+    assert "## Corrected after the run (by hand, not by the run)" in text
+    assert f"was {fields['commit']['was']}, now {c['commit']}" in text
+    assert "not recorded by this run" in text  # no clip counts in this card: said, not hidden
+    untouched = card_markdown({k: v for k, v in c.items() if k != "corrections"})
+    assert "Corrected after the run" not in untouched
+
+
+def test_the_card_records_the_command_of_its_recipe():
+    assert recipe_command(PretrainConfig()) == "python -m page4d.experiments.pretrain --out DIR"
+    small = PretrainConfig(steps=4, image_size=(56, 70))
+    assert recipe_command(small).endswith("--image-size 56 70 --steps 4")
+
+
 def test_the_shipped_checkpoint_scores_its_recorded_heldout_metric(tmp_path):
     c = card()
     recipe = PretrainConfig(**c["recipe"])
@@ -166,6 +190,10 @@ def test_an_interrupted_pretraining_resumes_to_the_same_checkpoint_and_card(tmp_
     assert once["weights_sha256"] == twice["weights_sha256"]
     assert once["first_losses"] == twice["first_losses"] and len(once["first_losses"]) == 4
     assert set(once["heldout"]["pretrained"]["mean"]) == set(once["heldout"]["random_init"]["mean"])
-    assert (tmp_path / "once" / f"{NAME}.md").read_text().startswith(f"# {NAME}")
+    assert (tmp_path / "once" / f"{NAME}.md").read_text() == card_markdown(once)
+    assert once["command"].endswith("--steps 4 --warmup-steps 1 --save-every 2") and "corrections" not in once
+    covered = once["heldout"]["pretrained"]["per_scene"][0]["coverage"]["camera"]  # clips scored, dropped
+    assert covered["clips"] + len(covered["dropped"]) == covered["of"] == 2  # 3 steps in clips of 2
+    assert "Clips scored, pretrained: depth" in card_markdown(once)
     with pytest.raises(FileExistsError, match="already holds a finished pretraining run"):
         main(["--out", str(tmp_path / "once"), *small])

@@ -61,6 +61,9 @@ def test_main_job_runs_the_ablation_and_prints_the_summary(tmp_path):
     assert "paired difference arm - none" in out and "held-out depth and cameras" in out
     iou = f"{metrics['arms']['bce']['mask_iou']:.3f}"
     assert any(line.startswith("bce ") and iou in line for line in out.splitlines())
+    # every table says what its numbers are over: 4 held-out steps x 4 views, in 2 clips of 2 steps
+    bce_rows = [line for line in out.splitlines() if line.startswith("bce ")]
+    assert "frames 16/16" in bce_rows[0] and "clips 2/2" in bce_rows[1]
     assert (tmp_path / "run" / "03_ablation_mask_supervision.ipynb").is_file()
 
 

@@ -23,7 +23,6 @@ from page4d import records
 from page4d.experiments import ablation_report
 from page4d.notebook.params import ParameterError, parse_overrides
 from page4d.notebook.runner import FinishedRunError, RunLocked, execute_notebook
-from page4d.report import tables
 
 NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
 
@@ -44,30 +43,36 @@ def run(overrides: dict[str, str], out_dir: Path | None = None, quiet: bool = Fa
 
 
 def report_text(metrics: dict) -> str:
-    """What the main job prints: setup line, mask table with floors, geometry table, paired differences."""
+    """What the main job prints: setup line, mask table with floors, geometry table, paired differences;
+    each table with its `n` (frames / clips scored of evaluated) and footnotes (dropped clips and why,
+    deterministic arms)."""
     used = metrics["params"]
     lines = [
         f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}  |  "
         f"seeds {list(used['seeds'])}  |  steps {used['steps']}  |  geometry {used['geometry']}",
         *metrics.get("notes", []),
         "",
-        "held-out mask metrics (mean ±95% CI half-width from 3 seeds on, else per-seed values):",
-        tables.format_table(ablation_report.mask_rows(metrics)),
+        "held-out mask metrics (mean ±95% CI half-width from 3 seeds on, else per-seed values; "
+        "n = frames with GT scored / evaluated):",
+        ablation_report.mask_table(metrics),
     ]
     baseline = metrics["baseline"]
-    for title, rows in (
-        ("held-out depth and cameras:", ablation_report.geometry_rows(metrics)),
+    for title, text in (
+        (
+            "held-out depth and cameras (n = clips scored / evaluated):",
+            ablation_report.geometry_table(metrics),
+        ),
         (
             f"paired difference arm - {baseline}, mask metrics (mean [95% CI]):",
-            ablation_report.paired_rows(metrics),
+            ablation_report.paired_table(metrics),
         ),
         (
             f"paired difference arm - {baseline}, geometry (mean [95% CI]):",
-            ablation_report.paired_geometry_rows(metrics),
+            ablation_report.paired_table(metrics, geometry=True),
         ),
     ):
-        if rows:  # geometry tables only when geometry trained; paired ones only with a baseline
-            lines += ["", title, tables.format_table(rows)]
+        if text:  # geometry tables only when geometry trained; paired ones only with a baseline
+            lines += ["", title, text]
     for failure in metrics.get("failed", []):
         lines.append(f"FAILED {failure['arm']} seed {failure['seed']}: {failure['error']}")
     return "\n".join(lines)

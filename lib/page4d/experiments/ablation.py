@@ -242,6 +242,36 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
     Resumes: cells already in ``<output_dir>/cells/`` (same parameters) are read, not rerun. Refuses an
     output folder that holds a finished run (`DONE.json`; runs are records).
     """
+    out_dir = _open_output_dir(params)
+    arms, notes = resolve_arms(params)
+    parse_pos_weight(params.pos_weight)
+    t_start = time.perf_counter()
+    data = _load_data(params, out_dir)
+    record = _params_record(params, data.train_root)
+    _check_mask_gt(params, arms, data.train_scene, data.train_times)
+    cells = _run_cells(params, arms, data, _params_digest(record), out_dir, progress)
+    metrics = _metrics(params, arms, cells, notes, record, data)
+    metrics["wall_seconds"] = time.perf_counter() - t_start
+    write_json(out_dir / "metrics.json", metrics)
+    # Notebook 03 runs this inside a notebook execution, whose runner later replaces the marker with
+    # the notebook's own closing record (kind "notebook"); either way the folder is a finished record.
+    mark_finished(out_dir, "ablation", cells=len(cells), failed=len(metrics["failed"]))
+    return metrics
+
+
+@dataclass
+class _Data:
+    """The scenes and time steps of one ablation (`_load_data`)."""
+
+    train_root: str
+    train_scene: Scene
+    eval_scene: Scene
+    train_times: list[int]
+    eval_times: list[int]
+    eval_clip: int
+
+
+def _open_output_dir(params: AblationParams) -> Path:
     if not params.output_dir:
         raise ValueError("AblationParams.output_dir is required (the run folder)")
     out_dir = Path(params.output_dir)
@@ -251,9 +281,12 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
             "overwritten: choose a new output_dir"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    arms, notes = resolve_arms(params)
-    parse_pos_weight(params.pos_weight)
-    t_start = time.perf_counter()
+    return out_dir
+
+
+def _load_data(params: AblationParams, out_dir: Path) -> _Data:
+    """The training scene (generated into the run folder when `train_root` is empty), the evaluation
+    scene and the time split."""
     train_root = params.train_root
     if not train_root:
         scene_dir = out_dir / "synthetic_scene"
@@ -265,13 +298,16 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
     same = not params.eval_root or Path(params.eval_root).resolve() == Path(train_root).resolve()
     eval_scene = train_scene if same else load_scene(params.eval_root, image_size=size)
     train_times, eval_times = split_times(params, train_scene.times, same, eval_scene.times)
-    record = _params_record(params, train_root)
-    digest = _params_digest(record)
-    _check_mask_gt(params, arms, train_scene, train_times)
+    return _Data(train_root, train_scene, eval_scene, train_times, eval_times, max(params.clip_times, 2))
 
+
+def _run_cells(
+    params: AblationParams, arms: list[str], data: _Data, digest: str, out_dir: Path, progress: bool
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every (arm, seed) cell: read from ``cells/`` when it finished before (with the same parameters),
+    else run and written there at once."""
     cells_dir = out_dir / CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
-    eval_clip = max(params.clip_times, 2)
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     todo = [(seed, arm) for seed in params.seeds for arm in arms]
     bar = tqdm(todo, desc="ablation", disable=not progress)
@@ -289,20 +325,31 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
                 params,
                 arm,
                 seed,
-                train_scene,
-                eval_scene,
-                train_times,
-                eval_times,
-                eval_clip,
+                data.train_scene,
+                data.eval_scene,
+                data.train_times,
+                data.eval_times,
+                data.eval_clip,
                 out_dir,
                 progress,
             )
             cell["params_digest"] = digest
             write_json(path, cell)
         cells[(arm, seed)] = cell
+    return cells
 
+
+def _metrics(
+    params: AblationParams,
+    arms: list[str],
+    cells: dict[tuple[str, int], dict[str, Any]],
+    notes: list[str],
+    record: dict[str, Any],
+    data: _Data,
+) -> dict[str, Any]:
+    """metrics.json (without its wall time): per-arm statistics, floors, failures, notes, parameters."""
     floors = next((c["result"].get("floors") for c in cells.values() if c["status"] == "ok"), None)
-    metrics = {
+    return {
         "arms": summarize_arms(
             arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=TRAINING_FREE
         ),
@@ -315,18 +362,12 @@ def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any
         "params": {
             **record,
             "arms_reported": arms,
-            "train_times_used": train_times,
-            "eval_times_used": eval_times,
-            "eval_clip_times": eval_clip,
+            "train_times_used": data.train_times,
+            "eval_times_used": data.eval_times,
+            "eval_clip_times": data.eval_clip,
             "torch_threads": torch.get_num_threads(),  # results are reproducible for a fixed count
         },
-        "wall_seconds": time.perf_counter() - t_start,
     }
-    write_json(out_dir / "metrics.json", metrics)
-    # Notebook 03 runs this inside a notebook execution, whose runner later replaces the marker with
-    # the notebook's own closing record (kind "notebook"); either way the folder is a finished record.
-    mark_finished(out_dir, "ablation", cells=len(cells), failed=len(metrics["failed"]))
-    return metrics
 
 
 def _check_mask_gt(params: AblationParams, arms: list[str], scene: Scene, times: list[int]) -> None:

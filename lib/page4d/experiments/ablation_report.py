@@ -1,11 +1,14 @@
 """Tables and figures of an ablation's metrics.json (what notebook 03 and `page4d.main` show).
 
 Every table shows per-seed values when there are fewer than 3 seeds and "mean ±half-width of the 95%
-CI" from 3 on; the mask table ends with the trivial floors ("all dynamic", "all static") scored by the
-same code, and geometry columns appear only when geometry was trained.
+CI" from 3 on; a deterministic arm (training-free from one starting model: its seeds cannot vary) shows
+its one value without ±. Each table says over how many frames / clips its numbers are (`n` columns,
+"clips 3/4") and ends with footnotes: which clips were dropped from which metrics and why, and which
+arms are deterministic. The mask table ends with the trivial floors ("all dynamic", "all static") scored
+by the same code, and geometry columns appear only when geometry was trained.
 
-    print(tables.format_table(mask_rows(metrics)))
-    print(tables.format_table(paired_rows(metrics)))
+    print(mask_table(metrics))            # rows + footnotes; mask_rows(metrics) for the rows alone
+    print(paired_table(metrics))
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ GEOMETRY_COLUMNS = {
     "rpe_view_rot": "view-RPE-r",
 }
 PAIRED_KEYS = ("mask_ap", "mask_iou", "mask_iou_tuned", "mask_p_static", "mask_ece")
+FAMILY_LABELS = {"mask": "mask metrics", "depth": "depth", "camera": "ATE/RPE"}
+DETERMINISTIC = "det."  # the seeds column of an arm whose seeds cannot vary (see `arm_notes`)
 
 
 def _fmt(x: float | None, digits: int) -> str:
@@ -46,12 +51,36 @@ def _fmt(x: float | None, digits: int) -> str:
 
 
 def value_text(entry: dict[str, Any], key: str, digits: int = 3) -> str:
-    """`mean ±half` from 3 seeds on, else the per-seed values joined by " / "."""
+    """`mean ±half` from 3 seeds on, else the per-seed values joined by " / "; a deterministic arm's one
+    value alone. "(n=k)" when only k seeds gave a finite value."""
+    if entry.get("deterministic"):
+        return _fmt(entry[key], digits)
     values = [r.get(key, float("nan")) for r in entry["per_seed"]]
     if len(values) >= MIN_SEEDS_FOR_CI and entry.get(f"{key}_ci95") is not None:
         lo, hi = entry[f"{key}_ci95"]
-        return f"{_fmt(entry[key], digits)} ±{_fmt((hi - lo) / 2, digits)}"
+        text = f"{_fmt(entry[key], digits)} ±{_fmt((hi - lo) / 2, digits)}"
+        n = entry.get("n_values", {}).get(key, len(values))
+        return text if n == len(values) else f"{text} (n={n})"
     return " / ".join(_fmt(v, digits) for v in values) or "-"
+
+
+def seeds_text(entry: dict[str, Any]) -> int | str:
+    """The seeds column: how many seeds finished, or `DETERMINISTIC` when they cannot vary."""
+    return DETERMINISTIC if entry.get("deterministic") else len(entry["per_seed"])
+
+
+def coverage_text(entry: dict[str, Any], family: str, unit: str = "clips") -> str:
+    """`n` of a metric family: "clips 3/4" (scored of evaluated; "clips 2-3/4" when seeds differ),
+    "frames 16/16" for masks; "?" for a metrics.json written before counts were recorded."""
+    cov = (entry.get("coverage") or {}).get(family)
+    if cov is None:
+        return "?"
+    counts = cov[unit] if unit == "clips" else cov["frames"]
+    total = cov["of"] if unit == "clips" else cov["frames_of"]
+    if entry.get("deterministic"):
+        counts = counts[:1]
+    lo, hi = min(counts, default=0), max(counts, default=0)
+    return f"{unit} {lo}/{total}" if lo == hi else f"{unit} {lo}-{hi}/{total}"
 
 
 def geometry_trained(metrics: dict[str, Any]) -> bool:
@@ -59,15 +88,24 @@ def geometry_trained(metrics: dict[str, Any]) -> bool:
 
 
 def mask_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
-    """One row per arm with the mask metrics, then the floors and the GT dynamic share."""
+    """One row per arm with the mask metrics and `n` (GT frames scored of frames evaluated), then the
+    floors and the GT dynamic share."""
     rows = []
     for arm, entry in metrics["arms"].items():
-        row: dict[str, Any] = {"arm": arm, "seeds": len(entry["per_seed"])}
+        row: dict[str, Any] = {
+            "arm": arm,
+            "seeds": seeds_text(entry),
+            "n": coverage_text(entry, "mask", "frames"),
+        }
         row.update({label: value_text(entry, key, digits) for key, label in MASK_COLUMNS.items()})
         rows.append(row)
     floors = metrics.get("floors") or {}
+    frames_of = next(
+        (e["coverage"]["mask"]["frames_of"] for e in metrics["arms"].values() if e.get("coverage")), None
+    )
     for name, scores in floors.items():
-        row = {"arm": f"floor: {name.replace('_', ' ')}", "seeds": "-"}
+        n = "?" if frames_of is None else f"frames {scores.get('mask_frames', '?')}/{frames_of}"
+        row = {"arm": f"floor: {name.replace('_', ' ')}", "seeds": "-", "n": n}
         row.update({label: _fmt(scores.get(key), digits) for key, label in MASK_COLUMNS.items()})
         rows.append(row)
     if floors:
@@ -77,30 +115,110 @@ def mask_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
 
 
 def geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:
-    """Depth and camera metrics per arm; empty when geometry was not trained (its numbers would be an
-    untrained network's noise)."""
+    """Depth and camera metrics per arm, with the clips each family is over (`n depth`, `n cameras`);
+    empty when geometry was not trained (its numbers would be an untrained network's noise)."""
     if not geometry_trained(metrics):
         return []
     rows = []
     for arm, entry in metrics["arms"].items():
-        row: dict[str, Any] = {"arm": arm, "seeds": len(entry["per_seed"])}
+        row: dict[str, Any] = {
+            "arm": arm,
+            "seeds": seeds_text(entry),
+            "n depth": coverage_text(entry, "depth"),
+            "n cameras": coverage_text(entry, "camera"),
+        }
         row.update({label: value_text(entry, key, digits) for key, label in GEOMETRY_COLUMNS.items()})
         rows.append(row)
     return rows
 
 
+def arm_notes(arms: dict[str, dict[str, Any]], label: str = "") -> list[str]:
+    """One footnote per deterministic arm: why its seeds cannot vary, and that it has one value."""
+    return [
+        f"{label}{arm}: {DETERMINISTIC} = deterministic ({entry['deterministic']}): one value, "
+        "seeds do not apply"
+        for arm, entry in arms.items()
+        if entry.get("deterministic")
+    ]
+
+
+def coverage_notes(
+    arms: dict[str, dict[str, Any]], families: tuple[str, ...] = ("mask",), label: str = ""
+) -> list[str]:
+    """Footnotes listing every clip dropped from a family's metrics, with the (arm, seed)s that dropped
+    it and why; a line saying the counts are unknown for arms without recorded coverage."""
+    lines = []
+    unknown = [arm for arm, e in arms.items() if e.get("coverage") is None and e.get("per_seed")]
+    if unknown:
+        lines.append(f"{label}{', '.join(unknown)}: clip counts not recorded (metrics.json predates them)")
+    for family in families:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for arm, entry in arms.items():
+            cov = (entry.get("coverage") or {}).get(family)
+            for d in (cov or {}).get("dropped", []):
+                if entry.get("deterministic") and d["seed"] != entry["per_seed"][0]["seed"]:
+                    continue  # one computation, listed once
+                key = (str(d["times"]), d["reason"])
+                who = arm if entry.get("deterministic") else f"{arm} seed {d['seed']}"
+                groups.setdefault(key, []).append(who)
+        for (times, reason), who in groups.items():
+            lines.append(
+                f"{label}dropped from {FAMILY_LABELS[family]}: clip t={times} ({', '.join(who)}): {reason}"
+            )
+    return lines
+
+
+def _with_notes(rows: list[dict[str, Any]], notes: list[str]) -> str:
+    from page4d.report.tables import format_table
+
+    return "\n".join([format_table(rows), *notes])
+
+
+def mask_table(metrics: dict[str, Any], digits: int = 3) -> str:
+    """`mask_rows` as text, with footnotes: dropped clips (mask metrics) and deterministic arms."""
+    arms = metrics["arms"]
+    return _with_notes(mask_rows(metrics, digits), coverage_notes(arms, ("mask",)) + arm_notes(arms))
+
+
+def geometry_table(metrics: dict[str, Any], digits: int = 3) -> str:
+    """`geometry_rows` as text with their footnotes; "" when geometry was not trained."""
+    rows = geometry_rows(metrics, digits)
+    if not rows:
+        return ""
+    arms = metrics["arms"]
+    return _with_notes(rows, coverage_notes(arms, ("depth", "camera")) + arm_notes(arms))
+
+
 def difference_text(d: dict[str, Any], digits: int = 3) -> str:
-    """A paired difference {"mean", "ci95", "per_seed"} as "mean [lo, hi]", or the per-seed values."""
+    """A paired difference {"mean", "ci95", "per_seed"} as "mean [lo, hi]", or the per-seed values; the
+    one value of a difference between two deterministic arms alone."""
+    if d.get("deterministic"):
+        return _fmt_signed(d["mean"], digits)
     if d["ci95"] is not None:
         lo, hi = d["ci95"]
         return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
     return " / ".join(f"{v:+.{digits}f}" for v in d["per_seed"].values()) or "-"
 
 
+def _fmt_signed(x: float | None, digits: int) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def pairs_text(paired: dict[str, dict[str, Any]], keys: tuple[str, ...]) -> str:
+    """The `n` of a row of paired differences: how many seeds paired ("seeds 3"; "seeds 2-3" when a
+    metric lost a seed to a NaN; metrics without any value, shown as "-", do not count), or
+    `DETERMINISTIC` when both arms are deterministic."""
+    if any(paired[k].get("deterministic") for k in keys):
+        return DETERMINISTIC
+    counts = [paired[k]["n"] for k in keys if paired[k]["n"] > 0]
+    lo, hi = min(counts, default=0), max(counts, default=0)
+    return f"seeds {lo}" if lo == hi else f"seeds {lo}-{hi}"
+
+
 def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, digits: int = 3) -> list[dict]:
     """arm - baseline (`none`, or `untrained` without geometry) per metric: "mean [lo, hi]" (95% CI of
-    the paired difference) or per-seed values. `keys` default to the mask metrics;
-    `paired_geometry_rows` gives the geometry ones."""
+    the paired difference) or per-seed values, and `n` (seeds paired). `keys` default to the mask
+    metrics; `paired_geometry_rows` gives the geometry ones."""
     labels = {**MASK_COLUMNS, **GEOMETRY_COLUMNS}
     baseline = metrics.get("baseline", "none")
     rows = []
@@ -108,11 +226,24 @@ def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, di
         paired = entry.get(f"paired_vs_{baseline}")
         if not paired:
             continue
-        row: dict[str, Any] = {f"arm - {baseline}": arm}
+        row: dict[str, Any] = {f"arm - {baseline}": arm, "n": pairs_text(paired, keys)}
         for key in keys:
             row[labels[key]] = difference_text(paired[key], digits)
         rows.append(row)
     return rows
+
+
+def paired_table(metrics: dict[str, Any], geometry: bool = False, digits: int = 3) -> str:
+    """`paired_rows` (or `paired_geometry_rows`) as text with footnotes for the arms in them and their
+    baseline; "" when no arm is paired."""
+    rows = paired_geometry_rows(metrics, digits) if geometry else paired_rows(metrics, digits=digits)
+    if not rows:
+        return ""
+    baseline = metrics.get("baseline", "none")
+    names = {baseline} | {r[f"arm - {baseline}"] for r in rows}
+    arms = {a: e for a, e in metrics["arms"].items() if a in names}
+    families = ("depth", "camera") if geometry else ("mask",)
+    return _with_notes(rows, coverage_notes(arms, families) + arm_notes(arms))
 
 
 def across_runs_rows(
@@ -123,12 +254,12 @@ def across_runs_rows(
     digits: int = 3,
 ) -> list[dict]:
     """One row per arm of two runs' metrics: `after - before` per metric as "mean [lo, hi]"
-    (`ablation_stats.paired_across_runs`), e.g. pretrained init - random init."""
+    (`ablation_stats.paired_across_runs`), e.g. pretrained init - random init, and `n` (seeds paired)."""
     labels = {**MASK_COLUMNS, **GEOMETRY_COLUMNS}
     rows = []
     for arm in arms:
         paired = paired_across_runs(before, after, arm)
-        row: dict[str, Any] = {"after - before": arm}
+        row: dict[str, Any] = {"after - before": arm, "n": pairs_text(paired, keys)}
         for key in keys:
             row[labels[key]] = difference_text(paired[key], digits)
         rows.append(row)
@@ -266,6 +397,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = across_runs_rows(before, after, args.arms, keys)
     print(f"paired by seed, {Path(args.after).name} - {Path(args.before).name} (mean [95% CI]):")
     print(format_table(rows))
+    families = ("depth", "camera") if args.geometry else ("mask",)
+    for label, metrics in ((Path(args.before).name, before), (Path(args.after).name, after)):
+        arms = {a: e for a, e in metrics["arms"].items() if a in args.arms}
+        for line in coverage_notes(arms, families, f"{label}: ") + arm_notes(arms, f"{label}: "):
+            print(line)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ the shipped files `tiny-synthetic.pt` (float16 weights), `tiny-synthetic.json` (
 `tiny-synthetic.md` (the card) and `tiny-synthetic_loss.png`. Held-out scenes (never trained on) give
 the zero-shot depth AbsRel / delta<1.25 and ATE / RPE of the pretrained model next to a random
 initialisation's. Copy the four files into `lib/page4d/weights/` to ship a new version.
+
+A card is written by its run, never by hand: `tiny-synthetic.md` is `card_markdown` of the JSON (a test
+checks the shipped pair). A fact that had to be fixed after the run goes into the JSON's
+``corrections`` ([{"field", "was", "now", "when", "why"}]), which the card shows as such.
 """
 
 from __future__ import annotations
@@ -199,9 +203,21 @@ def heldout_metrics(
         result = evaluate(
             model, scene.load() if isinstance(scene, SceneOnDisk) else scene, clip_times=clip_times
         )
-        per_scene.append({k: result[k] for k in GEOMETRY_KEYS})
+        per_scene.append({**{k: result[k] for k in GEOMETRY_KEYS}, "coverage": result["coverage"]})
     mean = {k: float(np.mean([s[k] for s in per_scene])) for k in GEOMETRY_KEYS}
     return {"mean": mean, "per_scene": per_scene}
+
+
+def recipe_command(cfg: PretrainConfig) -> str:
+    """The command that runs `cfg`: the module with the options that differ from the shipped recipe."""
+    default = PretrainConfig()
+    options = []
+    for field in dataclasses.fields(PretrainConfig):
+        value = getattr(cfg, field.name)
+        if value != getattr(default, field.name):
+            shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            options.append(f" --{field.name.replace('_', '-')} {shown}")
+    return "python -m page4d.experiments.pretrain --out DIR" + "".join(options)
 
 
 def first_losses(history: list[dict[str, Any]], n: int = FIRST_LOSSES) -> list[dict[str, Any]]:
@@ -266,6 +282,7 @@ def pretrain(
         "model_config_changes": {"mask_head.masked_global_blocks": [], "track_head": None},
         "recipe": dataclasses.asdict(cfg),
         "train_config": dataclasses.asdict(cfg.train_config()),
+        "command": recipe_command(cfg),
         "commit": commit,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
@@ -312,7 +329,9 @@ def _write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    """The human-readable card: what the weights are, how they were made, what they score."""
+    """The human-readable card: what the weights are, how they were made, what they score, and every
+    correction made after the run (``corrections``), so the card never claims to be untouched when it
+    is not."""
     r = card["recipe"]
     pre, rnd = card["heldout"]["pretrained"]["mean"], card["heldout"]["random_init"]["mean"]
     rows = "\n".join(f"| {k} | {rnd[k]:.3f} | {pre[k]:.3f} |" for k in GEOMETRY_KEYS)
@@ -326,13 +345,13 @@ into the `tiny` preset. Pretrained with the mask head's attention bias off (as P
 `checkpoint_nomask`), so the head is at its initialisation; fine-tuning turns the bias on.
 
 ## Recipe
-`python -m page4d.experiments.pretrain --out DIR` at commit `{card["commit"]}`, torch {card["torch"]},
-{card["threads"]} CPU thread(s) ({card["cpu_capability"]}): {r["pool_scenes"]} generated scenes of
-{r["times"]} time steps x {r["views"]} orbiting or static cameras with 1-3 movers,
-{r["image_size"][0]}x{r["image_size"][1]}, clips of {r["clip_times"]} time steps; camera + depth + point
-losses (VGGT's), everything trains, AdamW lr {r["lr"]:g} (warm-up {r["warmup_steps"]} steps, cosine to
-{r["min_lr"]:g}), weight decay {r["weight_decay"]:g}, {r["steps"]} steps, seed {r["seed"]}: {minutes:.0f}
-minutes.
+`{card["command"]}` at commit `{card["commit"]}`,
+torch {card["torch"]}, {card["threads"]} CPU thread(s) ({card["cpu_capability"]}):
+{r["pool_scenes"]} generated scenes of {r["times"]} time steps x {r["views"]} orbiting or static cameras
+with 1-3 movers, {r["image_size"][0]}x{r["image_size"][1]}, clips of {r["clip_times"]} time steps;
+camera + depth + point losses (VGGT's), everything trains, AdamW lr {r["lr"]:g}
+(warm-up {r["warmup_steps"]} steps, cosine to {r["min_lr"]:g}), weight decay {r["weight_decay"]:g},
+{r["steps"]} steps, seed {r["seed"]}: {minutes:.0f} minutes.
 
 ![loss curve]({card["name"]}_loss.png)
 
@@ -342,6 +361,42 @@ minutes.
 {rows}
 
 Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d.scoring.evaluate`).
+{_heldout_coverage(card["heldout"])}{_corrections(card.get("corrections", []))}"""
+
+
+def _heldout_coverage(heldout: dict[str, Any]) -> str:
+    """Over how many clips the held-out means are, and the clips dropped from them (and why)."""
+    if not all("coverage" in s for m in heldout.values() for s in m["per_scene"]):
+        return "Clips scored per metric: not recorded by this run (its card predates the counts).\n"
+    lines = []
+    for model, label in (("random_init", "random init"), ("pretrained", "pretrained")):
+        covs = [s["coverage"] for s in heldout[model]["per_scene"]]
+        counts = ", ".join(
+            f"{family} {sum(c[family]['clips'] for c in covs)}/{sum(c[family]['of'] for c in covs)}"
+            for family in ("depth", "camera")
+        )
+        lines.append(f"Clips scored, {label}: {counts}.")
+        for i, c in enumerate(covs):
+            for family in ("depth", "camera"):
+                for d in c[family]["dropped"]:
+                    where = f"{label}, held-out scene {i}, clip t={d['times']}"
+                    lines.append(f"- {where} dropped from {family}: {d['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _corrections(corrections: list[dict[str, Any]]) -> str:
+    """The card's corrections after the run: none, or a section listing each one."""
+    if not corrections:
+        return ""
+    items = "\n".join(
+        f"- `{c['field']}` ({c['when']}): "
+        + ("added" if c.get("was") is None else f"was {c['was']}")
+        + f", now {c['now']}: {c['why']}"
+        for c in corrections
+    )
+    return f"""
+## Corrected after the run (by hand, not by the run)
+{items}
 """
 
 

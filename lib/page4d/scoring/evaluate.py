@@ -22,6 +22,8 @@ training. What is measured, and why:
 Nothing here raises for a clip it cannot score: a clip without GT masks, depth or cameras, or with
 predicted cameras that collapsed to a point, is skipped for that metric and the reason is recorded
 (NaN plus a note), so one bad clip never discards the others (or the other arms of an ablation).
+``coverage`` says over how many clips (and, for masks, frames) each family of metrics is, and which
+clips were dropped and why (:func:`coverage_entry`), so a table can show its counts and footnotes.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ GEOMETRY_KEYS = (
     "rpe_view_trans",
     "rpe_view_rot",
 )
+
+
+COVERAGE_FAMILIES = ("mask", "depth", "camera")  # mask_*; depth_*; ate and rpe_*
+
+
+def coverage_entry(clips_total: int, dropped: list[dict[str, Any]], **extra: int) -> dict[str, Any]:
+    """One family's coverage: ``{"clips": scored, "of": total, "dropped": [{"times", "reason"}], **extra}``
+    (masks add ``frames`` / ``frames_of``: frames with GT among the evaluated ones)."""
+    return {"clips": clips_total - len(dropped), "of": clips_total, "dropped": dropped, **extra}
 
 
 def eval_clips(times: list[int], clip_times: int) -> list[list[int]]:
@@ -273,7 +284,9 @@ def score_predictions(
     {"all_dynamic": scores, "all_static": scores}; ``depth_abs_rel``, ``depth_delta1``
     (median-scaled; pixels pooled per clip, clips averaged by frame count); ``ate``, ``rpe_trans``,
     ``rpe_rot`` (degrees; temporal, per view), ``rpe_view_trans``, ``rpe_view_rot`` (inter-view)
-    with ``trajectory_note`` / ``depth_note`` saying why a value is NaN or which clips were skipped.
+    with ``trajectory_note`` / ``depth_note`` saying why a value is NaN or which clips were skipped;
+    ``coverage`` {"mask" | "depth" | "camera": :func:`coverage_entry`}: clips scored of clips evaluated
+    per family (masks also frames with GT), each dropped clip with its reason.
     """
     views = list(scene.views)
     result: dict[str, Any] = {
@@ -293,34 +306,73 @@ def score_predictions(
         ]
         if with_floors:
             result["floors"] = mask_floors(masks.gt, masks.valid, views)
-    result.update(_depth_scores(clips))
-    result.update(_camera_scores(clips, len(views)))
+    depth, depth_coverage = _depth_scores(clips)
+    camera, camera_coverage = _camera_scores(clips, len(views))
+    result.update(depth)
+    result.update(camera)
+    result["coverage"] = {
+        "mask": _mask_coverage(clips, masks, len(views)),
+        "depth": depth_coverage,
+        "camera": camera_coverage,
+    }
     return result
 
 
-def _depth_scores(clips: list[dict[str, Any]]) -> dict[str, Any]:
-    rows, notes = [], set()
+def _mask_coverage(clips: list[dict[str, Any]], masks: MaskPredictions | None, num_views: int) -> dict:
+    """Clips with at least one GT frame count as scored; the mask metrics pool the GT frames."""
+    frames_of = sum(len(c["times"]) for c in clips) * num_views
+    if masks is None:
+        dropped = [{"times": c["times"], "reason": "model has no mask head"} for c in clips]
+        return coverage_entry(len(clips), dropped, frames=0, frames_of=frames_of)
+    dropped, start = [], 0
+    for c in clips:
+        valid = masks.valid[start : start + len(c["times"])]
+        start += len(c["times"])
+        if not bool(valid.any()):
+            dropped.append({"times": c["times"], "reason": masks.reason or "no GT mask"})
+    return coverage_entry(len(clips), dropped, frames=int(masks.valid.sum()), frames_of=frames_of)
+
+
+def _depth_scores(clips: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The depth metrics and their coverage (which clips were scored, which dropped and why)."""
+    rows, dropped = [], []
     for c in clips:
         batch, pred = c["batch"], c["pred"]
+        reason = None
         if "depth" not in pred:
-            notes.add("model has no depth head")
+            reason = "model has no depth head"
         elif batch.depths is None:
-            notes.add("scene has no depth")
+            reason = "scene has no depth"
         elif not bool((batch.depths > 0).any()):
-            notes.add(f"clip {c['times']} has no valid GT depth")
+            reason = "no valid GT depth"
         else:
             d = depth_metrics(pred["depth"][0, ..., 0], batch.depths[0], alignment="median")
             rows.append((d, int(batch.depths.shape[1] * batch.depths.shape[2])))
+        if reason is not None:
+            dropped.append({"times": c["times"], "reason": reason})
     total = sum(n for _, n in rows)
 
     def pooled(key: str) -> float:
         return sum(d[key] * n for d, n in rows) / total if rows else NAN
 
-    return {
+    scores = {
         "depth_abs_rel": pooled("abs_rel"),
         "depth_delta1": pooled("delta_1_25"),
-        "depth_note": "; ".join(sorted(notes)) or None,
+        "depth_note": _drop_note(dropped, len(clips)),
     }
+    return scores, coverage_entry(len(clips), dropped)
+
+
+def _drop_note(dropped: list[dict[str, Any]], clips_total: int) -> str | None:
+    """The dropped clips as one note, grouped by reason ("every clip" when none was scored)."""
+    by_reason: dict[str, list[list[int]]] = {}
+    for d in dropped:
+        by_reason.setdefault(d["reason"], []).append(d["times"])
+    parts = []
+    for reason, times in by_reason.items():
+        which = "every clip" if len(times) == clips_total else "clips " + ", ".join(map(str, times))
+        parts.append(f"{which}: {reason}")
+    return "; ".join(parts) or None
 
 
 def camera_pairs(num_times: int, num_views: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -333,25 +385,17 @@ def camera_pairs(num_times: int, num_views: int) -> tuple[list[tuple[int, int]],
     return temporal, inter_view
 
 
-def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> dict[str, Any]:
+def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ATE / RPE pooled over the clips whose cameras can be aligned, and their coverage."""
     centre, rpe_t, rpe_r, view_t, view_r = [], [], [], [], []
-    notes: set[str] = set()
+    dropped: list[dict[str, Any]] = []
     for c in clips:
-        batch, pred = c["batch"], c["pred"]
-        if "pose_enc" not in pred:
-            notes.add("model has no camera head")
+        reason = _camera_drop_reason(c["batch"], c["pred"])
+        if reason is not None:
+            dropped.append({"times": c["times"], "reason": reason})
             continue
-        if batch.extrinsics is None:
-            notes.add("scene has no cameras")
-            continue
-        e_pred = pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))
-        e_gt = batch.extrinsics[0].reshape(-1, 3, 4)
-        if trajectory_is_degenerate(e_gt):
-            notes.add("GT camera centres of a clip are coincident or collinear: Sim(3) undetermined")
-            continue
-        if trajectory_is_degenerate(e_pred):
-            notes.add(f"predicted camera centres of clip {c['times']} collapsed (coincident or collinear)")
-            continue
+        e_pred = pose_encoding_to_extrinsics(c["pred"]["pose_enc"][0].reshape(-1, 9))
+        e_gt = c["batch"].extrinsics[0].reshape(-1, 3, 4)
         temporal, inter_view = camera_pairs(len(c["times"]), num_views)
         err = trajectory_errors(e_pred, e_gt, align="sim3", pairs=temporal + inter_view)
         k = len(temporal)
@@ -364,14 +408,29 @@ def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> dict[str, Any
     def pooled(parts: list[torch.Tensor]) -> float:
         return rmse(torch.cat(parts)) if parts else NAN
 
-    return {
+    scores = {
         "ate": pooled(centre),
         "rpe_trans": pooled(rpe_t),
         "rpe_rot": pooled(rpe_r),
         "rpe_view_trans": pooled(view_t),
         "rpe_view_rot": pooled(view_r),
-        "trajectory_note": "; ".join(sorted(notes)) or None,
+        "trajectory_note": _drop_note(dropped, len(clips)),
     }
+    return scores, coverage_entry(len(clips), dropped)
+
+
+def _camera_drop_reason(batch: Any, pred: dict[str, Any]) -> str | None:
+    """Why a clip's cameras cannot be scored (None when they can): no camera head or GT cameras, or
+    camera centres that span less than a plane, where the Sim(3) alignment is undetermined."""
+    if "pose_enc" not in pred:
+        return "model has no camera head"
+    if batch.extrinsics is None:
+        return "scene has no cameras"
+    if trajectory_is_degenerate(batch.extrinsics[0].reshape(-1, 3, 4)):
+        return "GT camera centres are coincident or collinear: Sim(3) undetermined"
+    if trajectory_is_degenerate(pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))):
+        return "predicted camera centres collapsed (coincident or collinear)"
+    return None
 
 
 def pose_encoding_to_extrinsics(pose_enc: torch.Tensor) -> torch.Tensor:
