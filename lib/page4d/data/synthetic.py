@@ -216,7 +216,7 @@ def _random_texture(rng: np.random.Generator, tile_range: tuple[float, float]) -
     )
 
 
-def _build_world(
+def build_world(
     config: SyntheticSceneConfig, rng: np.random.Generator
 ) -> tuple[list[Primitive], list[Mover]]:
     room = Room(
@@ -356,7 +356,7 @@ def _noisy_mask(mask: np.ndarray, offset: int) -> np.ndarray:
 def render_synthetic_scene(config: SyntheticSceneConfig) -> SyntheticScene:
     """Render every (t, v) frame, the labels and the tracks in memory. Deterministic for a config."""
     rng = np.random.default_rng(config.seed)
-    static, movers = _build_world(config, rng)
+    static, movers = build_world(config, rng)
     intrinsics, extrinsics = _cameras(config, rng)
     T, V, H, W = config.times, config.views, config.height, config.width
     images = np.empty((T, V, H, W, 3), dtype=np.uint8)

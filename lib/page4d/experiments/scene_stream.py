@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from page4d.data import Scene, SyntheticSceneConfig, render_synthetic_scene
-from page4d.data.synthetic import scene_in_memory
+from page4d.data.synthetic import build_world, scene_in_memory
 
 HELDOUT_SEED_BASE = 100_000_000
 
@@ -61,9 +61,29 @@ def _rig_azimuths(rng: np.random.Generator, views: int) -> tuple[float, ...]:
 
 
 def draw_scene_config(recipe: StreamRecipe, index: int, heldout: bool = False) -> SyntheticSceneConfig:
-    """Scene `index` of the stream (`heldout`: of the held-out range, never drawn by training)."""
+    """Scene `index` of the stream (`heldout`: of the held-out range, never drawn by training).
+
+    Rejection sampling, deterministic: a draw whose static objects cannot be placed around its movers
+    (about 1 in 300) is replaced by the next draw of the same random stream."""
     seed = (HELDOUT_SEED_BASE if heldout else recipe.seed_base) + index
     rng = np.random.default_rng([seed, 7])
+    for _ in range(50):
+        config = _draw(recipe, seed, rng)
+        if placeable(config):
+            return config
+    raise RuntimeError(f"scene {index}: no placeable draw in 50 tries; the recipe {recipe} is too crowded")
+
+
+def placeable(config: SyntheticSceneConfig) -> bool:
+    """Whether the generator can place this config's static objects (its world only, no rendering)."""
+    try:
+        build_world(config, np.random.default_rng(config.seed))
+    except RuntimeError:
+        return False
+    return True
+
+
+def _draw(recipe: StreamRecipe, seed: int, rng: np.random.Generator) -> SyntheticSceneConfig:
     h, w = recipe.image_size
     static = rng.random() < recipe.static_share
     monocular = rng.random() < recipe.monocular_share
@@ -73,14 +93,14 @@ def draw_scene_config(recipe: StreamRecipe, index: int, heldout: bool = False) -
         height=h,
         width=w,
         fov_deg=float(rng.uniform(50.0, 80.0)),
-        camera_radius=float(rng.uniform(2.8, 3.8)),
+        camera_radius=float(rng.uniform(3.0, 3.8)),
         camera_height=float(rng.uniform(1.2, 2.4)),
         look_at_height=float(rng.uniform(0.2, 0.8)),
         num_movers=0 if static else int(rng.integers(1, recipe.max_movers + 1)),
         mover_speed=float(rng.uniform(0.1, 0.3)),
         mover_size=(size_low, size_low + float(rng.uniform(0.05, 0.2))),
-        num_static_boxes=int(rng.integers(2, 6)),
-        num_static_spheres=int(rng.integers(0, 3)),
+        num_static_boxes=int(rng.integers(2, 5)),
+        num_static_spheres=int(rng.integers(0, 2)),
         tracks_per_mover=0,
         query_points_per_step=0,
     )
