@@ -362,8 +362,13 @@ def test_evaluate_says_why_a_degenerate_trajectory_has_no_ate(scene):
     two_views = load_scene(scene.root, views=scene.views[:2])
     result = evaluate(OracleModel(two_views), two_views, clip_times=2)
     assert result["ate"] != result["ate"]  # NaN, not a made-up number
-    assert "collinear" in result["trajectory_note"]
+    assert "collinear" in result["trajectory_note"] and "rotation errors kept" in result["trajectory_note"]
     assert result["depth_abs_rel"] < 1e-6
+    # a relative rotation needs no alignment: the oracle's rotations are still scored, and exact
+    assert result["rpe_rot"] < 1e-3 and result["rpe_view_rot"] < 1e-3
+    frames = result["camera_frames"]
+    assert [f["times"] for f in frames] == [[0, 1], [2, 3]] and len(frames[0]["rot_deg"]) == 4
+    assert max(max(f["rot_deg"]) for f in frames) < 1e-3 and result["camera_rot_deg_max"] < 1e-3
 
 
 def test_mask_only_objective_without_detach_trains_the_backbone_but_not_the_dense_heads(scene):

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +41,7 @@ from page4d.inference.motion_cues import MotionCueConfig, predict_with_attention
 from page4d.model import upsample_mask_logits
 from page4d.scoring.metrics import (
     best_iou_threshold,
+    camera_errors_per_frame,
     depth_metrics,
     expected_calibration_error,
     jf_metrics,
@@ -386,37 +388,56 @@ def camera_pairs(num_times: int, num_views: int) -> tuple[list[tuple[int, int]],
 
 
 def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """ATE / RPE pooled over the clips whose cameras can be aligned, and their coverage."""
-    centre, rpe_t, rpe_r, view_t, view_r = [], [], [], [], []
+    """ATE / RPE pooled over the clips whose cameras can be aligned, and their coverage; rotation errors
+    (RPE-r, view-RPE-r and every frame's rotation error) also where the centres cannot be aligned (a
+    relative rotation does not depend on the alignment), so a panning camera or a 2-camera rig is
+    still scored for what it can be scored on."""
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("centre", "rpe_t", "rpe_r", "view_t", "view_r")}
     dropped: list[dict[str, Any]] = []
+    frames: list[dict[str, Any]] = []
     for c in clips:
         reason = _camera_drop_reason(c["batch"], c["pred"])
-        if reason is not None:
+        if reason is not None and not reason.startswith(_COLLINEAR):
             dropped.append({"times": c["times"], "reason": reason})
             continue
         e_pred = pose_encoding_to_extrinsics(c["pred"]["pose_enc"][0].reshape(-1, 9))
         e_gt = c["batch"].extrinsics[0].reshape(-1, 3, 4)
+        per_frame = camera_errors_per_frame(e_pred, e_gt)
+        frames.append(
+            {"times": c["times"], **{k: [round(float(x), 3) for x in v] for k, v in per_frame.items()}}
+        )
         temporal, inter_view = camera_pairs(len(c["times"]), num_views)
-        err = trajectory_errors(e_pred, e_gt, align="sim3", pairs=temporal + inter_view)
+        align = "none" if reason is not None else "sim3"
+        err = trajectory_errors(e_pred, e_gt, align=align, pairs=temporal + inter_view)
         k = len(temporal)
-        centre.append(err["centre_error"])
-        rpe_t.append(err["rpe_trans"][:k])
-        rpe_r.append(err["rpe_rot_deg"][:k])
-        view_t.append(err["rpe_trans"][k:])
-        view_r.append(err["rpe_rot_deg"][k:])
+        parts["rpe_r"].append(err["rpe_rot_deg"][:k])
+        parts["view_r"].append(err["rpe_rot_deg"][k:])
+        if reason is not None:  # rotations only: translations need the alignment
+            dropped.append({"times": c["times"], "reason": reason + "; rotation errors kept"})
+            continue
+        parts["centre"].append(err["centre_error"])
+        parts["rpe_t"].append(err["rpe_trans"][:k])
+        parts["view_t"].append(err["rpe_trans"][k:])
 
-    def pooled(parts: list[torch.Tensor]) -> float:
-        return rmse(torch.cat(parts)) if parts else NAN
+    def pooled(key: str) -> float:
+        return rmse(torch.cat(parts[key])) if parts[key] else NAN
 
+    rot = [x for f in frames for x in f["rot_deg"][1:]]
     scores = {
-        "ate": pooled(centre),
-        "rpe_trans": pooled(rpe_t),
-        "rpe_rot": pooled(rpe_r),
-        "rpe_view_trans": pooled(view_t),
-        "rpe_view_rot": pooled(view_r),
+        "ate": pooled("centre"),
+        "rpe_trans": pooled("rpe_t"),
+        "rpe_rot": pooled("rpe_r"),
+        "rpe_view_trans": pooled("view_t"),
+        "rpe_view_rot": pooled("view_r"),
+        "camera_rot_deg_median": float(np.median(rot)) if rot else NAN,
+        "camera_rot_deg_max": float(np.max(rot)) if rot else NAN,
+        "camera_frames": frames,
         "trajectory_note": _drop_note(dropped, len(clips)),
     }
     return scores, coverage_entry(len(clips), dropped)
+
+
+_COLLINEAR = ("GT camera centres are coincident", "predicted camera centres collapsed")
 
 
 def _camera_drop_reason(batch: Any, pred: dict[str, Any]) -> str | None:
@@ -426,6 +447,8 @@ def _camera_drop_reason(batch: Any, pred: dict[str, Any]) -> str | None:
         return "model has no camera head"
     if batch.extrinsics is None:
         return "scene has no cameras"
+    if batch.extrinsics[0].reshape(-1, 3, 4).shape[0] < 2:
+        return "a clip of one frame has no relative pose"
     if trajectory_is_degenerate(batch.extrinsics[0].reshape(-1, 3, 4)):
         return "GT camera centres are coincident or collinear: Sim(3) undetermined"
     if trajectory_is_degenerate(pose_encoding_to_extrinsics(pred["pose_enc"][0].reshape(-1, 9))):
