@@ -178,7 +178,7 @@ def test_an_interrupted_pretraining_resumes_to_the_same_checkpoint_and_card(tmp_
     """A small recipe end to end through the command: 2 steps, stop, resume to 4 == 4 in one go (the
     exported weights' sha256 and the logged losses); the finished folder is refused afterwards."""
     small = "--pool-scenes 2 --heldout-scenes 1 --times 3 --views 2 --image-size 56 70 --steps 4"
-    small = [*small.split(), "--warmup-steps", "1", "--save-every", "2"]
+    small = ["--recipe", "tiny-synthetic", *small.split(), "--warmup-steps", "1", "--save-every", "2"]
     main(["--out", str(tmp_path / "once"), *small])
     main(["--out", str(tmp_path / "twice"), *small, "--stop-after", "2"])
     assert "continue with --resume" in capsys.readouterr().out
@@ -197,3 +197,44 @@ def test_an_interrupted_pretraining_resumes_to_the_same_checkpoint_and_card(tmp_
     assert "Clips scored, pretrained: depth" in card_markdown(once)
     with pytest.raises(FileExistsError, match="already holds a finished pretraining run"):
         main(["--out", str(tmp_path / "once"), *small])
+
+
+def test_a_resume_that_would_change_the_scenes_is_refused(tmp_path):
+    """With another pool size a training scene could be rendered from a held-out scene's seed."""
+    small = ["--recipe", "tiny-synthetic", "--heldout-scenes", "1", "--times", "3", "--views", "2"]
+    small += ["--image-size", "56", "70", "--steps", "4", "--warmup-steps", "1", "--save-every", "2"]
+    main(["--out", str(tmp_path / "run"), "--pool-scenes", "2", *small, "--stop-after", "2"])
+    with pytest.raises(ValueError, match=r"--resume needs the run's own recipe.*pool_scenes: 2 -> 3"):
+        main(["--out", str(tmp_path / "run"), "--pool-scenes", "3", *small, "--resume"])
+    main(["--out", str(tmp_path / "run"), "--pool-scenes", "2", *small, "--resume", "--steps", "5"])
+    assert json.loads((tmp_path / "run" / "tiny-synthetic.json").read_text())["recipe"]["steps"] == 5
+
+
+def test_the_stream_recipe_end_to_end_writes_a_card_with_targets_and_every_cameras_errors(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "s"), "--recipe", "tiny-stream", "--steps", "4", "--warmup-steps", "1"]
+    args += [
+        "--heldout-scenes",
+        "2",
+        "--train-eval-scenes",
+        "1",
+        "--image-size",
+        "56",
+        "70",
+        "--threads",
+        "1",
+    ]
+    main(args)
+    c = json.loads((tmp_path / "s" / "tiny-stream.json").read_text())
+    assert c["recipe"]["scenes"] == "stream" and c["train_config"]["clip_order"] == "stream"
+    assert c["train_config"]["loss_overrides"] == {"rotation_target": "canonical"}
+    assert c["command"].startswith("python -m page4d.experiments.pretrain --out DIR --recipe tiny-stream")
+    assert set(c["targets"]) == {"rpe_rot", "rpe_view_rot", "depth_abs_rel", "depth_delta1"}
+    assert all(h["num_movers"] == 0 and h["seed"] >= 100_000_000 for h in c["heldout_scenes"])
+    frames = c["heldout"]["pretrained"]["per_scene"][0]["camera_frames"]
+    assert frames and len(frames[0]["rot_deg"]) == c["heldout"]["pretrained"]["per_scene"][0]["views"] * len(
+        frames[0]["times"]
+    )
+    assert c["training_scenes"]["per_scene"] and c["camera_errors_in_training"]["frames"] > 0
+    md = (tmp_path / "s" / "tiny-stream.md").read_text()
+    assert md == card_markdown(c) and "Targets (issue 20" in md and "rotation target canonical" in md
+    assert "Training scenes (1 of the scenes it trained on)" in md

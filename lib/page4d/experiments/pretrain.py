@@ -31,6 +31,7 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import torch
 
 from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
+from page4d.experiments.scene_stream import SceneStream, StreamRecipe, draw_scene_config
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
 from page4d.model.network import PAGE4DModel
@@ -73,6 +75,13 @@ class PretrainConfig:
     Each field is also an option of `python -m page4d.experiments.pretrain` (`page4d.cli_args`).
     """
 
+    name: str = knob(NAME, "the shipped files' name: NAME.pt (weights), NAME.json / NAME.md (card)")
+    scenes: str = knob(
+        "pool",
+        "pool: a fixed set of pool_scenes generated scenes (tiny-synthetic's recipe); stream: a new "
+        "scene every step, VGGT-style (experiments.scene_stream)",
+        choices=("pool", "stream"),
+    )
     seed: int = knob(0, "seeds the scenes, the weights' initialisation and the clip order")
     pool_scenes: int = knob(48, "generated training scenes")
     heldout_scenes: int = knob(4, "generated scenes never trained on (the card's zero-shot numbers)")
@@ -89,6 +98,15 @@ class PretrainConfig:
     save_every: int = knob(250, "step checkpoint every N steps")
     eval_clip_times: int = knob(2, "time steps per clip when scoring the held-out scenes")
     device: str = knob("cpu", "cpu, or cuda (fast; the first losses are then not bit-identical)")
+    rotation_target: str = knob(
+        "sign_invariant",
+        "camera rotation loss: sign_invariant, or canonical (VGGT's plain L1 on w >= 0 with the rig fix)",
+        choices=("sign_invariant", "canonical"),
+    )
+    static_share: float = knob(0.75, "stream: share of scenes without movers")
+    monocular_share: float = knob(0.4, "stream: share of scenes with one moving camera (the rest: rigs)")
+    max_views: int = knob(4, "stream: most cameras of a rig")
+    train_eval_scenes: int = knob(0, "training scenes the card scores beside the held-out ones")
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(x) for x in self.image_size)
@@ -96,7 +114,7 @@ class PretrainConfig:
             raise ValueError(
                 f"need >= 1 pool and held-out scene, got {self.pool_scenes}, {self.heldout_scenes}"
             )
-        if self.clip_times > self.times:
+        if self.scenes == "pool" and self.clip_times > self.times:
             raise ValueError(f"clip_times {self.clip_times} exceeds the scenes' {self.times} time steps")
 
     def train_config(self) -> TrainConfig:
@@ -110,7 +128,11 @@ class PretrainConfig:
             warmup_steps=self.warmup_steps,
             weight_decay=self.weight_decay,
             trains="everything",
-            clip_times=self.clip_times,
+            clip_times=0 if self.scenes == "stream" else self.clip_times,
+            clip_order="stream" if self.scenes == "stream" else "uniform",
+            loss_overrides={"rotation_target": self.rotation_target}
+            if self.rotation_target != "sign_invariant"
+            else {},
             seed=self.seed,
             threads=self.threads,
             device=self.device,
@@ -118,6 +140,26 @@ class PretrainConfig:
             keep_last=2,
             log_every=25,
         )
+
+
+# The named recipes. PretrainConfig's field defaults are tiny-synthetic's (so its card's recipe still
+# reads back as it ran); tiny-stream is VGGT-style: a fresh scene every step, mostly static, rigs and
+# monocular moving cameras, VGGT's canonical rotation target (issue 20).
+RECIPES: dict[str, PretrainConfig] = {
+    NAME: PretrainConfig(),
+    "tiny-stream": PretrainConfig(
+        name="tiny-stream",
+        scenes="stream",
+        steps=6000,
+        threads=2,
+        rotation_target="canonical",
+        heldout_scenes=16,
+        train_eval_scenes=16,
+        eval_clip_times=0,
+        save_every=250,
+    ),
+}
+DEFAULT_RECIPE = "tiny-stream"
 
 
 def model_config() -> ModelConfig:
@@ -182,8 +224,45 @@ class SceneOnDisk:
         return getattr(self.load(), name)
 
 
-def render_scenes(cfg: PretrainConfig, root: Path) -> tuple[list[SceneOnDisk], list[SceneOnDisk]]:
-    """(pool, held-out) scenes under `root/scenes`, each rendered on first use (`SceneOnDisk`)."""
+# What a resumed pretraining run may change: nothing that decides which scenes it trains or is scored on.
+RESUMABLE = ("steps", "save_every", "device", "threads")
+
+
+def check_resumable(cfg: PretrainConfig, saved_path: Path) -> None:
+    """Refuse to resume with a recipe that changes the scenes or the optimisation: with another
+    `pool_scenes`, a training scene could be rendered from the held-out scenes' seeds, and the card's
+    "held-out" numbers would come from a scene it trained on."""
+    if not saved_path.is_file():
+        return
+    saved = {**dataclasses.asdict(PretrainConfig()), **json.loads(saved_path.read_text())}
+    now = dataclasses.asdict(cfg)
+    diff = {k: (saved[k], now[k]) for k in now if k not in RESUMABLE and _plain(saved[k]) != _plain(now[k])}
+    if diff:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"--resume needs the run's own recipe ({saved_path}); these differ: {detail}")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def stream_recipe(cfg: PretrainConfig, heldout: bool = False) -> StreamRecipe:
+    """What a stream recipe draws; held-out scenes are static (no movers), from seeds no stream draws."""
+    return StreamRecipe(
+        seed_base=POOL_SEED_OFFSET * (cfg.seed + 1),
+        image_size=cfg.image_size,
+        static_share=1.0 if heldout else cfg.static_share,
+        monocular_share=cfg.monocular_share,
+        max_views=cfg.max_views,
+    )
+
+
+def render_scenes(cfg: PretrainConfig, root: Path) -> tuple[Sequence[Any], Sequence[Any]]:
+    """(training, held-out) scenes, each rendered on first use: a fixed pool under `root/scenes`
+    (`SceneOnDisk`), or a stream of one new scene per step, in memory (`SceneStream`)."""
+    if cfg.scenes == "stream":
+        heldout = SceneStream(stream_recipe(cfg, heldout=True), cfg.heldout_scenes, heldout=True)
+        return SceneStream(stream_recipe(cfg), cfg.steps), heldout
     names = [f"pool_{i:03d}" for i in range(cfg.pool_scenes)]
     names += [f"heldout_{j:03d}" for j in range(cfg.heldout_scenes)]
     scenes = [
@@ -193,25 +272,34 @@ def render_scenes(cfg: PretrainConfig, root: Path) -> tuple[list[SceneOnDisk], l
     return scenes[: cfg.pool_scenes], scenes[cfg.pool_scenes :]
 
 
-def heldout_metrics(
-    model: torch.nn.Module, scenes: list[Scene] | list[SceneOnDisk], clip_times: int
-) -> dict[str, Any]:
-    """Zero-shot geometry on scenes nothing trained on: each `GEOMETRY_KEYS` metric averaged over the
-    scenes (each scene evaluated on all its frames in clips of `clip_times`), plus the per-scene values."""
+CAMERA_KEYS = ("camera_rot_deg_median", "camera_rot_deg_max")
+
+
+def heldout_metrics(model: torch.nn.Module, scenes: Sequence[Any], clip_times: int) -> dict[str, Any]:
+    """Geometry of `model` on `scenes`: each `GEOMETRY_KEYS` / `CAMERA_KEYS` metric averaged over the
+    scenes where it is defined (NaN-aware: a panning camera has no ATE), plus the per-scene values with
+    every frame's camera errors. Each scene is evaluated on all its frames in clips of `clip_times`
+    (0: the whole scene as one clip)."""
     per_scene = []
     for scene in scenes:
-        result = evaluate(
-            model, scene.load() if isinstance(scene, SceneOnDisk) else scene, clip_times=clip_times
-        )
-        per_scene.append({**{k: result[k] for k in GEOMETRY_KEYS}, "coverage": result["coverage"]})
-    mean = {k: float(np.mean([s[k] for s in per_scene])) for k in GEOMETRY_KEYS}
+        scene = scene.load() if hasattr(scene, "load") else scene
+        result = evaluate(model, scene, clip_times=clip_times or scene.num_times)
+        keys = (*GEOMETRY_KEYS, *CAMERA_KEYS, "camera_frames", "coverage")
+        per_scene.append({**{k: result[k] for k in keys}, "views": scene.num_views})
+    mean = {k: _nanmean([s[k] for s in per_scene]) for k in (*GEOMETRY_KEYS, *CAMERA_KEYS)}
     return {"mean": mean, "per_scene": per_scene}
 
 
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if v == v]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def recipe_command(cfg: PretrainConfig) -> str:
-    """The command that runs `cfg`: the module with the options that differ from the shipped recipe."""
-    default = PretrainConfig()
-    options = []
+    """The command that runs `cfg`: the module with its named recipe (when it is not the field defaults,
+    tiny-synthetic's) and the options that differ from that recipe."""
+    default = RECIPES.get(cfg.name, PretrainConfig())
+    options = [f" --recipe {cfg.name}"] if cfg.name in RECIPES and cfg.name != NAME else []
     for field in dataclasses.fields(PretrainConfig):
         value = getattr(cfg, field.name)
         if value != getattr(default, field.name):
@@ -251,6 +339,8 @@ def pretrain(
     if is_finished(out):
         raise FileExistsError(f"{out} already holds a finished pretraining run; choose a new --out")
     claim_run_folder(out / "train", resume=resume)  # before anything is written (train re-checks)
+    if resume:
+        check_resumable(cfg, out / "pretrain_config.json")
     commit = git_commit()  # the code that runs now; HEAD may move during a long run
     pool, heldout = render_scenes(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,14 +360,16 @@ def pretrain(
     if not is_finished(out / "train"):
         return None
     summary = json.loads((out / "train" / "summary.json").read_text())
+    name = cfg.name
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    weights_path = atomic_torch_save({"model": state}, out / f"{NAME}.pt")
+    weights_path = atomic_torch_save({"model": state}, out / f"{name}.pt")
     shipped = build_model(model_config()).eval()  # the card scores exactly the float16 weights it ships
     load_checkpoint(shipped, weights_path)
     pretrained = heldout_metrics(shipped, heldout, cfg.eval_clip_times)
     random_init = heldout_metrics(initial_model(cfg.seed), heldout, cfg.eval_clip_times)
+    trained_on = [pool[i] for i in range(min(cfg.train_eval_scenes, len(pool)))]
     card = {
-        "name": NAME,
+        "name": name,
         "preset": "tiny",
         "model_config_changes": {"mask_head.masked_global_blocks": [], "track_head": None},
         "recipe": dataclasses.asdict(cfg),
@@ -296,18 +388,62 @@ def pretrain(
         "first_losses": first_losses(history),
         "final_losses": summary["final_losses"],
         "heldout": {"pretrained": pretrained, "random_init": random_init},
-        "heldout_scenes": [
-            dataclasses.asdict(scene_config(cfg, cfg.pool_scenes + j)) for j in range(cfg.heldout_scenes)
-        ],
+        "heldout_scenes": [dataclasses.asdict(c) for c in heldout_configs(cfg)],
+        "training_scenes": heldout_metrics(shipped, trained_on, cfg.eval_clip_times) if trained_on else None,
+        "camera_errors_in_training": training_camera_errors(history),
     }
-    _write_loss_curve(history, out / f"{NAME}_loss.png")
-    atomic_write_text(out / f"{NAME}.md", card_markdown(card))
-    write_json(out / f"{NAME}.json", card)
-    mark_finished(out, "pretrain", card=f"{NAME}.json")  # last: its presence marks the run finished
+    card["targets"] = target_check(card)
+    _write_loss_curve(history, out / f"{name}_loss.png", name)
+    atomic_write_text(out / f"{name}.md", card_markdown(card))
+    write_json(out / f"{name}.json", card)
+    mark_finished(out, "pretrain", card=f"{name}.json")  # last: its presence marks the run finished
     return card
 
 
-def _write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
+# Issue 20's bar for a backbone whose cameras generalise (held-out static scenes).
+TARGETS = {
+    "rpe_rot": ("<=", 5.0),
+    "rpe_view_rot": ("<=", 10.0),
+    "depth_abs_rel": ("<=", 0.10),
+    "depth_delta1": (">=", 0.90),
+}
+
+
+def target_check(card: dict[str, Any]) -> dict[str, Any]:
+    """Each target with the held-out value and whether it is met."""
+    mean = card["heldout"]["pretrained"]["mean"]
+    out = {}
+    for key, (op, bound) in TARGETS.items():
+        value = mean[key]
+        met = value == value and (value <= bound if op == "<=" else value >= bound)
+        out[key] = {"target": f"{op} {bound:g}", "value": value, "met": bool(met)}
+    return out
+
+
+def heldout_configs(cfg: PretrainConfig) -> list[SyntheticSceneConfig]:
+    """The held-out scenes' generator configs (the card records them; a test re-renders one)."""
+    if cfg.scenes == "stream":
+        recipe = stream_recipe(cfg, heldout=True)
+        return [draw_scene_config(recipe, j, heldout=True) for j in range(cfg.heldout_scenes)]
+    return [scene_config(cfg, cfg.pool_scenes + j) for j in range(cfg.heldout_scenes)]
+
+
+def training_camera_errors(history: list[dict[str, Any]], last: int = 500) -> dict[str, float] | None:
+    """Every frame's rotation error over the last `last` logged steps (frame 0 excluded: 0 by
+    definition): what the logged camera loss averages away."""
+    errors = [x for r in history[-last:] for x in r.get("camera_rot_deg", [])[1:] if x == x]
+    if not errors:
+        return None
+    return {
+        "steps": min(last, len(history)),
+        "frames": len(errors),
+        "median_deg": float(np.median(errors)),
+        "p90_deg": float(np.percentile(errors, 90)),
+        "max_deg": float(np.max(errors)),
+    }
+
+
+def _write_loss_curve(history: list[dict[str, Any]], path: Path, name: str = NAME) -> None:
     from page4d.report.viz import new_figure, save_figure
 
     fig = new_figure((7.0, 3.2))
@@ -323,7 +459,7 @@ def _write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel(f"loss (running mean of {min(50, len(history))} steps)")
     ax.legend(fontsize=8)
-    ax.set_title("tiny-synthetic pretraining")
+    ax.set_title(f"{name} pretraining")
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -347,21 +483,83 @@ into the `tiny` preset. Pretrained with the mask head's attention bias off (as P
 ## Recipe
 `{card["command"]}` at commit `{card["commit"]}`,
 torch {card["torch"]}, {card["threads"]} CPU thread(s) ({card["cpu_capability"]}):
-{r["pool_scenes"]} generated scenes of {r["times"]} time steps x {r["views"]} orbiting or static cameras
-with 1-3 movers, {r["image_size"][0]}x{r["image_size"][1]}, clips of {r["clip_times"]} time steps;
-camera + depth + point losses (VGGT's), everything trains, AdamW lr {r["lr"]:g}
+{_scenes_text(r)};
+camera + depth + point losses (VGGT's{_rotation_text(r)}), everything trains, AdamW lr {r["lr"]:g}
 (warm-up {r["warmup_steps"]} steps, cosine to {r["min_lr"]:g}), weight decay {r["weight_decay"]:g},
 {r["steps"]} steps, seed {r["seed"]}: {minutes:.0f} minutes.
 
 ![loss curve]({card["name"]}_loss.png)
 
-## Held-out scenes (never trained on; {n_heldout} scenes, all frames, clips of {r["eval_clip_times"]})
+## Held-out scenes (never trained on; {n_heldout} scenes, all frames, {_clips_text(r)})
 | metric | random init (seed {r["seed"]}) | pretrained |
 |---|---|---|
 {rows}
-
+{_targets_text(card)}{_training_text(card)}
 Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d.scoring.evaluate`).
 {_heldout_coverage(card["heldout"])}{_corrections(card.get("corrections", []))}"""
+
+
+def _scenes_text(r: dict[str, Any]) -> str:
+    size = f"{r['image_size'][0]}x{r['image_size'][1]}"
+    if r.get("scenes", "pool") == "stream":
+        static, mono = f"{r['static_share']:.0%}", f"{r['monocular_share']:.0%}"
+        return (
+            f"a new generated scene every step ({r['steps']} scenes, {size}): {static} without\n"
+            f"movers; {mono} one camera orbiting, panning or dollying with hand-held jitter\n"
+            f"over 4-8 steps, the rest rigs of 2-{r['max_views']} cameras at random azimuth gaps and\n"
+            "heights in random order over 2 steps"
+        )
+    scenes = f"{r['pool_scenes']} generated scenes of {r['times']} time steps x {r['views']}"
+    return (
+        f"{scenes} orbiting or static cameras\nwith 1-3 movers, {size}, clips of {r['clip_times']} time steps"
+    )
+
+
+def _rotation_text(r: dict[str, Any]) -> str:
+    target = r.get("rotation_target", "sign_invariant")
+    return "" if target == "sign_invariant" else f"; rotation target {target}"
+
+
+def _clips_text(r: dict[str, Any]) -> str:
+    return "each scene as one clip" if not r["eval_clip_times"] else f"clips of {r['eval_clip_times']}"
+
+
+def _targets_text(card: dict[str, Any]) -> str:
+    if "targets" not in card:
+        return ""
+    rows = "\n".join(
+        f"| {k} | {t['target']} | {t['value']:.3f} | {'met' if t['met'] else 'NOT met'} |"
+        for k, t in card["targets"].items()
+    )
+    return f"""
+Targets (issue 20, held-out static scenes):
+
+| metric | target | pretrained | |
+|---|---|---|---|
+{rows}
+"""
+
+
+def _training_text(card: dict[str, Any]) -> str:
+    lines = []
+    train = card.get("training_scenes")
+    if train:
+        pre, held = train["mean"], card["heldout"]["pretrained"]["mean"]
+        keys = (*GEOMETRY_KEYS, *CAMERA_KEYS)
+        rows = "\n".join(f"| {k} | {pre[k]:.3f} | {held[k]:.3f} |" for k in keys)
+        lines.append(
+            f"\nTraining scenes ({len(train['per_scene'])} of the scenes it trained on) beside the held-out"
+            " ones:\n\n"
+            f"| metric | training scenes | held-out |\n|---|---|---|\n{rows}\n"
+        )
+    errors = card.get("camera_errors_in_training")
+    if errors:
+        lines.append(
+            f"\nEvery frame's camera rotation error over the last {errors['steps']} training steps "
+            f"({errors['frames']} frames): median {errors['median_deg']:.1f} deg, 90th percentile "
+            f"{errors['p90_deg']:.1f} deg, worst {errors['max_deg']:.1f} deg.\n"
+        )
+    return "".join(lines)
 
 
 def _heldout_coverage(heldout: dict[str, Any]) -> str:
@@ -400,7 +598,14 @@ def _corrections(corrections: list[dict[str, Any]]) -> str:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _recipe_arg(argv: list[str] | None) -> str:
+    """The --recipe given on the command line (the options' defaults depend on it), else the default."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
+    return pre.parse_known_args(argv)[0].recipe
+
+
+def build_parser(recipe: str = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m page4d.experiments.pretrain",
         description=__doc__,
@@ -410,12 +615,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="run folder (never overwritten once finished)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--stop-after", type=int, help="stop after N steps, resumably (default: run to --steps)")
-    add_options(p.add_argument_group("recipe (PretrainConfig: the card records it)"), PretrainConfig)
+    run.add_argument(
+        "--recipe",
+        default=recipe,
+        choices=sorted(RECIPES),
+        help="a named recipe; every option below defaults to its value",
+    )
+    add_options(
+        p.add_argument_group(f"recipe {recipe} (PretrainConfig: the card records it)"), PretrainConfig
+    )
+    p.set_defaults(**dataclasses.asdict(RECIPES[recipe]))
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    recipe = _recipe_arg(argv)
+    args = build_parser(recipe).parse_args(argv)
     cfg = from_args(PretrainConfig, args)
     card = pretrain(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
     if card is None:
