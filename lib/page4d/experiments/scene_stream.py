@@ -5,7 +5,8 @@ draws the same room, cameras and movers, so a stream is reproducible and resumab
 it. What a stream draws (`StreamRecipe`):
 
 - mostly static scenes (`static_share` of them have no movers, as VGGT's data is mostly static);
-- rigs of 2..`max_views` cameras at random azimuths (gaps anywhere from 25 to 180 degrees, the order
+- rigs of 2..`max_views` cameras at random azimuths (neighbouring gaps of 20 to 90 degrees, so views
+  overlap as in a multi-view capture, while the rig spans up to 270 degrees; the order
   of views in a clip random, heights random) that stay put or orbit a few degrees per step;
 - monocular moving cameras (`monocular_share`, V = 1) that orbit, pan or dolly, with a hand-held
   random walk, over `mono_times` steps: what the field's benchmarks (DAVIS, Sintel, TUM, Bonn) are.
@@ -54,8 +55,8 @@ class StreamRecipe:
 
 
 def _rig_azimuths(rng: np.random.Generator, views: int) -> tuple[float, ...]:
-    """Azimuths (degrees) with random gaps of 25..180 degrees, in random order."""
-    gaps = rng.uniform(25.0, 180.0, size=views - 1)
+    """Azimuths (degrees) with random gaps of 20..90 degrees between neighbours, in random order."""
+    gaps = rng.uniform(20.0, 90.0, size=views - 1)
     azimuths = rng.uniform(0.0, 360.0) + np.concatenate([[0.0], np.cumsum(gaps)])
     return tuple(float(a % 360.0) for a in rng.permutation(azimuths))
 
