@@ -141,3 +141,38 @@ def _p_at(rec, t, points) -> np.ndarray:
     p = rec.p_dynamic[t].reshape(-1).numpy()
     lookup = {tuple(np.round(x, 5)): v for x, v in zip(xyz, p, strict=True)}
     return np.array([lookup[tuple(np.round(x, 5))] for x in zip(points.x, points.y, points.z, strict=True)])
+
+
+def test_chunks_chained_through_one_overlapping_step_land_in_one_world():
+    """Split a clip's GT geometry into two chunks, the second re-expressed in its first frame's camera at
+    another scale (what a second forward predicts): chaining recovers the global cameras and points."""
+    from page4d.geometry import depth_to_world_points, relative_to_first_camera
+    from page4d.inference.reconstruction import chain
+
+    rendered = render_synthetic_scene(
+        SyntheticSceneConfig(
+            seed=3, times=4, views=2, height=56, width=70, orbit_deg_per_step=4.0, tracks_per_mover=0
+        )
+    )
+    full = scene_in_memory(rendered)
+    e = relative_to_first_camera(full.extrinsics.reshape(-1, 3, 4)).reshape(4, 2, 3, 4)
+
+    def rec(ext, depth):
+        k = full.intrinsics[: len(ext)]
+        pts = depth_to_world_points(depth, k, ext)
+        colors = torch.zeros(*pts.shape, dtype=torch.uint8)
+        return Reconstruction(ext, k, depth, torch.ones_like(depth), pts, colors, None)
+
+    first = rec(e[:2], full.depths[:2])
+    second_world = relative_to_first_camera(e[1:].reshape(-1, 3, 4)).reshape(3, 2, 3, 4)
+    s = 0.37  # the second forward's own scale
+    second = rec(
+        torch.cat([second_world[..., :3], s * second_world[..., 3:]], -1),
+        s * full.depths[1:],
+    )
+    chained = chain(first, second)
+    assert chained.points.shape[0] == 2  # the overlapping step is dropped
+    assert torch.allclose(chained.extrinsics, e[2:].float(), atol=1e-4)
+    want = depth_to_world_points(full.depths[2:], full.intrinsics[2:], e[2:].float())
+    assert torch.allclose(chained.points, want, atol=1e-3)
+    assert torch.allclose(chained.depth, full.depths[2:], rtol=1e-4)

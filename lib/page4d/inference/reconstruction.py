@@ -182,3 +182,37 @@ def write_tum(path: str | Path, timestamps, extrinsics: torch.Tensor) -> Path:
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def chain(previous: Reconstruction, current: Reconstruction) -> Reconstruction:
+    """Bring a chunk predicted in its own world into the world of the chunks before it.
+
+    A long clip runs in chunks (one forward each), and each forward predicts in the camera of its first
+    frame, at its own scale. Each chunk after the first therefore starts with the previous chunk's last
+    time step (one overlapping step, all views): that step's view 0 has a known pose in the global
+    world (`previous`, already chained) and a depth in both chunks, which fix the rotation, translation
+    and scale between the worlds (scale = median ratio of the two depth maps over pixels valid in both).
+    Returns `current` without the overlapping step, in the global world and scale.
+    """
+    prev_depth, cur_depth = previous.depth[-1, 0], current.depth[0, 0]
+    valid = (prev_depth > 0) & (cur_depth > 0)
+    if not bool(valid.any()):
+        raise ValueError("chaining chunks: the overlapping frame has no depth valid in both chunks")
+    scale = torch.median(prev_depth[valid] / cur_depth[valid])
+    ref = previous.extrinsics[-1, 0].double()  # the overlap camera, world-to-camera, global world
+    r_g, t_g = ref[:, :3], ref[:, 3]
+    e = current.extrinsics[1:].double()
+    r_l, t_l = e[..., :3], e[..., 3]
+    rot = r_l @ r_g
+    trans = (r_l @ t_g[..., None])[..., 0] + scale * t_l
+    pts = current.points[1:].double() * scale  # local world = the overlap camera's frame
+    pts = (pts - t_g) @ r_g  # X_g = R_g^T (X_cam - t_g), row vectors
+    return Reconstruction(
+        extrinsics=torch.cat([rot, trans[..., None]], -1).float(),
+        intrinsics=current.intrinsics[1:],
+        depth=current.depth[1:] * float(scale),
+        depth_conf=current.depth_conf[1:],
+        points=pts.float(),
+        colors=current.colors[1:],
+        p_dynamic=None if current.p_dynamic is None else current.p_dynamic[1:],
+    )
