@@ -336,3 +336,86 @@ def test_the_command_prints_one_line_for_a_missing_checkpoint(clip, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("page4d.predict: checkpoint not found: ") and proc.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def rgbd_run(tmp_path_factory):
+    """The real capture (RGB-D + SegAnyMo) through predict with the shipped weights, in two chunks, and
+    the same clip's predictions in memory, one chunk at a time, for checking the files."""
+    from conftest import MV_SCENE
+
+    out = tmp_path_factory.mktemp("rgbd") / "run"
+    result = predict(MV_SCENE, out, image_width=154, max_frames=4, chunk=2, progress=False)
+    return out, result
+
+
+def test_predict_writes_cameras_depth_and_point_clouds_that_independent_readers_agree_with(rgbd_run):
+    plyfile = pytest.importorskip("plyfile")
+    from conftest import MV_SCENE
+    from evo.tools import file_interface
+    from page4d.inference.reconstruction import reconstruct
+
+    out, result = rgbd_run
+    cams = json.loads((out / "cameras.json").read_text())
+    assert "world_to_camera" in cams["convention"] and len(cams["frames"]) == 4 * 4
+    assert cams["source_size"] == [240, 320]
+    scene = load_input(MV_SCENE, image_width=154, max_frames=4)
+    model, _ = load_model("tiny", "tiny-synthetic")
+    with torch.no_grad():
+        pred = model(scene.images[:2][None])
+    first = reconstruct(pred, scene.images[:2][None])  # chunk 1 is in the global world as it is
+    frame = next(f for f in cams["frames"] if f["time"] == 1 and f["view"] == "view2")
+    assert torch.allclose(torch.tensor(frame["world_to_camera"]), first.extrinsics[1, 2], atol=1e-4)
+    k_model = scene.transform.intrinsics(torch.tensor(frame["intrinsics"], dtype=torch.float64))
+    assert torch.allclose(k_model.float(), first.intrinsics[1, 2], atol=1e-3)
+    depth = np.load(out / "depth" / "view2" / "time_01.npy")
+    assert depth.shape == (240, 320) and depth.dtype == np.float16 and (depth > 0).mean() > 0.5
+    vertex = plyfile.PlyData.read(str(out / "points" / "t_00001.ply"))["vertex"]
+    assert vertex.count == 4 * scene.image_size[0] * scene.image_size[1]
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).reshape(4, *scene.image_size, 3)
+    assert np.allclose(xyz, first.points[1].numpy(), atol=1e-4)
+    assert np.allclose(
+        vertex["p_dynamic"].reshape(4, *scene.image_size), first.p_dynamic[1].numpy(), atol=1e-6
+    )
+    traj = file_interface.read_tum_trajectory_file(str(out / "trajectories" / "view0.txt"))
+    assert len(traj.timestamps) == 4  # chained across both chunks
+    later = [f for f in cams["frames"] if f["view"] == "view0" and f["time"] == 3][0]
+    assert np.allclose(np.linalg.inv(traj.poses_se3[3])[:3], np.array(later["world_to_camera"]), atol=1e-4)
+    static = plyfile.PlyData.read(str(out / "static_map.ply"))["vertex"]
+    assert (
+        static.count == result["reconstruction"]["static_map_points"]
+        and float(static["p_dynamic"].max()) < 0.5
+    )
+
+
+def test_with_gt_geometry_metrics_score_cameras_depth_and_the_static_map_with_and_without_the_mask(rgbd_run):
+    out, result = rgbd_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    geo = metrics["geometry_scores"]
+    assert 0 < geo["depth_abs_rel"] < 1 and geo["time_steps"] == 4 and len(geo["camera_rot_deg"]) == 16
+    for name in ("map_static", "map_unfiltered"):
+        m = geo[name]
+        assert m["accuracy"] > 0 and m["completeness"] > 0 and m["points"] > 1000, (name, m)
+    assert 0 < geo["map_static_kept_points"] < geo["map_unfiltered_kept_points"]
+
+
+def test_given_masks_drive_the_bias_and_a_missing_one_is_refused(clip, tmp_path):
+    """--mask-from: every frame's mask drives the attention bias (the written masks are then those masks,
+    J = 1 against the same GT), and a folder that lacks a frame's mask is refused, naming it."""
+    from own_clip import write_palette_png
+
+    full = tmp_path / "full"
+    full.mkdir()
+    for t in range(T):
+        exact = np.asarray(
+            Image.open(clip / "scene" / "SegAnyMo" / "sam2" / "exact_masks" / "view_0" / f"{t:03d}.png")
+        )
+        write_palette_png(full / f"{t:05d}.png", exact > 0)
+    common = dict(image_width=70, chunk=3, progress=False, points=False)
+    given = predict(clip / "rig" / "cam0", tmp_path / "given", gt=full, mask_from=full, **common)
+    head = predict(clip / "rig" / "cam0", tmp_path / "head", gt=full, **common)
+    run = json.loads((tmp_path / "given" / "run.json").read_text())
+    assert run["mask_from"] == str(full) and given["J_mean"] > head["J_mean"] + 0.1
+    assert not (tmp_path / "given" / "points").exists() and (tmp_path / "given" / "static_map.ply").is_file()
+    with pytest.raises(ValueError, match=r"--mask-from .*no mask for frames \(time, view\) \[\[3, 0\]\]"):
+        predict(clip / "rig" / "cam0", tmp_path / "gap", mask_from=clip / "gt" / "cam0", **common)

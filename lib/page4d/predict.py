@@ -38,6 +38,7 @@ neighbouring step (only its own masks are written), and a clip of one time step 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import shlex
 import sys
@@ -64,15 +65,20 @@ from page4d.data.resize import CropResize
 from page4d.data.scene import SEGANYMO_DIR
 from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
 from page4d.devices import require_device
+from page4d.geometry import depth_to_world_points, relative_to_first_camera
 from page4d.inference.extract import mask_probabilities
 from page4d.inference.loading import load_model
-from page4d.inference.motion_cues import attention_motion_cues
-from page4d.model import CheckpointError, preset, resolve_checkpoint
+from page4d.inference.motion_cues import predict_with_attention_masks
+from page4d.inference.reconstruction import Reconstruction, chain, reconstruct
+from page4d.model import CheckpointError, logits_from_masks, preset, resolve_checkpoint
 from page4d.model.checkpoint import SHIPPED_MASK_HEAD_NOTES, SHIPPED_PRESETS, shipped_checkpoint_for
 from page4d.records import RunFolderTaken
+from page4d.report.reconstruction_files import ReconstructionWriter
 from page4d.report.viz import overlay_rgb
 from page4d.scoring.davis import frame_j_f, summarize
 from page4d.scoring.evaluate import METHODS, check_method
+from page4d.scoring.maps import align_to_gt, map_distances
+from page4d.scoring.metrics import camera_errors_per_frame
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode is used
 RANDOM_WEIGHTS = "random"  # --checkpoint random: seeded random weights, only when asked for by name
@@ -148,26 +154,50 @@ class OverlayVideo:
         return self.path
 
 
-def chunk_mask_logits(
-    model: torch.nn.Module, images: torch.Tensor, start: int, stop: int, method: str
-) -> tuple[torch.Tensor, list[str]]:
-    """Patch-grid logits `[stop - start, V, h, w]` of time steps start..stop-1 of `images` `[T, V, 3, H, W]`,
-    and notes (e.g. an attention clip without a GT-free threshold, reported as all static).
+@dataclass
+class ChunkRun:
+    """How each chunk's forward runs: where its masks come from (`method`), masks given to drive the
+    attention bias instead of the head (`given` dynamic logits `[T, V, h, w]`, --mask-from), autocast
+    (`precision`) on `device`."""
 
-    `attention` needs two time steps: a chunk of one step runs with a neighbouring step as context (the
-    one before it, or after it for the first) and keeps only its own logits.
-    """
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        if method == "mask_head":
-            return model(images[start:stop][None].to(device))["mask_logits"][0].float().cpu(), []
-        lo, hi = start, stop
-        if hi - lo < 2:
-            lo = max(0, stop - 2)
-            hi = lo + 2
-        cues = attention_motion_cues(model, images[lo:hi][None].to(device))
-        notes = [f"time steps {lo}-{hi - 1}: {note}" for note in cues.notes]
-        return cues.logits[0, start - lo : stop - lo].float().cpu(), notes
+    method: str = "mask_head"
+    given: torch.Tensor | None = None
+    precision: str = "fp32"
+    device: torch.device = torch.device("cpu")
+
+
+def chunk_predictions(
+    model: torch.nn.Module, images: torch.Tensor, lo: int, stop: int, run: ChunkRun
+) -> tuple[dict[str, Any], int, list[str]]:
+    """One forward of time steps lo..stop-1 of `images` `[T, V, 3, H, W]`: the model's predictions
+    (batch 1, float32, on the CPU; `mask_logits` `[1, t, V, h, w]` from `run.method`), the first time
+    step they cover, and notes (e.g. an attention clip without a GT-free threshold).
+
+    `attention` needs two time steps: a one-step chunk runs from the step before it (or, for the first
+    step, up to the one after it), and the returned first step says so."""
+    hi = stop
+    if run.method == "attention" and hi - lo < 2:
+        lo = max(0, stop - 2)
+        hi = lo + 2
+    clip = images[lo:hi][None].to(run.device)
+    kwargs = {} if run.given is None else {"given_mask_logits": run.given[lo:hi][None].to(run.device)}
+    dtype = AUTOCAST.get(run.precision)
+    with torch.no_grad(), torch.autocast(run.device.type, dtype=dtype, enabled=dtype is not None):
+        if run.method == "mask_head":
+            pred, notes = model(clip, **kwargs), []
+        else:
+            pred = predict_with_attention_masks(model, clip)
+            notes = [f"time steps {lo}-{hi - 1}: {note}" for note in pred["attention_notes"]]
+    keep = ("pose_enc", "depth", "depth_conf", "mask_logits")
+    return {k: pred[k].float().cpu() for k in keep if k in pred}, lo, notes
+
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def time_slice(pred: dict[str, Any], a: int, b: int) -> dict[str, Any]:
+    """Time steps a..b-1 of batch-1 multi-view predictions (`[1, T, V, ...]`)."""
+    return {k: v[:, a:b] for k, v in pred.items()}
 
 
 def no_mask_head_message(preset_name: str) -> str:
@@ -293,38 +323,79 @@ def predict_frames(
     model: torch.nn.Module,
     scene: Scene,
     out: Path,
-    method: str,
+    run: ChunkRun,
     chunk: int,
     threshold: float,
     gt_readers: dict[tuple[int, int], Any],
+    writer: ReconstructionWriter | None,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], list[str], Path]:
-    """Write every frame's mask and P(dynamic) and the overlay video; returns the per-frame DAVIS rows,
-    the method's notes and the video's path."""
+    """Every frame's mask and P(dynamic), the overlay video and (with a `writer`) the reconstruction,
+    chunk by chunk; returns the per-frame DAVIS rows, the method's notes and the video's path.
+
+    With a writer, each chunk after the first also runs its previous time step, through which its
+    cameras and points are chained into the first chunk's world (`reconstruction.chain`)."""
     video = OverlayVideo(out / "overlay")
     rows: list[dict[str, Any]] = []  # per-frame DAVIS scores, computed as the frames go by
     notes: list[str] = []
+    previous: Reconstruction | None = None
     bar = tqdm(total=scene.num_times, desc="page4d.predict", unit="step", disable=not progress)
     for start in range(0, scene.num_times, chunk):
         stop = min(start + chunk, scene.num_times)
-        logits, chunk_notes = chunk_mask_logits(model, scene.images, start, stop, method)  # [t, V, h, w]
+        first = start - 1 if (writer is not None and start > 0) else start
+        pred, lo, chunk_notes = chunk_predictions(model, scene.images, first, stop, run)
         notes += chunk_notes
-        prob_model = mask_probabilities(logits, scene.image_size)  # for the overlay video
-        prob_source = logits_to_source(logits, scene.transform)
-        for k, ti in enumerate(range(start, stop)):
-            panels = []
-            for vi in range(scene.num_views):
-                mask = write_frame_mask(out, scene, ti, vi, prob_source[k, vi], threshold)
-                rows.append(score_frame(scene, ti, vi, mask, gt_readers.get((ti, vi))))
-                small_gt = None
-                if scene.masks is not None and bool(scene.mask_valid[ti, vi]):
-                    small_gt = scene.masks[ti, vi].numpy() >= 0.5
-                rgb = overlay_rgb(scene.images[ti, vi], prob_model[k, vi].numpy() >= threshold, small_gt)
-                panels.append((rgb * 255).round().astype(np.uint8))
-            video.add(np.concatenate(panels, axis=1))
+        logits = pred["mask_logits"][0, start - lo : stop - lo]  # [t, V, h, w]
+        rows += write_masks(out, scene, video, logits, range(start, stop), threshold, gt_readers)
+        if writer is not None and writer.skipped is None and (problem := unusable_cameras(pred)):
+            writer.skip(problem + (f" (from time step {start}; earlier steps were written)" if start else ""))
+        if writer is not None and writer.skipped is None:
+            rec = reconstruct(time_slice(pred, 0, stop - lo), scene.images[lo:stop][None])
+            rec = rec if previous is None else chain(previous, rec)  # now exactly steps start..stop-1
+            writer.add(rec, range(start, stop))
+            previous = rec
         bar.update(stop - start)
     bar.close()
     return rows, notes, video.close()
+
+
+def unusable_cameras(pred: dict[str, Any]) -> str | None:
+    """Why these predictions cannot be reconstructed (None when they can): a model whose camera head
+    never trained (e.g. a mask head trained on mask terms only from random weights) predicts no field
+    of view, and its cameras mean nothing."""
+    if "pose_enc" not in pred or "depth" not in pred:
+        return "the model has no camera or depth head"
+    fov = pred["pose_enc"][..., 7:9]
+    if not bool(torch.isfinite(pred["pose_enc"]).all()) or bool(((fov <= 0) | (fov >= math.pi)).any()):
+        return "the model's camera head predicts no valid field of view (its cameras never trained)"
+    return None
+
+
+def write_masks(
+    out: Path,
+    scene: Scene,
+    video: OverlayVideo,
+    logits: torch.Tensor,
+    times: range,
+    threshold: float,
+    gt_readers: dict[tuple[int, int], Any],
+) -> list[dict[str, Any]]:
+    """Masks, P(dynamic) and overlay frames of time steps `times` from their logits `[t, V, h, w]`."""
+    prob_model = mask_probabilities(logits, scene.image_size)  # for the overlay video
+    prob_source = logits_to_source(logits, scene.transform)
+    rows = []
+    for k, ti in enumerate(times):
+        panels = []
+        for vi in range(scene.num_views):
+            mask = write_frame_mask(out, scene, ti, vi, prob_source[k, vi], threshold)
+            rows.append(score_frame(scene, ti, vi, mask, gt_readers.get((ti, vi))))
+            small_gt = None
+            if scene.masks is not None and bool(scene.mask_valid[ti, vi]):
+                small_gt = scene.masks[ti, vi].numpy() >= 0.5
+            rgb = overlay_rgb(scene.images[ti, vi], prob_model[k, vi].numpy() >= threshold, small_gt)
+            panels.append((rgb * 255).round().astype(np.uint8))
+        video.add(np.concatenate(panels, axis=1))
+    return rows
 
 
 def run_record(
@@ -413,17 +484,29 @@ def predict(
     device: str = "cpu",
     command: str | None = None,
     log: Callable[[str], Any] | None = None,
+    reconstruction: bool = True,
+    depth: bool = True,
+    points: bool = True,
+    mask_from: str | Path | None = None,
+    precision: str = "fp32",
+    conf_quantile: float = 0.3,
 ) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what metrics.json holds (or would hold).
 
     `checkpoint` None = the preset's shipped checkpoint, "random" = seeded random weights. Nothing is
     written before the request, the input and the weights passed their checks; then run.json first,
-    DONE.json last. `command`: the command line recorded in run.json; `log`: where the model note goes."""
+    DONE.json last. `command`: the command line recorded in run.json; `log`: where the model note goes.
+    `reconstruction` (with `depth`, `points`): cameras, depth, point clouds and the static map (see
+    `inference.reconstruction.ReconstructionWriter`); with GT geometry, metrics.json scores them.
+    `mask_from`: masks (DAVIS-style or SegAnyMo, as `gt`) that drive the attention bias instead of the
+    mask head. `precision` bf16 / fp16: autocast for GPU runs of the 1B presets."""
     started = time.perf_counter()
     out = Path(out)
     weights, torch_device, kind = check_request(
         input, out, preset, checkpoint, chunk, threshold, method, device
     )
+    if precision not in ("fp32", *AUTOCAST):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
     if method == "attention" and scene.num_times < 2:
         raise ValueError(
@@ -436,8 +519,10 @@ def predict(
     for line in (f"model: {note}", f"note: {weights_note}" if weights_note else ""):
         if line and log is not None:
             log(line)
-    options = dict(method=method, threshold=float(threshold), gt=None if gt is None else str(gt), chunk=chunk)
-    options.update(image_width=image_width, every=every, max_frames=max_frames, seed=seed)
+    options = dict(method=method, threshold=float(threshold), gt=gt and str(gt), chunk=chunk, seed=seed)
+    options.update(mask_from=mask_from and str(mask_from), precision=precision, conf_quantile=conf_quantile)
+    options.update(reconstruction=reconstruction, depth=depth, points=points)
+    options.update(image_width=image_width, every=every, max_frames=max_frames)
     run = run_record(
         input, kind, preset, weights, note, scene, command=command, device=str(torch_device), **options
     )
@@ -445,18 +530,102 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / RUN_FILE, run)
     gt_readers = source_gt(scene, gt)
+    given = (
+        None
+        if mask_from is None
+        else given_logits(input, mask_from, scene, model, image_width, every, max_frames)
+    )
+    chunk_run = ChunkRun(method, given, precision, torch_device)
+    writer = (
+        ReconstructionWriter(out, scene, threshold, conf_quantile, depth, points) if reconstruction else None
+    )
     rows, notes, video_path = predict_frames(
-        model, scene, out, method, chunk, threshold, gt_readers, progress
+        model, scene, out, chunk_run, chunk, threshold, gt_readers, writer, progress
     )
     run.update(method_notes=notes, overlay=video_path.name)
     result = result_record(run, scene, gt, rows, scored=bool(gt_readers))
-    if gt_readers:
+    return finish(out, run, result, scene, writer, started)
+
+
+def finish(
+    out: Path, run: dict, result: dict, scene: Scene, writer: ReconstructionWriter | None, started: float
+) -> dict[str, Any]:
+    """Close the reconstruction (scored against GT geometry when the scene has it), write metrics.json
+    when anything was scored, run.json again, and DONE.json last."""
+    scored = "J_mean" in result
+    if writer is not None and writer.skipped is not None:
+        result["reconstruction"] = {"skipped": writer.skipped}
+        run["reconstruction_skipped"] = writer.skipped
+    elif writer is not None:
+        written = writer.close()
+        result["reconstruction"] = {"static_map_points": written["static_map_points"]}
+        if scene.geometry_missing_reason is None:
+            result["geometry_scores"] = reconstruction_scores(writer, scene, written["extrinsics"])
+            scored = True
+    if scored:
         records.write_json(out / records.METRICS_FILE, result)
     records.write_json(out / RUN_FILE, run)
     wall_s = round(time.perf_counter() - started, 3)
-    metrics_file = records.METRICS_FILE if gt_readers else None
+    metrics_file = records.METRICS_FILE if scored else None
     records.mark_finished(out, "predict", status="ok", wall_s=wall_s, metrics_file=metrics_file)
     return result
+
+
+def given_logits(
+    input: str | Path, masks: str | Path, scene: Scene, model: torch.nn.Module, width: int, every: int, limit
+) -> torch.Tensor:
+    """--mask-from: the given masks (read like --gt, at the model's resolution) as dynamic logits
+    `[T, V, h, w]` for the attention bias. Every frame needs one: a frame without a mask would leave its
+    bias a guess, so it is refused, naming the frames."""
+    if model.aggregator.spatial_mask_head is None:
+        raise ValueError("--mask-from drives the mask head's attention bias; this preset has no mask head")
+    given = load_input(input, image_width=width, every=every, max_frames=limit, gt=masks)
+    if given.masks is None or not bool(given.mask_valid.all()):
+        missing = [] if given.masks is None else (~given.mask_valid).nonzero().tolist()
+        raise ValueError(f"--mask-from {masks}: no mask for frames (time, view) {missing or 'all'}")
+    return logits_from_masks(given.masks, model.cfg.patch_size)
+
+
+def reconstruction_scores(
+    writer: ReconstructionWriter, scene: Scene, extrinsics: torch.Tensor
+) -> dict[str, Any]:
+    """With GT depth and cameras: depth (median-scaled per clip), every frame's camera errors and ATE,
+    and the static map's accuracy / completeness against the GT static surface after the camera
+    Sim(3), with and without the mask filter: the measured worth of the mask for the map."""
+    gt_ext = relative_to_first_camera(scene.extrinsics.reshape(-1, 3, 4)).reshape(extrinsics.shape)
+    cams = camera_errors_per_frame(extrinsics.reshape(-1, 3, 4), gt_ext.reshape(-1, 3, 4))
+    out: dict[str, Any] = {
+        **(writer.depth_scores() or {"depth": "no GT depth"}),
+        "camera_rot_deg": [round(float(x), 3) for x in cams["rot_deg"]],
+        "camera_rot_deg_median": float(cams["rot_deg"][1:].median()) if len(cams["rot_deg"]) > 1 else None,
+    }
+    gt_static = gt_static_points(scene, gt_ext)
+    for name in ("static", "unfiltered"):
+        pts = writer.static_points(name)[:, :3]
+        moved, reason = align_to_gt(pts, extrinsics, gt_ext)
+        out[f"map_{name}_kept_points"] = writer.kept[name]
+        out[f"map_{name}"] = (
+            map_distances(moved, gt_static) if moved is not None and len(pts) else {"reason": reason}
+        )
+    return out
+
+
+def gt_static_points(scene: Scene, gt_ext: torch.Tensor, per_frame: int = 20_000) -> np.ndarray:
+    """The GT static surface: GT depth unprojected with GT cameras (first camera's world) where the GT
+    mask says static (every valid pixel when the scene has no masks), at most `per_frame` per frame."""
+    pts = depth_to_world_points(scene.depths, scene.intrinsics, gt_ext.float())  # [T, V, H, W, 3]
+    keep = scene.depths > 0
+    if scene.masks is not None:
+        keep &= ~((scene.masks >= 0.5) & scene.mask_valid[..., None, None])
+    rng = np.random.default_rng(0)
+    chunks = []
+    for ti in range(keep.shape[0]):
+        for vi in range(keep.shape[1]):
+            xyz = pts[ti, vi][keep[ti, vi]].numpy()
+            if len(xyz) > per_frame:
+                xyz = xyz[rng.choice(len(xyz), per_frame, replace=False)]
+            chunks.append(xyz)
+    return np.concatenate(chunks).astype(np.float32)
 
 
 def probability(text: str) -> float:
@@ -504,6 +673,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask_head: the model's mask head; attention: VGGT4D's training-free attention cues",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (checked before anything runs)")
+    parser.add_argument(
+        "--precision", choices=("fp32", *AUTOCAST), default="fp32", help="bf16 / fp16: autocast on a GPU"
+    )
+    parser.add_argument(
+        "--mask-from",
+        default=None,
+        help="masks (DAVIS-style PNGs or SegAnyMo output, as --gt) that drive the attention bias instead of "
+        "the mask head",
+    )
+    parser.add_argument(
+        "--no-reconstruction", action="store_true", help="masks only: no cameras / depth / points"
+    )
+    parser.add_argument("--no-depth", action="store_true", help="no depth/ and depth_conf/ .npy files")
+    parser.add_argument(
+        "--no-points", action="store_true", help="no per-time-step PLY files (the static map stays)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -541,6 +726,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             progress=not args.no_progress,
             method=args.method,
             device=args.device,
+            precision=args.precision,
+            mask_from=args.mask_from,
+            reconstruction=not args.no_reconstruction,
+            depth=not args.no_depth,
+            points=not args.no_points,
             command=shlex.join(["python", "-m", "page4d.predict", *argv]),
             log=print,
         )
