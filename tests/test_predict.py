@@ -419,3 +419,22 @@ def test_given_masks_drive_the_bias_and_a_missing_one_is_refused(clip, tmp_path)
     assert not (tmp_path / "given" / "points").exists() and (tmp_path / "given" / "static_map.ply").is_file()
     with pytest.raises(ValueError, match=r"--mask-from .*no mask for frames \(time, view\) \[\[3, 0\]\]"):
         predict(clip / "rig" / "cam0", tmp_path / "gap", mask_from=clip / "gt" / "cam0", **common)
+
+
+def test_a_model_without_usable_cameras_skips_the_reconstruction_and_says_why(clip, checkpoint, tmp_path):
+    """The quick head sits on a random backbone whose camera head never trained: masks as without
+    reconstruction (no overlapping context), no camera files, the reason in run.json and the result."""
+    common = dict(checkpoint=checkpoint, image_width=70, chunk=2, progress=False)
+    with_rec = predict(clip / "rig" / "cam0", tmp_path / "a", **common)
+    without = predict(clip / "rig" / "cam0", tmp_path / "b", reconstruction=False, **common)
+    assert "no valid field of view" in with_rec["reconstruction"]["skipped"]
+    assert "reconstruction" not in without
+    assert not (tmp_path / "a" / "cameras.json").exists()
+    assert (
+        "no valid field of view"
+        in json.loads((tmp_path / "a" / "run.json").read_text())["reconstruction_skipped"]
+    )
+    for t in range(T):
+        a = np.load(tmp_path / "a" / "prob" / "cam0" / f"{t:05d}.npy")
+        b = np.load(tmp_path / "b" / "prob" / "cam0" / f"{t:05d}.npy")
+        assert np.array_equal(a, b), t

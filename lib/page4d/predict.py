@@ -342,7 +342,8 @@ def predict_frames(
     bar = tqdm(total=scene.num_times, desc="page4d.predict", unit="step", disable=not progress)
     for start in range(0, scene.num_times, chunk):
         stop = min(start + chunk, scene.num_times)
-        first = start - 1 if (writer is not None and start > 0) else start
+        chaining = writer is not None and writer.skipped is None and start > 0
+        first = start - 1 if chaining else start  # the overlap step fixes the chunk's world
         pred, lo, chunk_notes = chunk_predictions(model, scene.images, first, stop, run)
         notes += chunk_notes
         logits = pred["mask_logits"][0, start - lo : stop - lo]  # [t, V, h, w]
