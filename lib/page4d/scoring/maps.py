@@ -4,8 +4,9 @@
 surfaces are?); `completeness`: mean distance from each GT point to the nearest predicted point (is
 every surface covered?). The prediction must first be in the GT's frame and units: `align_to_gt`
 applies the Sim(3) that maps the predicted camera centres onto the GT ones (Umeyama), the same
-alignment as ATE. Point sets are subsampled to `max_points` (seeded) so a map of millions of points
-is scored in seconds; nearest neighbours come from a k-d tree.
+alignment as ATE. Point sets are subsampled to `max_points` (seeded): a mean distance is estimated to
+well under a percent from 30,000 samples, while a k-d tree query of a point far from the other surface
+(a poor map) visits many leaves, so scoring millions of points would take minutes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def align_to_gt(
 
 
 def map_distances(
-    pred: np.ndarray, gt: np.ndarray, max_points: int = 200_000, seed: int = 0
+    pred: np.ndarray, gt: np.ndarray, max_points: int = 30_000, seed: int = 0
 ) -> dict[str, float]:
     """Accuracy and completeness (mean nearest-neighbour distances, GT units) and their medians."""
     if len(pred) == 0 or len(gt) == 0:
