@@ -38,6 +38,7 @@ from page4d.train import (
     train,
     weights_digest,
 )
+from page4d.train.cli import image_size_of
 from torch import nn
 
 
@@ -135,7 +136,7 @@ def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir)
     p, d = AblationParams(), TrainConfig()
     assert (args.lr, args.clip_times, args.steps, args.preset) == (p.lr, p.clip_times, p.steps, p.preset)
     assert (d.lr, d.clip_times, d.steps) == (p.lr, p.clip_times, p.steps)
-    assert tuple(args.image_size) == tuple(p.image_size)
+    assert image_size_of(args, "rgbd_scene") == {"image_size": tuple(p.image_size)}  # an RGB-D scene
     assert TrainConfig(trains=args.trains).trains == TrainConfig(trains=p.trains).trains
     assert p.trains == "mask_head+middle_blocks"
     text = " ".join(build_parser().format_help().split())
@@ -653,3 +654,69 @@ def test_whole_scenes_in_stream_order(tmp_path):
     assert [r["scene"] for r in history] == [0, 1, 2, 0]
     assert all(r["updated"] for r in history)
     assert len(history[1]["camera_rot_deg"]) == stream.config(1).times * stream.config(1).views
+
+
+# ---------------------------------------------------------------------------------------------------
+# any input predict reads (issue 22): frames folders and videos train the mask terms only, and say so
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from own_clip import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("own_clip"))
+
+
+def refusal(argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("page4d.train: ") and "\n" not in message, message
+    return message
+
+
+def test_an_input_without_depth_or_cameras_refuses_what_cannot_train_in_one_line(clip, scene_dir, tmp_path):
+    frames, gt, out = str(clip / "rig" / "cam0"), str(clip / "gt" / "cam0"), tmp_path / "run"
+    base = ["--scene", frames, "--out", str(out), "--image-width", "70", "--steps", "1", "--threads", "1"]
+    message = refusal([*base, "--gt", gt, "--geometry"])
+    assert "--geometry needs depth and cameras" in message and "is a frames folder without them" in message
+    assert "pass --gt MASKS" in refusal(base)  # mask terms only, and no masks to learn from
+    assert "nothing would train" in refusal([*base, "--gt", gt, "--arm", "none"])
+    assert "not both" in refusal([*base, "--gt", gt, "--image-size", "56", "70"])
+    assert not out.exists()
+    # the library says the same when asked for geometry terms on such a scene, before the first step
+    from page4d.data import load_input
+
+    scene = load_input(frames, image_width=70, gt=gt)
+    with pytest.raises(
+        ValueError, match="geometry terms are on but frames folder .* has no depth or cameras"
+    ):
+        train(small(), scene, output_dir=out, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line(scene_dir, tmp_path):
+    message = refusal(cli(scene_dir, tmp_path / "run", "--steps", "1", "--device", "cuda"))
+    assert "device 'cuda' cannot be used: torch.cuda.is_available() is False" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_frames_folder_with_davis_masks_trains_the_mask_terms_and_records_why(clip, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["--input", str(clip / "rig"), "--gt", str(clip / "gt"), "--out", str(out), "--image-width", "70",
+          "--steps", "3", "--threads", "1", "--trains", "mask_head"])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"train: geometry off (automatic): {clip / 'rig'} is a folder of per-view frame folders without "
+        "depth or cameras: training the mask terms only"
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert summary["geometry"] is False and summary["input"] == config["input"]
+    record = summary["input"]
+    assert record["input_kind"] == "multiview_frames" and record["geometry"].startswith("off (automatic)")
+    assert (record["frames"], record["views"], record["model_input_size"]) == (6, 2, [56, 70])
+    assert record["mask_missing_reason"].startswith("2 of 12 frames have no mask")  # own_clip's GAP, 2 views
+    assert config["loss_overrides"] == NO_GEOMETRY
+    history = json.loads((out / "history.json").read_text())
+    assert all(r["updated"] and "camera_loss" not in r for r in history)

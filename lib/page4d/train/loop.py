@@ -56,6 +56,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     stop_after: int | None = None,
+    input_record: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train on clips of `cfg.clip_times` consecutive time steps (all views) drawn from `train_times`.
 
@@ -65,14 +66,16 @@ def train(
 
     Returns the (unwrapped) model and the per-step history (one record per step: every loss term, the
     learning rate, the clip, whether the weights were updated and, if not, why). Into `output_dir`
-    (rank 0; atomic writes): `config.json`; `checkpoint_<step>.pt` every `save_every` steps, on Ctrl-C
-    and at `stop_after`; at the end `checkpoint.pt`, `history.json`, `summary.json` and the finish
+    (rank 0; atomic writes): `config.json` (with `input_record`, what the caller says about the data,
+    under "input"); `checkpoint_<step>.pt` every `save_every` steps, on Ctrl-C and at `stop_after`; at
+    the end `checkpoint.pt`, `history.json`, `summary.json` and the finish
     marker `DONE.json` (`page4d.records.mark_finished`). `resume=True` continues the newest checkpoint
     in `output_dir`; `stop_after=N` stops after N steps of this call, leaving a resumable, unfinished run.
     A step whose clip has no mask GT trains without the mask terms (with geometry on), or is skipped
     (mask terms only); the run fails only when no step trained at all.
     """
     run = start(cfg, scene, train_times, output_dir, model, resume, progress)
+    run.input_record = input_record
     say = progress and run.rank == 0
     if run.first_step == cfg.steps:  # resumed a finished run: nothing to do
         if say:
@@ -81,7 +84,10 @@ def train(
     if run.out is not None and run.rank == 0:
         run.out.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run.out)
-        write_json(run.out / "config.json", dataclasses.asdict(cfg))
+        config = dataclasses.asdict(cfg)
+        write_json(
+            run.out / "config.json", config if input_record is None else {**config, "input": input_record}
+        )
     if say:
         print(start_line(run), flush=True)
 

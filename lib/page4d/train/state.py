@@ -45,6 +45,7 @@ class TrainRun:
     first_step: int = 0  # the step this call starts at (a resumed checkpoint's)
     resumed_from: int | None = None
     t0: float = 0.0  # perf_counter() when this call's first step began
+    input_record: dict[str, Any] | None = None  # what the caller recorded about the data (summary.json)
 
     @property
     def mask_terms(self) -> bool:

@@ -42,6 +42,8 @@ def run_summary(run: TrainRun, digests: list[str]) -> dict[str, Any]:
     return {
         "steps": run.cfg.steps,
         "world_size": run.world,
+        "geometry": run.loss_cfg.geometry_enabled,
+        "input": run.input_record,
         "rank_weight_digests": digests,
         "seconds": time.perf_counter() - run.t0,
         "resumed_from_step": run.resumed_from,
