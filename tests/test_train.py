@@ -720,3 +720,153 @@ def test_a_frames_folder_with_davis_masks_trains_the_mask_terms_and_records_why(
     assert config["loss_overrides"] == NO_GEOMETRY
     history = json.loads((out / "history.json").read_text())
     assert all(r["updated"] and "camera_loss" not in r for r in history)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a run stops with a checkpoint however it is stopped: Ctrl-C, SIGTERM, a dead torchrun launcher
+# ---------------------------------------------------------------------------------------------------
+def stop_at(monkeypatch, step: int, how: str) -> None:
+    """Make the trainer meet `how` at the start of `step`: SIGTERM sent to this process, or Ctrl-C."""
+    from page4d.train import loop
+
+    real = loop.train_step
+
+    def step_then_stop(run, k, index):
+        if k == step:
+            if how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise KeyboardInterrupt
+        return real(run, k, index)
+
+    monkeypatch.setattr(loop, "train_step", step_then_stop)
+
+
+@pytest.mark.parametrize("how, saved", [("SIGTERM", 4), ("Ctrl-C", 3)])
+def test_a_stopped_run_saves_its_last_step_even_with_save_every_0(scene, tmp_path, monkeypatch, how, saved):
+    """SIGTERM is noted and the run stops before the next step (step 3 finishes: 4 steps saved); Ctrl-C
+    stops at once (3 steps). Either way checkpoint_<steps>.pt holds exactly the history's steps, and
+    SIGTERM's handler is the one from before the run once it ends."""
+    stop_at(monkeypatch, 3, how)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(small(steps=8, save_every=0), scene, output_dir=tmp_path / "run", progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint*.pt")) == [f"checkpoint_{saved}.pt"]
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == saved
+    assert torch.load(tmp_path / "run" / f"checkpoint_{saved}.pt", weights_only=True)["step"] == saved
+    assert not (tmp_path / "run" / "DONE.json").exists()
+
+
+def progress_reached(proc: subprocess.Popen, steps: int, timeout: float = 120) -> str:
+    """Read the trainer's stderr until its progress bar shows `steps` steps done; returns what was read."""
+    import re
+
+    seen, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk, f"the run ended before step {steps}: {seen[-2000:]!r}"
+        seen += chunk
+        done = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ \[", seen)]
+        if done and max(done) >= steps:
+            return seen.decode(errors="replace")
+    raise AssertionError("the run never got there")
+
+
+def test_sigterm_saves_like_ctrl_c_and_the_run_resumes_to_the_uninterrupted_weights(scene_dir, tmp_path):
+    steps = 24
+    scene = load_scene(scene_dir, image_size=(56, 70))
+    uninterrupted, _ = train(small(steps=steps), scene, output_dir=tmp_path / "whole", progress=False)
+    out = tmp_path / "stopped"
+    argv = [
+        sys.executable,
+        "-m",
+        "page4d.train",
+        *cli(scene_dir, out, "--steps", str(steps), "--save-every", "0"),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cpu_env())
+    try:
+        progress_reached(proc, 3)
+        proc.send_signal(signal.SIGTERM)  # what a scheduler (or `timeout`) sends
+        err = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    done = len(json.loads((out / "history.json").read_text()))
+    assert 3 <= done < steps
+    assert (
+        f"train: stopped by SIGTERM after step {done}; checkpoint_{done}.pt saved; continue with --resume"
+        in err
+    )
+    assert (out / f"checkpoint_{done}.pt").is_file() and not (out / "summary.json").exists()
+    subprocess.run([*argv, "--resume"], check=True, capture_output=True, timeout=300, env=cpu_env())
+    resumed = build_training_model(small())
+    assert load_checkpoint(resumed, out / "checkpoint.pt").ok
+    assert weights_digest(resumed) == weights_digest(uninterrupted)
+
+
+def torchrun(scene_dir, out, *flags) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+            str(free_port()), "-m", "page4d.train", *cli(scene_dir, out, *flags)]  # fmt: skip
+
+
+def test_a_ddp_run_resumed_with_another_world_size_is_refused(scene_dir, tmp_path):
+    out = tmp_path / "ddp"
+    subprocess.run(torchrun(scene_dir, out, "--steps", "4", "--stop-after", "2"),
+                   check=True, capture_output=True, timeout=300, env=cpu_env())  # fmt: skip
+    assert torch.load(out / "checkpoint_2.pt", weights_only=True)["world_size"] == 2
+    before = folder_bytes(out)
+    message = refusal(cli(scene_dir, out, "--steps", "4", "--resume"))
+    assert "was written by a run of world size 2, and this --resume has world size 1" in message
+    assert "torchrun --nproc_per_node 2" in message
+    assert folder_bytes(out) == before  # nothing written, the run stays resumable with 2 processes
+    subprocess.run(torchrun(scene_dir, out, "--steps", "4", "--resume"),
+                   check=True, capture_output=True, timeout=300, env=cpu_env())  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["resumed_from_step"] == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc")
+def test_workers_stop_with_a_checkpoint_when_their_torchrun_launcher_is_killed(scene_dir, tmp_path):
+    out = tmp_path / "ddp"
+    with open(tmp_path / "torchrun.log", "w") as log:
+        launcher = subprocess.Popen(
+            torchrun(scene_dir, out, "--steps", "2000", "--save-every", "2"),
+            stdout=log, stderr=subprocess.STDOUT, env=cpu_env(),
+        )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint_2.pt").exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        workers = [
+            int(p) for p in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        ]
+        assert len(workers) == 2
+        launcher.kill()  # SIGKILL: torchrun cannot pass anything on to its workers
+        launcher.wait()
+        deadline = time.monotonic() + 120
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "the workers went on training without their launcher"
+    finally:
+        launcher.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    done = len(json.loads((out / "history.json").read_text()))
+    assert done < 2000 and (out / f"checkpoint_{done}.pt").is_file() and not (out / "summary.json").exists()
+    text = (tmp_path / "torchrun.log").read_text()
+    assert (
+        f"its torchrun launcher (pid {launcher.pid}) died after step {done}; checkpoint_{done}.pt saved"
+        in text
+    )

@@ -14,6 +14,7 @@ Seeded and deterministic on CPU; one process, or `torchrun` with DistributedData
     summary.py      summary.json (configured vs actually trained tensors) and the progress lines
     digest.py       weights_digest: equal digests mean bit-identical weights
     loop.py         train(): set up, one step per clip, finish
+    interrupts.py   Ctrl-C, SIGTERM and a dead torchrun launcher all stop with a checkpoint
     cli.py          python -m page4d.train (any input page4d.predict reads; options from TrainConfig)
 
     python -m page4d.train --scene DIR --out outputs/run1 --arm bce --steps 300 [--resume]

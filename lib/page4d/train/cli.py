@@ -10,7 +10,7 @@ summary.json ("input"); `--geometry` on such an input is refused.
 One process, or `torchrun` with DistributedDataParallel (gloo on CPU, nccl on GPUs, one GPU per process
 from LOCAL_RANK). A run folder is a record: a folder that already holds a run is never written into again
 (continue it with --resume, or pick a new --out), and a checkpoint holds everything a run needs to
-continue bit-identically.
+continue bit-identically. Ctrl-C and SIGTERM save a checkpoint before the run stops.
 
     python -m page4d.train --scene DIR --out outputs/run1 --arm bce --steps 300
     python -m page4d.train --scene DIR --out outputs/run1 --arm bce --steps 300 --resume
@@ -33,6 +33,7 @@ from typing import Any
 from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args
 from page4d.data import SceneFormatError, input_kind, load_input
 from page4d.records import RunFolderTaken, claim_run_folder
+from page4d.train.checkpoint import ResumeRefused
 from page4d.train.config import IMAGE_SIZE, NO_GEOMETRY, TRAINS_ALIASES, TrainConfig
 from page4d.train.distributed import process_group, resolve_device
 from page4d.train.loop import train
@@ -199,12 +200,17 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"page4d.train: {err}") from None
         if say and geometry.startswith("off (automatic)"):
             print(f"train: geometry {geometry}: training the mask terms only", flush=True)
-        train(
-            cfg,
-            scene,
-            train_times=args.train_times,
-            output_dir=args.out,
-            resume=args.resume,
-            stop_after=args.stop_after,
-            input_record=input_record(args, argv, kind, geometry, scene),
-        )
+        try:
+            train(
+                cfg,
+                scene,
+                train_times=args.train_times,
+                output_dir=args.out,
+                resume=args.resume,
+                stop_after=args.stop_after,
+                input_record=input_record(args, argv, kind, geometry, scene),
+            )
+        except ResumeRefused as err:
+            raise SystemExit(f"page4d.train: {err}") from None
+        except KeyboardInterrupt as stop:  # the loop saved a checkpoint and said how to continue
+            raise SystemExit(getattr(stop, "exit_code", 130)) from None
