@@ -447,5 +447,40 @@ def test_the_report_command_prints_paired_differences_of_two_run_folders(tmp_pat
     ablation_report.main([str(tmp_path / "random"), str(tmp_path / "pretrained"), "--arms", "bce"])
     out = capsys.readouterr().out
     assert "pretrained - random" in out and "+0.300 [" in out
-    assert out.splitlines()[3].split()[:3] == ["bce", "seeds", "3"]  # n: the seeds paired
+    assert out.splitlines()[1] == "bce: paired seeds [0, 1, 2]; none left out"
+    assert out.splitlines()[4].split()[:3] == ["bce", "seeds", "3"]  # n: the seeds paired
     assert "random: bce: clip counts not recorded" in out  # these metrics.json carry no coverage
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 22: weak cases of the report
+# --------------------------------------------------------------------------------------------------
+def test_the_loss_curve_leaves_out_skipped_steps_instead_of_failing(tmp_path):
+    """Mask terms only on clips without GT: those steps have no `loss` (they did not train)."""
+    hist = tmp_path / "train" / "bce_seed0" / "history.json"
+    hist.parent.mkdir(parents=True)
+    records.write_json(hist, [
+        {"step": 0, "loss": 0.9, "updated": True},
+        {"step": 1, "updated": False, "skip_reason": "no mask GT in this clip and no geometry term"},
+        {"step": 2, "loss": 0.7, "updated": True},
+    ])  # fmt: skip
+    fig = ablation_report.loss_curve_figure(tmp_path)
+    (line,) = fig.axes[0].lines
+    assert list(line.get_xdata()) == [0, 2] and list(line.get_ydata()) == [0.9, 0.7]
+    assert line.get_label() == "bce_seed0 (1 of 3 steps skipped)"
+
+
+def test_the_report_command_says_which_seeds_it_paired_and_refuses_when_none_are_common(tmp_path, capsys):
+    digests = {0: "a", 1: "b", 2: "c", 3: "d"}
+    for name, values in (("a", {0: 0.5, 1: 0.6, 2: 0.7}), ("b", {0: 0.9, 1: 0.9, 3: 0.9}), ("c", {3: 0.1})):
+        (tmp_path / name).mkdir()
+        records.write_json(tmp_path / name / "metrics.json", _run_metrics(values, digests))
+    ablation_report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--arms", "bce"])
+    out = capsys.readouterr().out
+    assert "bce: paired seeds [0, 1]; left out (before only [2], after only [3])" in out
+    assert "+0.400 / +0.300" in out  # the two paired seeds' differences
+    with pytest.raises(SystemExit) as exc:
+        ablation_report.main([str(tmp_path / "a"), str(tmp_path / "c"), "--arms", "bce"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "bce: no seed finished in both runs (before [0, 1, 2], after [3]): nothing to pair" in err
