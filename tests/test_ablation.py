@@ -447,5 +447,128 @@ def test_the_report_command_prints_paired_differences_of_two_run_folders(tmp_pat
     ablation_report.main([str(tmp_path / "random"), str(tmp_path / "pretrained"), "--arms", "bce"])
     out = capsys.readouterr().out
     assert "pretrained - random" in out and "+0.300 [" in out
-    assert out.splitlines()[3].split()[:3] == ["bce", "seeds", "3"]  # n: the seeds paired
+    assert out.splitlines()[1] == "bce: paired seeds [0, 1, 2]; none left out"
+    assert out.splitlines()[4].split()[:3] == ["bce", "seeds", "3"]  # n: the seeds paired
     assert "random: bce: clip counts not recorded" in out  # these metrics.json carry no coverage
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 22: a refusal never marks a run finished; weak cases of the report
+# --------------------------------------------------------------------------------------------------
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_interrupted_ablation_given_other_parameters_is_refused_and_stays_resumable(tmp_path, capsys):
+    """Notebook 03 via page4d.main into an interrupted run with one parameter changed: refused, in one
+    line naming the change, with the folder left byte for byte as it was (no DONE.json, the partial
+    notebook and the dead runner's RUNNING.json untouched), so the right command then resumes it."""
+    from page4d import main as main_mod
+
+    run = tmp_path / "run"
+    tiny = {"arms": "none", "seeds": "0", "image_height": "28", "image_width": "42", "threads": "1"}
+    first = run_ablation(
+        AblationParams(arms=("none",), seeds=(0,), steps=1, image_size=(28, 42), output_dir=str(run)),
+        progress=False,
+    )  # what notebook 03 runs with these parameters, stopped before its last cells (no markers below)
+    (run / "DONE.json").unlink()
+    (run / "metrics.json").unlink()
+    (run / "03_ablation_mask_supervision.ipynb").write_text("{}")  # a killed runner's partial notebook
+    records.write_json(run / "RUNNING.json", {"pid": 2**22 + 1, "host": "elsewhere", "started": 0})
+    before = folder_bytes(run)
+
+    argv = ["--quiet", "--out", str(run), *(x for k, v in tiny.items() for x in ("-p", k, v))]
+    with pytest.raises(SystemExit) as exc:
+        main_mod.main([*argv, "-p", "steps", "2"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "holds an unfinished ablation whose cells none_seed0.json were computed with other parameters: "
+        in err
+    )
+    assert "steps 1 -> 2" in err and "nothing was written" in err
+    assert folder_bytes(run) == before  # in particular no DONE.json: the run is not marked finished
+
+    assert main_mod.main([*argv, "-p", "steps", "1"]) == 0  # the right command resumes it
+    done = json.loads((run / "DONE.json").read_text())
+    assert done["status"] == "ok" and not (run / "RUNNING.json").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    kept = first["arms"]["none"]["per_seed"][0]
+    assert metrics["arms"]["none"]["per_seed"][0]["final_digest"] == kept["final_digest"]
+    assert (
+        "ablation [1/1] none seed 0: finished before, read from cells/none_seed0.json"
+        in (run / "03_ablation_mask_supervision.ipynb").read_text()
+    )
+
+
+def test_the_runner_leaves_no_finish_marker_for_a_refusal_in_any_notebook(tmp_path):
+    import nbformat
+    from page4d.notebook import runner
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    body = "from page4d.records import RunFolderTaken\nraise RunFolderTaken('not in this folder')"
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, tmp_path / "refuses.ipynb")
+    with pytest.raises(runner.RunRefused, match="not in this folder"):
+        runner.execute_notebook(tmp_path / "refuses.ipynb", tmp_path / "run", {"x": 2})
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no DONE.json, FAILED.json, ...
+    assert not records.is_finished(tmp_path / "run")
+
+
+def test_the_loss_curve_leaves_out_skipped_steps_instead_of_failing(tmp_path):
+    """Mask terms only on clips without GT: those steps have no `loss` (they did not train)."""
+    hist = tmp_path / "train" / "bce_seed0" / "history.json"
+    hist.parent.mkdir(parents=True)
+    records.write_json(hist, [
+        {"step": 0, "loss": 0.9, "updated": True},
+        {"step": 1, "updated": False, "skip_reason": "no mask GT in this clip and no geometry term"},
+        {"step": 2, "loss": 0.7, "updated": True},
+    ])  # fmt: skip
+    fig = ablation_report.loss_curve_figure(tmp_path)
+    (line,) = fig.axes[0].lines
+    assert list(line.get_xdata()) == [0, 2] and list(line.get_ydata()) == [0.9, 0.7]
+    assert line.get_label() == "bce_seed0 (1 of 3 steps skipped)"
+
+
+def test_the_report_command_says_which_seeds_it_paired_and_refuses_when_none_are_common(tmp_path, capsys):
+    digests = {0: "a", 1: "b", 2: "c", 3: "d"}
+    for name, values in (("a", {0: 0.5, 1: 0.6, 2: 0.7}), ("b", {0: 0.9, 1: 0.9, 3: 0.9}), ("c", {3: 0.1})):
+        (tmp_path / name).mkdir()
+        records.write_json(tmp_path / name / "metrics.json", _run_metrics(values, digests))
+    ablation_report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--arms", "bce"])
+    out = capsys.readouterr().out
+    assert "bce: paired seeds [0, 1]; left out (before only [2], after only [3])" in out
+    assert "+0.400 / +0.300" in out  # the two paired seeds' differences
+    with pytest.raises(SystemExit) as exc:
+        ablation_report.main([str(tmp_path / "a"), str(tmp_path / "c"), "--arms", "bce"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "bce: no seed finished in both runs (before [0, 1, 2], after [3]): nothing to pair" in err
+
+
+def _answer_metrics(ci: list[float] | None, n: int = 3) -> dict:
+    paired = {"mask_ap": {"mean": 0.5, "ci95": ci, "n": n, "per_seed": {}}}
+    arms = {"none": {"mask_ap": 0.25}, "bce": {"mask_ap": 0.75, "paired_vs_none": paired}}
+    return {"arms": arms, "baseline": "none", "params": {"geometry": False, "seeds": list(range(n))}}
+
+
+def test_the_closing_answer_says_whether_the_difference_is_settled():
+    from page4d.main import answer
+
+    assert answer(_answer_metrics([0.3, 0.7])) == (
+        "bce has the best held-out mask AP, 0.750 against 0.250 for none (paired difference +0.500, "
+        "95% CI [+0.300, +0.700] over 3 seeds: a real difference)."
+    )
+    assert "the CI includes 0: not settled" in answer(_answer_metrics([-0.1, 1.1]))
+    assert "+0.500 over 2 seed(s), no CI below 3 seeds: too few seeds to tell" in answer(
+        _answer_metrics(None, 2)
+    )
+    alone = _answer_metrics(None)
+    del alone["arms"]["none"]
+    assert answer(alone) == "bce has the best held-out mask AP (0.750); the baseline none did not run."
+    flipped = _answer_metrics(None)
+    flipped["arms"]["none"]["mask_ap"] = 0.9
+    assert answer(flipped) == "none has the best held-out mask AP (0.900); no arm beat the baseline none."

@@ -168,9 +168,11 @@ def _is_png(path: Path) -> bool:
     return im.size[0] >= 200 and im.size[1] >= 150 and float(grey.std()) > 5
 
 
-def test_extract_notebook_records_keys_sign_check_and_figures(tmp_path):
+def test_extract_notebook_records_keys_sign_check_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAGE4D_OUTPUTS", str(tmp_path / "no_runs"))  # no ablation checkpoint: quick head
     run = _execute("01_extract_mask_logits.ipynb", tmp_path, num_times=2, num_views=2, timing_repeats=1)
     summary = json.loads((run / "summary.json").read_text())
+    assert "trained here" in summary["model"]  # by default a head that learnt something, not random weights
     keys = {row["key"]: row["shape"] for row in summary["shapes"]}
     assert keys["mask_logits"] == "[1, 2, 2, 8, 11]"
     assert keys["depth"] == "[1, 2, 2, 112, 154, 1]"
@@ -186,7 +188,9 @@ def test_extract_notebook_records_keys_sign_check_and_figures(tmp_path):
     import torch
 
     saved = torch.load(run / "mask_logits.pt", weights_only=True)
-    assert list(saved["mask_logits"].shape) == [2, 2, 8, 11] and saved["times"] == [0, 1]
+    assert list(saved["mask_logits"].shape) == [2, 2, 8, 11] and saved["times"] == [4, 5]  # held out
+    prob = saved["mask_logits"].sigmoid()
+    assert float(prob.max() - prob.min()) > 0.5, "the default maps should show a mask, not a flat field"
 
 
 def test_overlay_notebook_records_scores_and_figures(tmp_path, monkeypatch):
@@ -227,12 +231,15 @@ def test_overlay_notebook_takes_a_frames_folder_without_gt(tmp_path, monkeypatch
 def test_overlay_notebook_prefers_the_newest_ablation_checkpoint(tmp_path, monkeypatch):
     import torch
     from page4d.model import build_model, preset
+    from page4d.records import mark_finished
 
     outputs = tmp_path / "outputs"
     ck = outputs / "20260101-000000_ablation" / "train" / "bce_seed0" / "checkpoint.pt"
     ck.parent.mkdir(parents=True)
     torch.manual_seed(5)
     torch.save({"model": build_model(preset("tiny")).state_dict(), "config": {"preset": "tiny"}}, ck)
+    mark_finished(ck.parent, "train")
+    mark_finished(outputs / "20260101-000000_ablation", "notebook")
     monkeypatch.setenv("PAGE4D_OUTPUTS", str(outputs))
     run = _execute("02_mask_overlays.ipynb", tmp_path, num_times=1, num_views=1)
     note = json.loads((run / "metrics.json").read_text())["model"]

@@ -118,6 +118,34 @@ def test_two_view_frames_folder_as_a_command(clip, checkpoint, tmp_path):
     assert abs(j - metrics["J_mean"]) < 1e-6 and abs(f - metrics["F_mean"]) < 1e-6
 
 
+def test_your_own_clip_start_to_finish_train_then_predict_with_that_checkpoint(clip, tmp_path):
+    """README "Your own clip, start to finish": a frames folder with DAVIS-style masks through
+    `python -m page4d.train` (geometry off by itself: frames have no depth or cameras), then
+    `python -m page4d.predict --checkpoint <that run>/checkpoint.pt`, whose masks score far above the
+    shipped weights' untrained head."""
+    frames, gt, run, out = clip / "rig" / "cam0", clip / "gt" / "cam0", tmp_path / "run", tmp_path / "masks"
+    trained = subprocess.run(
+        [sys.executable, "-m", "page4d.train", "--input", str(frames), "--gt", str(gt), "--out", str(run),
+         "--image-width", "70", "--trains", "mask_head", "--threads", "1"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    assert "train: geometry off (automatic)" in trained.stdout and f"run folder {run}" in trained.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert (
+        summary["geometry"] is False and summary["input"]["gt"] == str(gt) and summary["updated_steps"] == 120
+    )
+    predicted = subprocess.run(
+        [sys.executable, "-m", "page4d.predict", str(frames), "--out", str(out), "--checkpoint",
+         str(run / "checkpoint.pt"), "--gt", str(gt), "--image-width", "70", "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert f"6 time steps x 1 views -> {out}; J " in predicted.stdout
+    metrics = check_outputs(out, ["cam0"], [f"{t:05d}" for t in range(T)])
+    assert metrics["checkpoint_path"] == str((run / "checkpoint.pt").resolve())
+    shipped = predict(frames, tmp_path / "shipped", gt=gt, image_width=70, progress=False)  # untrained head
+    assert metrics["J_mean"] > shipped["J_mean"] + 0.2, (metrics["J_mean"], shipped["J_mean"])
+
+
 def test_attention_method_writes_the_same_outputs_from_the_attention_cues(clip, tmp_path):
     """`--method attention` on two views of 6 steps in chunks of 5: the last chunk (one step) runs with
     the step before it as context and writes exactly that forward's masks of its own step."""

@@ -38,6 +38,7 @@ from page4d.train import (
     train,
     weights_digest,
 )
+from page4d.train.cli import image_size_of
 from torch import nn
 
 
@@ -135,7 +136,7 @@ def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir)
     p, d = AblationParams(), TrainConfig()
     assert (args.lr, args.clip_times, args.steps, args.preset) == (p.lr, p.clip_times, p.steps, p.preset)
     assert (d.lr, d.clip_times, d.steps) == (p.lr, p.clip_times, p.steps)
-    assert tuple(args.image_size) == tuple(p.image_size)
+    assert image_size_of(args, "rgbd_scene") == {"image_size": tuple(p.image_size)}  # an RGB-D scene
     assert TrainConfig(trains=args.trains).trains == TrainConfig(trains=p.trains).trains
     assert p.trains == "mask_head+middle_blocks"
     text = " ".join(build_parser().format_help().split())
@@ -658,3 +659,219 @@ def test_whole_scenes_in_stream_order(tmp_path):
     assert [r["scene"] for r in history] == [0, 1, 2, 0]
     assert all(r["updated"] for r in history)
     assert len(history[1]["camera_rot_deg"]) == stream.config(1).times * stream.config(1).views
+
+
+# ---------------------------------------------------------------------------------------------------
+# any input predict reads (issue 22): frames folders and videos train the mask terms only, and say so
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from own_clip import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("own_clip"))
+
+
+def refusal(argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("page4d.train: ") and "\n" not in message, message
+    return message
+
+
+def test_an_input_without_depth_or_cameras_refuses_what_cannot_train_in_one_line(clip, scene_dir, tmp_path):
+    frames, gt, out = str(clip / "rig" / "cam0"), str(clip / "gt" / "cam0"), tmp_path / "run"
+    base = ["--scene", frames, "--out", str(out), "--image-width", "70", "--steps", "1", "--threads", "1"]
+    message = refusal([*base, "--gt", gt, "--geometry"])
+    assert "--geometry needs depth and cameras" in message and "is a frames folder without them" in message
+    assert "pass --gt MASKS" in refusal(base)  # mask terms only, and no masks to learn from
+    assert "nothing would train" in refusal([*base, "--gt", gt, "--arm", "none"])
+    assert "not both" in refusal([*base, "--gt", gt, "--image-size", "56", "70"])
+    assert not out.exists()
+    # the library says the same when asked for geometry terms on such a scene, before the first step
+    from page4d.data import load_input
+
+    scene = load_input(frames, image_width=70, gt=gt)
+    with pytest.raises(
+        ValueError, match="geometry terms are on but frames folder .* has no depth or cameras"
+    ):
+        train(small(), scene, output_dir=out, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line(scene_dir, tmp_path):
+    message = refusal(cli(scene_dir, tmp_path / "run", "--steps", "1", "--device", "cuda"))
+    assert "device 'cuda' cannot be used: torch.cuda.is_available() is False" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_frames_folder_with_davis_masks_trains_the_mask_terms_and_records_why(clip, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["--input", str(clip / "rig"), "--gt", str(clip / "gt"), "--out", str(out), "--image-width", "70",
+          "--steps", "3", "--threads", "1", "--trains", "mask_head"])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"train: geometry off (automatic): {clip / 'rig'} is a folder of per-view frame folders without "
+        "depth or cameras: training the mask terms only"
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert summary["geometry"] is False and summary["input"] == config["input"]
+    record = summary["input"]
+    assert record["input_kind"] == "multiview_frames" and record["geometry"].startswith("off (automatic)")
+    assert (record["frames"], record["views"], record["model_input_size"]) == (6, 2, [56, 70])
+    assert record["mask_missing_reason"].startswith("2 of 12 frames have no mask")  # own_clip's GAP, 2 views
+    assert config["loss_overrides"] == NO_GEOMETRY
+    history = json.loads((out / "history.json").read_text())
+    assert all(r["updated"] and "camera_loss" not in r for r in history)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a run stops with a checkpoint however it is stopped: Ctrl-C, SIGTERM, a dead torchrun launcher
+# ---------------------------------------------------------------------------------------------------
+def stop_at(monkeypatch, step: int, how: str) -> None:
+    """Make the trainer meet `how` at the start of `step`: SIGTERM sent to this process, or Ctrl-C."""
+    from page4d.train import loop
+
+    real = loop.train_step
+
+    def step_then_stop(run, k, index):
+        if k == step:
+            if how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise KeyboardInterrupt
+        return real(run, k, index)
+
+    monkeypatch.setattr(loop, "train_step", step_then_stop)
+
+
+@pytest.mark.parametrize("how, saved", [("SIGTERM", 4), ("Ctrl-C", 3)])
+def test_a_stopped_run_saves_its_last_step_even_with_save_every_0(scene, tmp_path, monkeypatch, how, saved):
+    """SIGTERM is noted and the run stops before the next step (step 3 finishes: 4 steps saved); Ctrl-C
+    stops at once (3 steps). Either way checkpoint_<steps>.pt holds exactly the history's steps, and
+    SIGTERM's handler is the one from before the run once it ends."""
+    stop_at(monkeypatch, 3, how)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(small(steps=8, save_every=0), scene, output_dir=tmp_path / "run", progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint*.pt")) == [f"checkpoint_{saved}.pt"]
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == saved
+    assert torch.load(tmp_path / "run" / f"checkpoint_{saved}.pt", weights_only=True)["step"] == saved
+    assert not (tmp_path / "run" / "DONE.json").exists()
+
+
+def progress_reached(proc: subprocess.Popen, steps: int, timeout: float = 120) -> str:
+    """Read the trainer's stderr until its progress bar shows `steps` steps done; returns what was read."""
+    import re
+
+    seen, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk, f"the run ended before step {steps}: {seen[-2000:]!r}"
+        seen += chunk
+        done = [int(m) for m in re.findall(rb"\| *(\d+)/\d+ \[", seen)]
+        if done and max(done) >= steps:
+            return seen.decode(errors="replace")
+    raise AssertionError("the run never got there")
+
+
+def test_sigterm_saves_like_ctrl_c_and_the_run_resumes_to_the_uninterrupted_weights(scene_dir, tmp_path):
+    steps = 24
+    scene = load_scene(scene_dir, image_size=(56, 70))
+    uninterrupted, _ = train(small(steps=steps), scene, output_dir=tmp_path / "whole", progress=False)
+    out = tmp_path / "stopped"
+    argv = [
+        sys.executable,
+        "-m",
+        "page4d.train",
+        *cli(scene_dir, out, "--steps", str(steps), "--save-every", "0"),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cpu_env())
+    try:
+        progress_reached(proc, 3)
+        proc.send_signal(signal.SIGTERM)  # what a scheduler (or `timeout`) sends
+        err = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    done = len(json.loads((out / "history.json").read_text()))
+    assert 3 <= done < steps
+    assert (
+        f"train: stopped by SIGTERM after step {done}; checkpoint_{done}.pt saved; continue with --resume"
+        in err
+    )
+    assert (out / f"checkpoint_{done}.pt").is_file() and not (out / "summary.json").exists()
+    subprocess.run([*argv, "--resume"], check=True, capture_output=True, timeout=300, env=cpu_env())
+    resumed = build_training_model(small())
+    assert load_checkpoint(resumed, out / "checkpoint.pt").ok
+    assert weights_digest(resumed) == weights_digest(uninterrupted)
+
+
+def torchrun(scene_dir, out, *flags) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+            str(free_port()), "-m", "page4d.train", *cli(scene_dir, out, *flags)]  # fmt: skip
+
+
+def test_a_ddp_run_resumed_with_another_world_size_is_refused(scene_dir, tmp_path):
+    out = tmp_path / "ddp"
+    subprocess.run(torchrun(scene_dir, out, "--steps", "4", "--stop-after", "2"),
+                   check=True, capture_output=True, timeout=300, env=cpu_env())  # fmt: skip
+    assert torch.load(out / "checkpoint_2.pt", weights_only=True)["world_size"] == 2
+    before = folder_bytes(out)
+    message = refusal(cli(scene_dir, out, "--steps", "4", "--resume"))
+    assert "was written by a run of world size 2, and this --resume has world size 1" in message
+    assert "torchrun --nproc_per_node 2" in message
+    assert folder_bytes(out) == before  # nothing written, the run stays resumable with 2 processes
+    subprocess.run(torchrun(scene_dir, out, "--steps", "4", "--resume"),
+                   check=True, capture_output=True, timeout=300, env=cpu_env())  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["resumed_from_step"] == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc")
+def test_workers_stop_with_a_checkpoint_when_their_torchrun_launcher_is_killed(scene_dir, tmp_path):
+    out = tmp_path / "ddp"
+    with open(tmp_path / "torchrun.log", "w") as log:
+        launcher = subprocess.Popen(
+            torchrun(scene_dir, out, "--steps", "2000", "--save-every", "2"),
+            stdout=log, stderr=subprocess.STDOUT, env=cpu_env(),
+        )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint_2.pt").exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+        workers = [
+            int(p) for p in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        ]
+        assert len(workers) == 2
+        launcher.kill()  # SIGKILL: torchrun cannot pass anything on to its workers
+        launcher.wait()
+        deadline = time.monotonic() + 120
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "the workers went on training without their launcher"
+    finally:
+        launcher.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    done = len(json.loads((out / "history.json").read_text()))
+    assert done < 2000 and (out / f"checkpoint_{done}.pt").is_file() and not (out / "summary.json").exists()
+    text = (tmp_path / "torchrun.log").read_text()
+    assert (
+        f"its torchrun launcher (pid {launcher.pid}) died after step {done}; checkpoint_{done}.pt saved"
+        in text
+    )

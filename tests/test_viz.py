@@ -319,22 +319,40 @@ def test_widget_bundle_replaces_the_vbox_repr():
 # --------------------------------------------------------------------------------------------------
 # loading.py
 # --------------------------------------------------------------------------------------------------
-def test_newest_ablation_checkpoint_skips_unsupervised_arms(tmp_path):
+def test_newest_ablation_checkpoint_skips_unsupervised_arms_and_unfinished_runs(tmp_path):
     import os
+
+    from page4d.records import mark_finished
 
     assert trained_heads.newest_ablation_checkpoint(tmp_path / "absent") is None
     paths = {}
     for i, rel in enumerate(
-        ["a_ablation/train/bce_seed0", "b_ablation/train/none_seed0", "c/train/bce_seed1"]
+        [
+            "a_ablation/train/bce_seed0",
+            "b_ablation/train/none_seed0",
+            "c/train/bce_seed1",
+            "d/train/bce_seed0",
+        ]
     ):
         (tmp_path / rel).mkdir(parents=True)
         paths[rel] = tmp_path / rel / "checkpoint.pt"
         paths[rel].write_bytes(b"")
         os.utime(paths[rel], (1000 + i, 1000 + i))
+        mark_finished(tmp_path / rel, "train")
+        if not rel.startswith("d/"):  # d: an ablation still running (its cell finished, it did not)
+            mark_finished(tmp_path / rel.split("/")[0], "ablation")
+    (tmp_path / "d" / "RUNNING.json").write_text("{}")
     os.utime(paths["a_ablation/train/bce_seed0"], (5000, 5000))
     assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
     os.utime(paths["b_ablation/train/none_seed0"], (9000, 9000))  # newest, but learnt no masks
     assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+    os.utime(paths["d/train/bce_seed0"], (9500, 9500))  # newest, but its ablation is running
+    assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+    (tmp_path / "c" / "DONE.json").unlink()  # an interrupted ablation: its cells are not read either
+    os.utime(paths["c/train/bce_seed1"], (9600, 9600))
+    assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["a_ablation/train/bce_seed0"]
+    mark_finished(tmp_path / "d", "notebook")  # the running one finished: now it is the newest
+    assert trained_heads.newest_ablation_checkpoint(tmp_path) == paths["d/train/bce_seed0"]
 
 
 def test_load_clip_shows_the_synthetic_scenes_held_out_steps(tmp_path):

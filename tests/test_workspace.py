@@ -27,32 +27,30 @@ def test_environment_yml_agrees_with_pyproject_and_makefile():
     assert project["requires-python"] == ">=3.11"
 
 
-def test_main_job_runs_the_ablation_and_prints_the_summary(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "page4d.main",
-            "--quiet",
-            "--out",
-            str(tmp_path / "run"),
-            "-p",
-            "steps",
-            "3",
-            "-p",
-            "seeds",
-            "0",
-            "-p",
-            "arms",
-            "none,bce",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-        cwd=tmp_path,
-    ).stdout
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+def test_main_job_runs_the_ablation_talks_while_it_runs_and_prints_the_summary(tmp_path):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "page4d.main", "--out", str(run), "-p", "steps", "3", "-p", "seeds", "0",
+            "-p", "arms", "none,bce"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("ablation [1/2] none seed 0: done in "):
+                # passed on while the notebook runs: the second cell and metrics.json are still to come
+                assert not (run / "metrics.json").exists() and not (run / "cells" / "bce_seed0.json").exists()
+        proc.wait(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    out = "\n".join(lines)
+    progress = [line for line in lines if line.startswith("ablation")]
+    assert progress[0] == "ablation: 2 cells (2 arms x 1 seeds); each trained arm takes 3 steps"
+    assert progress[1] == "ablation [1/2] none seed 0: training ..."
+    assert progress[2].startswith("ablation [1/2] none seed 0: done in ") and "held-out AP " in progress[2]
+    assert progress[3] == "ablation [2/2] bce seed 0: training ..."
+    assert progress[4].startswith("ablation [2/2] bce seed 0: done in ")
+    metrics = json.loads((run / "metrics.json").read_text())
     assert list(metrics["arms"]) == ["none", "bce"]
     # the built-in scene: 12 steps of orbiting cameras, the last 4 held out; geometry on, so `none` trains
     assert metrics["params"]["eval_times_used"] == [8, 9, 10, 11]
@@ -64,7 +62,15 @@ def test_main_job_runs_the_ablation_and_prints_the_summary(tmp_path):
     # every table says what its numbers are over: 4 held-out steps x 4 views, in 2 clips of 2 steps
     bce_rows = [line for line in out.splitlines() if line.startswith("bce ")]
     assert "frames 16/16" in bce_rows[0] and "clips 2/2" in bce_rows[1]
-    assert (tmp_path / "run" / "03_ablation_mask_supervision.ipynb").is_file()
+    assert (run / "03_ablation_mask_supervision.ipynb").is_file()
+    # the closing summary: the answer in one sentence, where the figures are, what to run next
+    answer = next(line for line in lines if line.startswith("Answer: "))
+    best = max(metrics["arms"], key=lambda a: metrics["arms"][a]["mask_ap"])
+    assert answer.startswith(f"Answer: {best} has the best held-out mask AP") and answer.endswith(".")
+    figures = next(line for line in lines if line.startswith("Figures: "))
+    for png in ("ablation_metrics.png", "held_out_overlays.png", "training_loss.png"):
+        assert png in figures and (run / png).is_file()
+    assert lines[lines.index("Next:") + 1].startswith("  more seeds for 95% CIs: python -m page4d.main")
 
 
 def test_main_job_refuses_unknown_parameters(tmp_path):

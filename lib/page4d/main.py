@@ -1,12 +1,15 @@
 """The README's main job: the mask-supervision ablation (notebook 03) on built-in synthetic data.
 
 Executes `notebooks/03_ablation_mask_supervision.ipynb` with the project's one notebook runner into a
-new run folder under `outputs/` (the executed notebook, metrics.json, figures, per-run checkpoints) and
-prints the mask table with its floors, the geometry table, and the paired differences against `none`
-(`untrained` when geometry is off).
+new run folder under `outputs/` (the executed notebook, metrics.json, figures, per-run checkpoints),
+printing one line as each (arm, seed) starts and ends (its time and held-out scores); then prints the
+mask table with its floors, the geometry table, the paired differences against `none` (`untrained` when
+geometry is off), and a closing summary: the answer in one sentence, where the figures are, what to
+run next.
 No external data or weights: the notebook generates its synthetic scene. A folder that already holds a
-finished run is refused (runs are records); the exit status is non-zero when the notebook or any
-(arm, seed) failed.
+finished run is refused (runs are records), and so is an interrupted one given other parameters (it
+stays unfinished, so the right command resumes it); the exit status is non-zero when the notebook or
+any (arm, seed) failed.
 
     python -m page4d.main                      # default parameters
     python -m page4d.main -p steps 50 -p seeds 0,1,2 -p train_root ../shared/data/mv_scene
@@ -15,31 +18,44 @@ finished run is refused (runs are records); the exit status is non-zero when the
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from page4d import records
-from page4d.experiments import ablation_report
+from page4d.experiments import ablation, ablation_report
 from page4d.notebook.params import ParameterError, parse_overrides
-from page4d.notebook.runner import FinishedRunError, RunLocked, execute_notebook
+from page4d.notebook.runner import FinishedRunError, execute_notebook
+from page4d.records import RunFolderTaken
 
 NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
 
 
 def run(overrides: dict[str, str], out_dir: Path | None = None, quiet: bool = False) -> dict:
-    """Validate the overrides against the notebook's parameters, execute it, return metrics.json."""
+    """Validate the overrides against the notebook's parameters, execute it (passing on the ablation's
+    progress lines as they come, unless `quiet`), print the tables and the closing summary, return
+    metrics.json."""
     notebook = records.repo_root() / NOTEBOOK
     params = parse_overrides(notebook, overrides)
     run_dir = out_dir if out_dir is not None else records.new_run_dir("ablation")
+    if not quiet:
+        print(f"notebook 03 -> {run_dir}: one line per (arm, seed) as it starts and ends", flush=True)
     t0 = time.perf_counter()
-    record = execute_notebook(notebook, run_dir, params, pass_output_dir=True, progress=not quiet)
+    record = execute_notebook(notebook, run_dir, params, pass_output_dir=True, echo=None if quiet else echo)
     if record["status"] != "ok":
         raise RuntimeError(f"notebook 03 failed ({record.get('error')}); see {Path(run_dir) / 'FAILED.json'}")
     metrics = records.read_json(Path(run_dir) / records.METRICS_FILE)
     print(f"\nablation finished in {time.perf_counter() - t0:.0f} s; run folder: {run_dir}")
     print(report_text(metrics))
+    print(closing_summary(metrics, Path(run_dir)))
     return metrics
+
+
+def echo(line: str) -> None:
+    """The notebook's output lines that `page4d.main` shows while it runs: the ablation's progress."""
+    if line.startswith(ablation.PROGRESS_PREFIX):
+        print(line, flush=True)
 
 
 def report_text(metrics: dict) -> str:
@@ -78,6 +94,76 @@ def report_text(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _difference(d: dict | None) -> tuple[str, bool | None]:
+    """A paired difference as text, and whether its 95% CI excludes 0 (None: no CI, too few seeds)."""
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return "no paired difference", None
+    if d.get("ci95") is None:
+        return f"{d['mean']:+.3f} over {d['n']} seed(s), no CI below 3 seeds", None
+    lo, hi = d["ci95"]
+    return f"{d['mean']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] over {d['n']} seeds", lo > 0 or hi < 0
+
+
+VERDICTS = {True: "a real difference", False: "the CI includes 0: not settled", None: "too few seeds to tell"}
+
+
+def answer(metrics: dict) -> str:
+    """The experiment's answer in one sentence: which arm has the best held-out mask AP, by how much over
+    the baseline (paired, with its CI) and what that says; with geometry, the same for ATE."""
+    arms, baseline = metrics["arms"], metrics["baseline"]
+    aps = {a: e.get("mask_ap") for a, e in arms.items() if isinstance(e.get("mask_ap"), float)}
+    aps = {a: v for a, v in aps.items() if math.isfinite(v)}
+    if not aps:
+        return "no arm has a held-out mask AP (no GT masks on the evaluation frames?)."
+    best = max(aps, key=aps.get)
+    if baseline not in aps:
+        return f"{best} has the best held-out mask AP ({aps[best]:.3f}); the baseline {baseline} did not run."
+    if best == baseline:
+        return f"{best} has the best held-out mask AP ({aps[best]:.3f}); no arm beat the baseline {baseline}."
+    paired = arms[best].get(f"paired_vs_{baseline}") or {}
+    text, real = _difference(paired.get("mask_ap"))
+    sentence = (
+        f"{best} has the best held-out mask AP, {aps[best]:.3f} against {aps[baseline]:.3f} for {baseline} "
+        f"(paired difference {text}: {VERDICTS[real]})"
+    )
+    if metrics["params"].get("geometry") and paired.get("ate"):
+        text, real = _difference(paired["ate"])
+        sentence += f"; on the cameras, ATE {best} - {baseline} is {text}: {VERDICTS[real]}"
+    return sentence + "."
+
+
+def closing_summary(metrics: dict, run_dir: Path) -> str:
+    """What the main job ends with: the answer, where the figures are, and what to run next."""
+    figures = sorted(p.name for p in run_dir.glob("*.png"))
+    seeds = list(metrics["params"]["seeds"])
+    best = max(metrics["arms"], key=lambda a: _finite(metrics["arms"][a].get("mask_ap")))
+    checkpoint = run_dir / "train" / f"{ablation.safe(best)}_seed{seeds[0]}" / "checkpoint.pt"
+    lines = [
+        "",
+        f"Answer: {answer(metrics)}",
+        f"Figures: {', '.join(figures) or 'none'} in {run_dir} (and every table in "
+        f"{Path(NOTEBOOK).name} there; the numbers in {records.METRICS_FILE}).",
+        "Next:",
+    ]
+    if len(seeds) < 3:
+        lines.append(f"  more seeds for 95% CIs: python -m page4d.main -p seeds 0,1,2 (this run: {seeds})")
+    lines.append(
+        "  one setting changed (e.g. -p checkpoint tiny-synthetic), then the paired difference of the two "
+        "runs: python -m page4d.experiments.ablation_report THIS_RUN OTHER_RUN --arms bce"
+    )
+    if checkpoint.is_file():
+        lines.append(
+            f"  {best}'s head on a clip of your own: python -m page4d.predict CLIP --out DIR --checkpoint "
+            f"{checkpoint}"
+        )
+    lines.append("  train on your own clip: README, 'Your own clip, start to finish'")
+    return "\n".join(lines)
+
+
+def _finite(x: object) -> float:
+    return x if isinstance(x, float) and math.isfinite(x) else float("-inf")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         help="notebook parameter override (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a new one in outputs/)")
-    parser.add_argument("--quiet", action="store_true", help="no papermill progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines while the notebook runs")
     args = parser.parse_args(argv)
     try:
         metrics = run(dict(args.param), args.out, args.quiet)
-    except (ParameterError, FinishedRunError, RunLocked) as err:
+    except (ParameterError, FinishedRunError, RunFolderTaken) as err:
         parser.error(str(err))
     return 1 if metrics.get("failed") else 0
 

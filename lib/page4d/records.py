@@ -34,6 +34,8 @@ import torch
 
 __all__ = [
     "RunFolderTaken",
+    "ParametersChanged",
+    "REFUSALS",
     "RUN_FILES",
     "FINISH_MARKER",
     "mark_finished",
@@ -56,7 +58,18 @@ TEMP_TAG = ".tmp-"
 
 
 class RunFolderTaken(RuntimeError):
-    """Raised instead of writing a new run into a folder that already holds one."""
+    """Raised instead of writing a new run into a folder that already holds one: a refusal, which leaves
+    the folder exactly as it was. A runner that sees one (`page4d.notebook.runner`, also from inside a
+    notebook's kernel, by the class name: `REFUSALS`) must not mark the folder finished either."""
+
+
+class ParametersChanged(RunFolderTaken):
+    """An unfinished run folder holds results computed with other parameters: resuming it with these
+    would mix two experiments in one record."""
+
+
+# Class names of the refusals (as a notebook's kernel reports them): `RunFolderTaken` and its subclasses.
+REFUSALS = ("RunFolderTaken", "ParametersChanged", "RunLocked")
 
 
 def mark_finished(path: str | Path, kind: str, **record: Any) -> Path:

@@ -31,8 +31,10 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,14 @@ from tqdm.auto import tqdm
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.ablation_stats import summarize_arms
 from page4d.losses import ARM_NAMES, LossConfig
-from page4d.records import atomic_write_bytes, is_finished, mark_finished, read_json, write_json
+from page4d.records import (
+    ParametersChanged,
+    atomic_write_bytes,
+    is_finished,
+    mark_finished,
+    read_json,
+    write_json,
+)
 from page4d.scoring.evaluate import (
     MaskPredictions,
     choose_threshold,
@@ -68,6 +77,13 @@ ATTENTION = "attention"  # training-free: VGGT4D's attention cues of the startin
 TRAINING_FREE = (UNTRAINED, ATTENTION)
 CELLS_DIR = "cells"
 PREDICTIONS_DIR = "predictions"
+SYNTHETIC_DIR = "synthetic_scene"  # the generated scene, inside the run folder, when train_root is empty
+DIGEST_IGNORES = ("output_dir", "arms", "seeds")  # a resumed run may add arms and seeds, nothing else
+PROGRESS_PREFIX = "ablation"  # the start of every progress line (page4d.main passes them on)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def default_synthetic_scene(seed: int = 0) -> SyntheticSceneConfig:
@@ -232,24 +248,31 @@ def _params_record(params: AblationParams, train_root: str) -> dict[str, Any]:
 
 
 def _params_digest(record: dict[str, Any]) -> str:
-    keep = {k: v for k, v in record.items() if k not in ("output_dir", "arms", "seeds")}
+    keep = {k: v for k, v in record.items() if k not in DIGEST_IGNORES}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_ablation(params: AblationParams, progress: bool = True) -> dict[str, Any]:
+def run_ablation(
+    params: AblationParams, progress: bool = True, log: Callable[[str], Any] | None = _say
+) -> dict[str, Any]:
     """Train/evaluate every (arm, seed); writes and returns the metrics.json structure.
 
     Resumes: cells already in ``<output_dir>/cells/`` (same parameters) are read, not rerun. Refuses an
-    output folder that holds a finished run (`DONE.json`; runs are records).
+    output folder that holds a finished run (`DONE.json`; runs are records), and one whose cells were
+    computed with other parameters (`ParametersChanged`, before anything is read or written there).
+    `log` gets one line when each (arm, seed) starts and one when it ends, with its time and headline
+    scores (`PROGRESS_PREFIX` ...; with `progress` they go through the progress bar); None: silent.
     """
     out_dir = _open_output_dir(params)
     arms, notes = resolve_arms(params)
     parse_pos_weight(params.pos_weight)
     t_start = time.perf_counter()
+    record = _params_record(params, _train_root(params, out_dir))
+    digest = _params_digest(record)
+    _check_cells(out_dir, digest, record)
     data = _load_data(params, out_dir)
-    record = _params_record(params, data.train_root)
     _check_mask_gt(params, arms, data.train_scene, data.train_times)
-    cells = _run_cells(params, arms, data, _params_digest(record), out_dir, progress)
+    cells = _run_cells(params, arms, data, (digest, record), out_dir, progress, log)
     metrics = _metrics(params, arms, cells, notes, record, data)
     metrics["wall_seconds"] = time.perf_counter() - t_start
     write_json(out_dir / "metrics.json", metrics)
@@ -284,15 +307,39 @@ def _open_output_dir(params: AblationParams) -> Path:
     return out_dir
 
 
+def _train_root(params: AblationParams, out_dir: Path) -> str:
+    """`train_root`, or the run folder's generated scene when it is empty."""
+    return params.train_root or str(out_dir / SYNTHETIC_DIR)
+
+
+def _check_cells(out_dir: Path, digest: str, record: dict[str, Any]) -> None:
+    """Refuse, before anything is read or written, an unfinished run whose finished cells were computed
+    with other parameters (say which, when the cells recorded theirs): resuming it would mix two
+    experiments in one table."""
+    cells_dir = out_dir / CELLS_DIR
+    found = sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []
+    stale = {p.name: read_json(p) for p in found}
+    stale = {name: cell for name, cell in stale.items() if cell.get("params_digest") != digest}
+    if not stale:
+        return
+    before = next((c["params"] for c in stale.values() if isinstance(c.get("params"), dict)), None)
+    changed = ""
+    if before is not None:
+        keys = [k for k in record if k not in DIGEST_IGNORES and before.get(k) != record[k]]
+        changed = ": " + ", ".join(f"{k} {before.get(k)!r} -> {record[k]!r}" for k in keys)
+    raise ParametersChanged(
+        f"{out_dir} holds an unfinished ablation whose cells {', '.join(stale)} were computed with other "
+        f"parameters{changed}; resume it with its own parameters, or use a new output_dir for these "
+        "(nothing was written)"
+    )
+
+
 def _load_data(params: AblationParams, out_dir: Path) -> _Data:
     """The training scene (generated into the run folder when `train_root` is empty), the evaluation
     scene and the time split."""
-    train_root = params.train_root
-    if not train_root:
-        scene_dir = out_dir / "synthetic_scene"
-        if not scene_dir.exists():
-            generate_synthetic_scene(scene_dir, default_synthetic_scene(params.synthetic_seed))
-        train_root = str(scene_dir)
+    train_root = _train_root(params, out_dir)
+    if not params.train_root and not Path(train_root).exists():
+        generate_synthetic_scene(Path(train_root), default_synthetic_scene(params.synthetic_seed))
     size = tuple(params.image_size)
     train_scene = load_scene(train_root, image_size=size)
     same = not params.eval_root or Path(params.eval_root).resolve() == Path(train_root).resolve()
@@ -302,25 +349,35 @@ def _load_data(params: AblationParams, out_dir: Path) -> _Data:
 
 
 def _run_cells(
-    params: AblationParams, arms: list[str], data: _Data, digest: str, out_dir: Path, progress: bool
+    params: AblationParams,
+    arms: list[str],
+    data: _Data,
+    stamp: tuple[str, dict[str, Any]],
+    out_dir: Path,
+    progress: bool,
+    log: Callable[[str], Any] | None,
 ) -> dict[tuple[str, int], dict[str, Any]]:
-    """Every (arm, seed) cell: read from ``cells/`` when it finished before (with the same parameters),
-    else run and written there at once."""
+    """Every (arm, seed) cell: read from ``cells/`` when it finished before (with the same parameters,
+    `_check_cells`), else run and written there at once, stamped with the parameters' digest and record
+    (`stamp`), with a line to `log` as it starts and ends."""
     cells_dir = out_dir / CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     todo = [(seed, arm) for seed in params.seeds for arm in arms]
     bar = tqdm(todo, desc="ablation", disable=not progress)
-    for seed, arm in bar:
+    say = (bar.write if progress else log) if log is not None else (lambda line: None)
+    shape = f"{len(todo)} cells ({len(arms)} arms x {len(params.seeds)} seeds)"
+    say(f"{PROGRESS_PREFIX}: {shape}; each trained arm takes {params.steps} steps")
+    t0 = time.perf_counter()
+    for i, (seed, arm) in enumerate(bar, 1):
         bar.set_postfix_str(f"{arm} seed {seed}")
+        where = f"{PROGRESS_PREFIX} [{i}/{len(todo)}] {arm} seed {seed}"
         path = cells_dir / f"{safe(arm)}_seed{seed}.json"
         if path.is_file():
             cell = read_json(path)
-            if cell.get("params_digest") != digest:
-                raise ValueError(
-                    f"{path} was computed with other parameters; use a new output_dir for this ablation"
-                )
+            say(f"{where}: finished before, read from {CELLS_DIR}/{path.name}")
         else:
+            say(f"{where}: {'evaluating (training-free)' if arm in TRAINING_FREE else 'training'} ...")
             cell = _run_cell(
                 params,
                 arm,
@@ -333,10 +390,24 @@ def _run_cells(
                 out_dir,
                 progress,
             )
-            cell["params_digest"] = digest
+            cell["params_digest"], cell["params"] = stamp
             write_json(path, cell)
+            say(f"{where}: {_cell_outcome(cell)} ({time.perf_counter() - t0:.0f} s so far)")
         cells[(arm, seed)] = cell
     return cells
+
+
+def _cell_outcome(cell: dict[str, Any]) -> str:
+    """A finished cell in a few words: its time and headline held-out scores, or its error."""
+    if cell["status"] != "ok":
+        return f"FAILED after {cell['seconds']:.0f} s: {cell['error']}"
+    result = cell["result"]
+    scores = ", ".join(
+        f"{label} {result[key]:.3f}"
+        for key, label in (("mask_ap", "AP"), ("mask_iou", "IoU@0.5"), ("ate", "ATE"))
+        if isinstance(result.get(key), float) and math.isfinite(result[key])
+    )
+    return f"done in {cell['seconds']:.0f} s" + (f", held-out {scores}" if scores else "")
 
 
 def _metrics(

@@ -266,6 +266,35 @@ def across_runs_rows(
     return rows
 
 
+def seed_pairing(before: dict[str, Any], after: dict[str, Any], arm: str) -> dict[str, Any]:
+    """Which finished seeds of `arm` the two runs share (`paired`) and which only one of them has."""
+    seeds = []
+    for metrics, which in ((before, "before"), (after, "after")):
+        if arm not in metrics["arms"]:
+            raise KeyError(f"arm {arm!r} is not in the {which} run (has {sorted(metrics['arms'])})")
+        seeds.append([r["seed"] for r in metrics["arms"][arm]["per_seed"]])
+    b, a = seeds
+    return {
+        "arm": arm,
+        "paired": [s for s in a if s in b],
+        "before_only": [s for s in b if s not in a],
+        "after_only": [s for s in a if s not in b],
+    }
+
+
+def pairing_text(p: dict[str, Any]) -> str:
+    """One line: the seeds paired for an arm and the ones left out, or why there is nothing to pair."""
+    if not p["paired"]:
+        return (
+            f"{p['arm']}: no seed finished in both runs (before {p['before_only']}, after "
+            f"{p['after_only']}): nothing to pair; run the same seeds in both"
+        )
+    text = f"{p['arm']}: paired seeds {p['paired']}"
+    left = [f"{which} only {p[key]}" for which, key in (("before", "before_only"), ("after", "after_only"))]
+    left = [t for t, key in zip(left, ("before_only", "after_only"), strict=True) if p[key]]
+    return text + ("; left out (" + ", ".join(left) + ")" if left else "; none left out")
+
+
 def paired_geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict]:
     """`paired_rows` for depth and camera metrics; empty when geometry was not trained."""
     return paired_rows(metrics, tuple(GEOMETRY_COLUMNS), digits) if geometry_trained(metrics) else []
@@ -356,7 +385,9 @@ def arm_overlays_figure(
 
 
 def loss_curve_figure(run_dir: str | Path):
-    """Training loss per step of every (arm, seed) run under `<run_dir>/train/`."""
+    """Training loss per step of every (arm, seed) run under `<run_dir>/train/`. Steps that did not
+    train (a clip without mask GT under mask terms only: no `loss` in their record) are left out of the
+    curve, and the legend says how many of each run's steps they were."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3.2), dpi=100)
@@ -365,7 +396,11 @@ def loss_curve_figure(run_dir: str | Path):
         steps = json.loads(hist.read_text())
         if isinstance(steps, dict):  # {"steps": [...], ...} as well as a bare list
             steps = steps.get("steps", [])
-        ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=hist.parent.name, lw=1)
+        trained = [s for s in steps if isinstance(s.get("loss"), int | float)]
+        label = hist.parent.name
+        if len(trained) < len(steps):
+            label += f" ({len(steps) - len(trained)} of {len(steps)} steps skipped)"
+        ax.plot([s["step"] for s in trained], [s["loss"] for s in trained], label=label, lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
@@ -394,8 +429,17 @@ def main(argv: list[str] | None = None) -> None:
     before = read_json(Path(args.before) / "metrics.json")
     after = read_json(Path(args.after) / "metrics.json")
     keys = tuple(GEOMETRY_COLUMNS) if args.geometry else PAIRED_KEYS
+    try:
+        pairing = [seed_pairing(before, after, arm) for arm in args.arms]
+    except KeyError as err:
+        parser.exit(2, f"page4d.experiments.ablation_report: {err.args[0]}\n")
+    unpaired = [p for p in pairing if not p["paired"]]
+    if unpaired:
+        parser.exit(2, "page4d.experiments.ablation_report: " + "; ".join(map(pairing_text, unpaired)) + "\n")
     rows = across_runs_rows(before, after, args.arms, keys)
     print(f"paired by seed, {Path(args.after).name} - {Path(args.before).name} (mean [95% CI]):")
+    for p in pairing:
+        print(pairing_text(p))
     print(format_table(rows))
     families = ("depth", "camera") if args.geometry else ("mask",)
     for label, metrics in ((Path(args.before).name, before), (Path(args.after).name, after)):

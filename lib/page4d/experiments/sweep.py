@@ -47,7 +47,14 @@ from page4d.notebook.params import (
     parse_value,
     split_values,
 )
-from page4d.notebook.runner import OUTPUT_DIR_PARAM, RunLocked, execute_notebook, run_lock, run_state
+from page4d.notebook.runner import (
+    OUTPUT_DIR_PARAM,
+    RunLocked,
+    RunRefused,
+    execute_notebook,
+    run_lock,
+    run_state,
+)
 from page4d.records import FINISH_MARKER, read_json, resolve_path, write_json
 from page4d.report.tables import flat_metrics, format_table
 
@@ -203,6 +210,8 @@ def run_cell(
             return {**record, "moved": moved and str(moved.relative_to(sweep_dir)), "moved_state": state}
     except RunLocked as exc:
         return {"status": "running", "holder": str(exc)}
+    except RunRefused as exc:  # the notebook refused the folder: left as it was, not finished
+        return {"status": "refused", "error": str(exc)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,7 +220,7 @@ def run_cell(
 @dataclass
 class CellResult:
     cell: Cell
-    status: str  # ok, failed, skipped (finished earlier), running (held by another process)
+    status: str  # ok, failed, skipped (finished earlier), running (held by another process), refused
     wall_s: float | None = None
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -244,6 +253,9 @@ def _cell_result(cell: Cell, record: dict[str, Any], log) -> CellResult:
     if record["status"] == "running":
         log(f"skip  {cell.id}: {record['holder']}")
         return CellResult(cell, "running")
+    if record["status"] == "refused":
+        log(f"refused {cell.id}: {record['error']}")
+        return CellResult(cell, "refused", error=record["error"])
     if record.get("finished_meanwhile"):
         state = record["status"]
         log(f"skip  {cell.id}: finished meanwhile by another process ({state})")
@@ -348,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summary_rows(results)
     write_json(plan.sweep_dir / "summary.json", rows)
     print(format_table(rows, floatfmt=".4g"))
-    return 1 if any(r.status.startswith("failed") for r in results) else 0
+    return 1 if any(r.status.startswith(("failed", "refused")) for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Notebook 02's default model: a mask head that has learnt something, without a checkpoint.
+"""Notebook 01's and 02's default model: a mask head that has learnt something, without a checkpoint.
 
     model, note = trained_model("tiny", "", run_dir, (112, 154), 4, 2)
 
-`trained_model` without a checkpoint takes the newest checkpoint of an ablation run under `outputs/`
-and otherwise trains the mask head for a few seconds on the built-in synthetic scene (time steps
+`trained_model` without a checkpoint takes the newest checkpoint of a finished ablation run under
+`outputs/` and otherwise trains the mask head for a few seconds on the built-in synthetic scene (time steps
 0..3), so the overlays show a model that has learnt something; `load_clip("")` then shows the same
 synthetic scene's later, held-out time steps.
 """
@@ -17,20 +17,29 @@ import torch
 from page4d.data import load_scene
 from page4d.inference.loading import QUICK_TRAIN_TIMES, load_model, synthetic_scene_root
 from page4d.model.network import PAGE4DModel
-from page4d.records import outputs_root
+from page4d.records import is_finished, outputs_root
 from page4d.train import NO_GEOMETRY, TrainConfig, train
 
 QUICK_TRAIN_STEPS = 300
+RANDOM_WEIGHTS = "random"  # checkpoint="random": seeded random weights (as page4d.predict's)
 QUICK_TRAIN_SIZE = (112, 154)  # (H, W) of the synthetic scene when the clip shown is not the synthetic one
 
 
 def newest_ablation_checkpoint(root: str | Path | None = None) -> Path | None:
-    """The most recently written `checkpoint.pt` of an ablation run below `root` (default: outputs/),
-    skipping arms trained without mask supervision (`none_*`); None when there is none."""
+    """The most recently written `checkpoint.pt` of a finished ablation run below `root` (default:
+    outputs/), skipping arms trained without mask supervision (`none_*`); None when there is none.
+
+    Finished: both the training run and the ablation holding it carry the finish marker
+    (`records.is_finished`): an ablation still running (or interrupted) is never read, whatever its
+    finished cells hold."""
     root = Path(root) if root is not None else outputs_root()
     if not root.is_dir():
         return None
-    found = [p for p in root.glob("**/train/*/checkpoint.pt") if not p.parent.name.startswith("none_")]
+    found = [
+        p
+        for p in root.glob("**/train/*/checkpoint.pt")
+        if not p.parent.name.startswith("none_") and is_finished(p.parent) and is_finished(p.parents[2])
+    ]
     return max(found, key=lambda p: (p.stat().st_mtime, str(p))) if found else None
 
 
@@ -71,8 +80,11 @@ def trained_model(
     seed: int = 0,
     outputs: str | Path | None = None,
 ) -> tuple[PAGE4DModel, str]:
-    """Notebook 02's model: `checkpoint` when given; else the newest ablation checkpoint under
-    `outputs` (its own preset, from the checkpoint's config); else `quick_trained_model`."""
+    """Notebook 01's and 02's model: `checkpoint` when given (`RANDOM_WEIGHTS`: seeded random weights);
+    else the newest checkpoint of a finished ablation under `outputs` (its own preset, from the
+    checkpoint's config); else `quick_trained_model`."""
+    if str(checkpoint) == RANDOM_WEIGHTS:
+        return load_model(preset_name, "", seed)
     if str(checkpoint):
         return load_model(preset_name, checkpoint, seed)
     newest = newest_ablation_checkpoint(outputs)

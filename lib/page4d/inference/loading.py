@@ -4,7 +4,7 @@
     scene = prepare_scene("", (112, 154), 4, 2, seed=0, work_dir=run_dir)    # synthetic or scene folder
     scene = load_clip("clip.mp4", (0, 224), 8, 1, 0, run_dir, gt="masks/")   # any INPUT
 
-Notebook 02's default model (a mask head trained on the synthetic scene's first steps) is
+Notebooks 01's and 02's default model (a mask head trained on the synthetic scene's first steps) is
 `page4d.experiments.trained_heads.trained_model`: it trains, so it lives above the trainer.
 """
 

@@ -10,7 +10,9 @@ whatever the notebook writes (metrics.json, figures), and a marker:
   at once; the second is refused with `RunLocked`, naming the holder. The kernel drops the lock of a
   killed process, so a lock never outlives its holder (a leftover file of a killed one is taken over).
 - `DONE.json` when the execution ended: `status` "ok" or "failed", parameters, wall time. A folder with
-  DONE.json is finished and is never executed into again.
+  DONE.json is finished and is never executed into again. A notebook that *refuses* the folder (e.g.
+  an interrupted ablation re-run with other parameters) ends with no DONE.json and the runner's files
+  as they were (`RunRefused`): the right command still runs afterwards.
 - `FAILED.json` (failed executions only): the error and the kernel's traceback, beside the partial
   output notebook.
 
@@ -27,7 +29,7 @@ import re
 import socket
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,9 @@ from page4d.records import (
     FAILED_FILE,
     FINISH_MARKER,
     METRICS_FILE,
+    REFUSALS,
     RunFolderTaken,
+    atomic_write_bytes,
     mark_finished,
     read_json,
     write_json,
@@ -55,6 +59,11 @@ class FinishedRunError(FileExistsError):
 
 class RunLocked(RunFolderTaken):
     """Another live process holds the run folder's lock (it is executing into it right now)."""
+
+
+class RunRefused(RunFolderTaken):
+    """The notebook refused to run in the folder (it raised one of `page4d.records.REFUSALS`); the
+    folder was left as it was, and no DONE.json marks it finished."""
 
 
 def lock_path(run_dir: str | Path) -> Path:
@@ -142,18 +151,23 @@ def execute_notebook(
     timeout: float | None = None,
     progress: bool = False,
     locked: bool = False,
+    echo: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the notebook once into `run_dir` and return its DONE record. Holds the folder's `run_lock`
     while it runs (`locked=True`: the caller already holds it), so a second process is refused
     (`RunLocked`); refuses (FinishedRunError) a folder that holds a finished run; never raises for a
-    failing notebook: the failure is recorded in FAILED.json / DONE.json and returned (status "failed")."""
+    failing notebook: the failure is recorded in FAILED.json / DONE.json and returned (status "failed").
+
+    A notebook that *refuses* to run in the folder (it raised one of `page4d.records.REFUSALS`, e.g.
+    `ParametersChanged` for an interrupted ablation given other parameters) is not a failure: nothing is
+    recorded, the runner's own files are put back as they were, and `RunRefused` is raised.
+    `echo`: called with every line the notebook prints to stdout, as it prints it (`page4d.main` passes
+    the ablation's progress lines on)."""
     if not locked:
         with run_lock(run_dir):
             return execute_notebook(
-                notebook, run_dir, params, pass_output_dir, timeout, progress, locked=True
+                notebook, run_dir, params, pass_output_dir, timeout, progress, locked=True, echo=echo
             )
-    import papermill
-
     nb, out = Path(notebook), Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / FINISH_MARKER).exists():
@@ -161,12 +175,13 @@ def execute_notebook(
             f"{out} already holds a finished run ({FINISH_MARKER}); a finished run is never overwritten: "
             "choose a new output folder"
         )
-    started = time.time()
-    write_json(out / RUNNING_FILE, {"pid": os.getpid(), "host": socket.gethostname(), "started": started})
     injected = dict(params)
     if pass_output_dir:
         injected[OUTPUT_DIR_PARAM] = str(out)
     output_notebook = out / nb.name
+    before = _snapshot(out, (RUNNING_FILE, output_notebook.name))
+    started = time.time()
+    write_json(out / RUNNING_FILE, {"pid": os.getpid(), "host": socket.gethostname(), "started": started})
     record: dict[str, Any] = {
         "status": "ok",
         "params": injected,
@@ -174,6 +189,32 @@ def execute_notebook(
         "output_notebook": output_notebook.name,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     }
+    failure = _papermill(nb, output_notebook, injected, timeout, progress, echo)
+    if failure is not None and failure["ename"] in REFUSALS:
+        _restore(out, before)
+        raise RunRefused(failure["evalue"])
+    record["wall_s"] = round(time.time() - started, 3)
+    if (out / METRICS_FILE).is_file():
+        record["metrics_file"] = METRICS_FILE
+    if failure is not None:
+        record.update(status="failed", error=f"{failure['ename']}: {failure['evalue']}")
+        write_json(out / FAILED_FILE, {**failure, "wall_s": record["wall_s"]})
+    mark_finished(out, "notebook", **record)
+    (out / RUNNING_FILE).unlink(missing_ok=True)
+    return record
+
+
+def _papermill(
+    nb: Path,
+    output_notebook: Path,
+    injected: dict[str, Any],
+    timeout: float | None,
+    progress: bool,
+    echo: Callable[[str], Any] | None,
+) -> dict[str, Any] | None:
+    """Execute with papermill; None when every cell ran, else the failure (error, cell, traceback)."""
+    import papermill
+
     try:
         papermill.execute_notebook(
             str(nb),
@@ -184,10 +225,10 @@ def execute_notebook(
             progress_bar=progress,
             request_save_on_cell_execute=True,
             execution_timeout=timeout,
+            stdout_file=None if echo is None else LineEcho(echo),
         )
     except Exception as exc:  # a failing notebook is a result: recorded, returned, never dropped
-        record["status"] = "failed"
-        failure = {
+        return {
             "error": type(exc).__name__,
             "ename": getattr(exc, "ename", type(exc).__name__),
             "evalue": getattr(exc, "evalue", str(exc)),
@@ -198,12 +239,33 @@ def execute_notebook(
             ],
             "params": injected,
         }
-        record["error"] = f"{failure['ename']}: {failure['evalue']}"
-    record["wall_s"] = round(time.time() - started, 3)
-    if (out / METRICS_FILE).is_file():
-        record["metrics_file"] = METRICS_FILE
-    if record["status"] == "failed":
-        write_json(out / FAILED_FILE, {**failure, "wall_s": record["wall_s"]})
-    mark_finished(out, "notebook", **record)
-    (out / RUNNING_FILE).unlink(missing_ok=True)
-    return record
+    return None
+
+
+def _snapshot(folder: Path, names: tuple[str, ...]) -> dict[str, bytes | None]:
+    """The bytes of the runner's own files in `folder` (None: absent), to put back after a refusal."""
+    return {name: (folder / name).read_bytes() if (folder / name).is_file() else None for name in names}
+
+
+def _restore(folder: Path, before: dict[str, bytes | None]) -> None:
+    for name, data in before.items():
+        if data is None:
+            (folder / name).unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(folder / name, data)
+
+
+class LineEcho:
+    """A file-like sink for the kernel's stdout (papermill's `stdout_file`): calls `echo` with each
+    complete line as it arrives."""
+
+    def __init__(self, echo: Callable[[str], Any]) -> None:
+        self.echo, self.pending = echo, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.echo(line)
+
+    def flush(self) -> None:
+        pass

@@ -1,4 +1,4 @@
-"""The trainer: VGGT / PAGE-4D on multi-view RGB-D scenes, with optional SegAnyMo mask supervision.
+"""The trainer: VGGT / PAGE-4D on multi-view RGB-D scenes or any clip, with optional mask supervision.
 
 Seeded and deterministic on CPU; one process, or `torchrun` with DistributedDataParallel. Split as VGGT's
 `train_utils`, one concept per module (read `loop.train` first):
@@ -14,9 +14,11 @@ Seeded and deterministic on CPU; one process, or `torchrun` with DistributedData
     summary.py      summary.json (configured vs actually trained tensors) and the progress lines
     digest.py       weights_digest: equal digests mean bit-identical weights
     loop.py         train(): set up, one step per clip, finish
-    cli.py          python -m page4d.train (options generated from TrainConfig)
+    interrupts.py   Ctrl-C, SIGTERM and a dead torchrun launcher all stop with a checkpoint
+    cli.py          python -m page4d.train (any input page4d.predict reads; options from TrainConfig)
 
     python -m page4d.train --scene DIR --out outputs/run1 --arm bce --steps 300 [--resume]
+    python -m page4d.train --input clip/ --gt masks/ --out outputs/clip --trains mask_head
 """
 
 from page4d.train.checkpoint import latest_checkpoint, prune_checkpoints, schedule_counters

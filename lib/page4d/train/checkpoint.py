@@ -83,6 +83,11 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     return doomed
 
 
+class ResumeRefused(ValueError):
+    """A checkpoint that this call cannot continue without changing the run's numbers (nothing is
+    written: the run folder stays as it was)."""
+
+
 def check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """Refuse to continue a run with settings that would change its numbers (a checkpoint of any
     version: `TrainConfig.from_record` reads old field names and fills fields added since)."""
@@ -91,7 +96,24 @@ def check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     diff = [k for k in now if k not in RESUMABLE_CHANGES and then[k] != now[k]]
     if diff:
         detail = ", ".join(f"{k}: {then[k]!r} -> {now[k]!r}" for k in diff)
-        raise ValueError(f"--resume needs the run's own settings; these differ: {detail}")
+        raise ResumeRefused(f"--resume needs the run's own settings; these differ: {detail}")
+
+
+def processes(world: int) -> str:
+    return "one process (python -m page4d.train)" if world == 1 else f"torchrun --nproc_per_node {world}"
+
+
+def check_world_size(ckpt: dict[str, Any], path: Path, world: int) -> None:
+    """Refuse to continue a run with another number of processes: each rank's share of the clips and its
+    RNG states belong to the world size that wrote them. Checkpoints from before `world_size` was saved
+    hold one RNG state per rank, which says it."""
+    saved = int(ckpt.get("world_size", len(ckpt["rng"])))
+    if saved != world:
+        raise ResumeRefused(
+            f"{path} was written by a run of world size {saved}, and this --resume has world size "
+            f"{world}: the clips each rank draws and its RNG states depend on it, so continue it with "
+            f"{processes(saved)}, or start a new run in a new --out"
+        )
 
 
 def save_checkpoint(run: TrainRun, step: int, path: Path | None = None) -> None:
@@ -112,6 +134,7 @@ def save_checkpoint(run: TrainRun, step: int, path: Path | None = None) -> None:
         "schedule_counters": {k: int(v) for k, v in schedule_counters(run.model).items()},
         "rng": rngs,
         "history": run.history,
+        "world_size": run.world,
     }
     atomic_torch_save(state, path)
     write_json(run.out / "history.json", run.history)
@@ -125,6 +148,7 @@ def restore(run: TrainRun, path: Path) -> None:
     count gradients from the resumed step on."""
     ckpt = torch.load(path, map_location=run.device, weights_only=True)
     check_resumable(ckpt["config"], run.cfg)
+    check_world_size(ckpt, path, run.world)
     if ckpt["step"] > run.cfg.steps:
         raise ValueError(f"{path} is at step {ckpt['step']}, beyond --steps {run.cfg.steps}")
     run.model.load_state_dict(ckpt["model"])
@@ -132,8 +156,7 @@ def restore(run: TrainRun, path: Path) -> None:
     run.scaler.load_state_dict(ckpt["scaler"])
     for name, buf in schedule_counters(run.model).items():
         buf.fill_(ckpt["schedule_counters"][name])
-    rngs = ckpt["rng"]
-    set_rng_state(rngs[run.rank] if len(rngs) == run.world else rngs[0])
+    set_rng_state(ckpt["rng"][run.rank])
     run.history = list(ckpt["history"])
     run.first_step = run.resumed_from = ckpt["step"]
     run.trained.names.update(ckpt.get("trained_tensors", ()))

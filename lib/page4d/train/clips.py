@@ -5,7 +5,8 @@ A clip is `clip_times` consecutive time steps of one scene, every view: the mode
 scene, or of each scene in a pretraining pool), after checking that an arm with mask terms has SegAnyMo
 GT to learn from (`mask_gt_check`: better to refuse before training than to fail after). `ClipOrder`
 draws one clip per step from a seeded stream that DDP ranks split between them, as a function of the
-step alone, so a resumed run continues the same order.
+step alone, so a resumed run continues the same order. Geometry terms need depth and cameras
+(`geometry_check`), which frames folders and videos do not have.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def training_clips(
         missing = [t for t in times if t not in sc.times]
         if missing:
             raise ValueError(f"train_times {missing} are not in the scene (has {sc.times})")
+        geometry_check(loss_cfg, sc)
         try:
             mask_gt_check(loss_cfg, sc, times)
         except ValueError as err:  # a pool needs GT in at least one scene, not in every one
@@ -101,4 +103,14 @@ def mask_gt_check(loss_cfg: LossConfig, scene: Scene, times: list[int]) -> None:
         raise ValueError(
             f"this arm has mask terms {loss_cfg.mask_terms_enabled} but no training time step {times} has a "
             "SegAnyMo mask; use arm 'none' or other train_times"
+        )
+
+
+def geometry_check(loss_cfg: LossConfig, scene: Scene) -> None:
+    """Geometry terms need depth and cameras (a frames folder or a video has neither); raise before
+    training instead of at the first step."""
+    if loss_cfg.geometry_enabled and scene.geometry_missing_reason:
+        raise ValueError(
+            f"geometry terms are on but {scene.geometry_missing_reason}; train the mask terms only "
+            "(loss_overrides=NO_GEOMETRY, the CLI's --no-geometry, automatic in python -m page4d.train)"
         )

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from page4d.devices import require_device
+
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) without a process group."""
@@ -27,14 +29,16 @@ def rank_and_world() -> tuple[int, int]:
 
 def resolve_device(name: str) -> torch.device:
     """ "auto" = this process's GPU (LOCAL_RANK under torchrun, else cuda:0) when CUDA exists, else cpu;
-    a bare "cuda" also means cuda:LOCAL_RANK."""
+    a bare "cuda" also means cuda:LOCAL_RANK. A device this process cannot use (`--device cuda` on a
+    CPU-only build, a GPU index that is not there) is a ValueError of one line
+    (`page4d.devices.require_device`), before anything is built."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    dev = torch.device(name)
+    dev = require_device(name)
     if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dev = require_device(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
     return dev
 
 

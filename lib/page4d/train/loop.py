@@ -41,6 +41,7 @@ from page4d.train.distributed import (
 )
 from page4d.train.fast_path import FeatureCache, features_are_fixed, mask_only_losses, mask_only_objective
 from page4d.train.forward import apply_mask_bias, clip_losses
+from page4d.train.interrupts import Stopped, StopRequests, launcher_pid
 from page4d.train.schedule import lr_at
 from page4d.train.state import TrainRun
 from page4d.train.summary import end_line, run_summary, start_line, summarize_history
@@ -56,6 +57,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     stop_after: int | None = None,
+    input_record: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train on clips of `cfg.clip_times` consecutive time steps (all views) drawn from `train_times`.
 
@@ -65,14 +67,17 @@ def train(
 
     Returns the (unwrapped) model and the per-step history (one record per step: every loss term, the
     learning rate, the clip, whether the weights were updated and, if not, why). Into `output_dir`
-    (rank 0; atomic writes): `config.json`; `checkpoint_<step>.pt` every `save_every` steps, on Ctrl-C
-    and at `stop_after`; at the end `checkpoint.pt`, `history.json`, `summary.json` and the finish
-    marker `DONE.json` (`page4d.records.mark_finished`). `resume=True` continues the newest checkpoint
-    in `output_dir`; `stop_after=N` stops after N steps of this call, leaving a resumable, unfinished run.
-    A step whose clip has no mask GT trains without the mask terms (with geometry on), or is skipped
-    (mask terms only); the run fails only when no step trained at all.
+    (rank 0; atomic writes): `config.json` (with `input_record`, what the caller says about the data,
+    under "input"); `checkpoint_<step>.pt` every `save_every` steps, when the run is stopped (Ctrl-C,
+    SIGTERM, a dead torchrun launcher: `interrupts`) and at `stop_after`; at the end `checkpoint.pt`,
+    `history.json`, `summary.json` and the finish marker `DONE.json` (`page4d.records.mark_finished`).
+    `resume=True` continues the newest checkpoint in `output_dir`; `stop_after=N` stops after N steps
+    of this call, leaving a resumable, unfinished run. A step whose clip has no mask GT trains without
+    the mask terms (with geometry on), or is skipped (mask terms only); the run fails only when no step
+    trained at all.
     """
     run = start(cfg, scene, train_times, output_dir, model, resume, progress)
+    run.input_record = input_record
     say = progress and run.rank == 0
     if run.first_step == cfg.steps:  # resumed a finished run: nothing to do
         if say:
@@ -81,30 +86,25 @@ def train(
     if run.out is not None and run.rank == 0:
         run.out.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run.out)
-        write_json(run.out / "config.json", dataclasses.asdict(cfg))
+        config = dataclasses.asdict(cfg)
+        write_json(
+            run.out / "config.json", config if input_record is None else {**config, "input": input_record}
+        )
     if say:
         print(start_line(run), flush=True)
 
     last = cfg.steps if stop_after is None else min(cfg.steps, run.first_step + stop_after)
-    order = ClipOrder(len(run.clips), cfg.seed, run.rank, run.world, stream=cfg.clip_order == "stream")
     steps = range(run.first_step, last)
     bar = tqdm(steps, desc=f"train[{cfg.arm}]", disable=not say, initial=run.first_step, total=cfg.steps)
     run.t0 = time.perf_counter()
+    run.stop.install()  # SIGTERM stops at the next step boundary, like Ctrl-C (`interrupts`)
     try:
-        for step in bar:
-            record = train_step(run, step, order.clip(step))
-            run.history.append(record)
-            if record["updated"] and step % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if checkpoint_due(run, step + 1):
-                save_checkpoint(run, step + 1)
-    except KeyboardInterrupt:
-        done = run.history[-1]["step"] + 1 if run.history else 0
-        if run.out is not None and done > run.first_step:
-            save_checkpoint(run, done)
-            if run.rank == 0:
-                print(f"\ntrain: interrupted after step {done}; continue with --resume", file=sys.stderr)
+        take_steps(run, bar)
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or a dead torchrun launcher: save, then stop
+        save_interrupted(run, stop)
         raise
+    finally:
+        run.stop.restore()
     bar.close()
 
     if last < cfg.steps:  # stopped by stop_after: leave a resumable, unfinished run
@@ -113,6 +113,36 @@ def train(
     else:
         finish(run, say)
     return run.model.eval(), run.history
+
+
+def take_steps(run: TrainRun, bar: Any) -> None:
+    """One step per position of `bar` (this call's steps), with step checkpoints when they are due. Every
+    rank checks before each step whether the run was asked to stop (`StopRequests.check`)."""
+    cfg = run.cfg
+    order = ClipOrder(len(run.clips), cfg.seed, run.rank, run.world, stream=cfg.clip_order == "stream")
+    for step in bar:
+        run.stop.check(run.device, run.world)
+        record = train_step(run, step, order.clip(step))
+        run.history.append(record)
+        if record["updated"] and step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if checkpoint_due(run, step + 1):
+            save_checkpoint(run, step + 1)
+
+
+def save_interrupted(run: TrainRun, stop: KeyboardInterrupt) -> None:
+    """A checkpoint at the last step the history lists (with any `save_every`, 0 included), and one line
+    saying why the run stopped and how to continue it. Every rank must call it (saving gathers)."""
+    done = run.history[-1]["step"] + 1 if run.history else run.first_step
+    why = stop.reason if isinstance(stop, Stopped) else "interrupted"
+    saved = run.out is not None and done > run.first_step
+    if saved:
+        save_checkpoint(run, done)
+    if run.rank == 0 and run.out is not None:
+        what = (
+            f"checkpoint_{done}.pt saved; continue with --resume" if saved else "no step of this call to save"
+        )
+        print(f"\ntrain: {why} after step {done}; {what}", file=sys.stderr, flush=True)
 
 
 def start(
@@ -166,6 +196,7 @@ def start(
         out=out,
         mask_only=mask_only,
         cache=FeatureCache(cfg.feature_cache_mb if mask_only and features_are_fixed(cfg) else 0.0),
+        stop=StopRequests(launcher_pid()),
     )
     checkpoint = latest_checkpoint(out) if resume and out is not None else None
     if checkpoint is not None:

@@ -19,6 +19,7 @@ from page4d.data import Scene
 from page4d.losses import LossConfig
 from page4d.train.config import TrainConfig
 from page4d.train.fast_path import FeatureCache
+from page4d.train.interrupts import StopRequests
 from page4d.train.trainables import TrainedTensors
 
 
@@ -41,10 +42,12 @@ class TrainRun:
     out: Path | None  # the run folder (None: nothing is written)
     mask_only: bool  # the fast path (`fast_path.mask_only_objective`)
     cache: FeatureCache
+    stop: StopRequests  # SIGTERM and a dead torchrun launcher, checked before every step
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per step taken
     first_step: int = 0  # the step this call starts at (a resumed checkpoint's)
     resumed_from: int | None = None
     t0: float = 0.0  # perf_counter() when this call's first step began
+    input_record: dict[str, Any] | None = None  # what the caller recorded about the data (summary.json)
 
     @property
     def mask_terms(self) -> bool:

@@ -41,7 +41,9 @@ def run_summary(run: TrainRun, digests: list[str]) -> dict[str, Any]:
     device = run.device
     return {
         "steps": run.cfg.steps,
-        "world_size": run.world,
+        "world_size": run.world,  # of every call: a resume with another world size is refused
+        "geometry": run.loss_cfg.geometry_enabled,
+        "input": run.input_record,
         "rank_weight_digests": digests,
         "seconds": time.perf_counter() - run.t0,
         "resumed_from_step": run.resumed_from,
