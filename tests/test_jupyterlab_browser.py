@@ -168,8 +168,9 @@ def _serve_lab(tmp_path: Path, notebook: Path, overrides: dict | None = None):
         log.close()
 
 
-def _open_and_run_all(page, base: str, token: str, name: str) -> None:
-    """Open `notebooks/<name>` in JupyterLab, wait for its kernel, run all cells (without waiting)."""
+def _open_and_run_all(page, base: str, token: str, name: str, clear_first: bool = False) -> None:
+    """Open `notebooks/<name>` in JupyterLab, wait for its kernel, run all cells (without waiting);
+    `clear_first`: clear the stored outputs first, so that what is checked is this run's."""
     page.set_default_timeout(60_000)
     page.goto(f"{base}/lab/tree/notebooks/{name}?reset&token={token}")
     page.wait_for_function(
@@ -177,6 +178,9 @@ def _open_and_run_all(page, base: str, token: str, name: str) -> None:
         " return w && w.sessionContext && w.sessionContext.isReady"
         " && w.sessionContext.session && w.sessionContext.session.kernel; }"
     )
+    if clear_first:
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+        page.wait_for_function("() => !document.querySelector('.jp-OutputArea-output')")
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
 
@@ -271,7 +275,7 @@ def test_plotly_4d_viewer_draws_with_webgl_in_jupyterlab(lab_4d, tmp_path):
                 "() => { const gl = document.createElement('canvas').getContext('webgl');"
                 " return gl ? gl.getParameter(gl.RENDERER) : 'no WebGL'; }"
             )
-            _open_and_run_all(page, base, token, NOTEBOOK_4D.name)
+            _open_and_run_all(page, base, token, NOTEBOOK_4D.name, clear_first=True)  # not the stored plot
             # the output jupyterlab-plotly renders (the output element is the .js-plotly-plot itself)
             plot = page.locator(".jp-RenderedPlotly").first
             plot.wait_for(state="attached", timeout=120_000)
