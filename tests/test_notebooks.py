@@ -40,14 +40,21 @@ ALL_NOTEBOOKS = [
 NBVAL_NOTEBOOKS = [*ALL_NOTEBOOKS[:2], "05_reconstruction_4d.ipynb"]
 
 
+FLOORS = {
+    "all_dynamic": {"mask_iou": 0.18, "mask_jf": 0.09, "mask_frames": 16, "gt_dynamic_share": 0.18},
+    "all_static": {"mask_iou": 0.0, "mask_jf": 0.0, "mask_frames": 16, "gt_dynamic_share": 0.18},
+}
+
+
 def write_example_runs(root: Path) -> Path:
     """Three run folders as notebooks 03 and 02 write them, plus one with a broken metrics.json.
 
-    Notebook 04's stored outputs were produced from exactly these (keep them in sync).
+    Notebook 04's stored outputs were produced from exactly these, without the broken one (keep them in
+    sync): the 3-seed ablation has 95% CIs, both ablations their floors.
     """
 
     def arm(iou: float, jf: float, abs_rel: float, seeds: int) -> dict:
-        return {
+        means = {
             "mask_iou": iou,
             "mask_jf": jf,
             "depth_abs_rel": abs_rel,
@@ -55,8 +62,9 @@ def write_example_runs(root: Path) -> Path:
             "ate": 0.05 + abs_rel / 10,
             "rpe_trans": 0.01 + abs_rel / 20,
             "rpe_rot": 0.5 + abs_rel,
-            "per_seed": [{"seed": s} for s in range(seeds)],
         }
+        cis = {f"{k}_ci95": ([v - 0.02, v + 0.02] if seeds >= 3 else None) for k, v in means.items()}
+        return {**means, **cis, "per_seed": [{"seed": s} for s in range(seeds)], "deterministic": None}
 
     def write(rel: str, metrics: object, text: str | None = None) -> None:
         folder = root / rel
@@ -71,12 +79,17 @@ def write_example_runs(root: Path) -> Path:
                 "bce": arm(0.48, 0.44, 0.30, 2),
                 "bce_boundary_temporal": arm(0.55, 0.53, 0.29, 2),
             },
+            "floors": FLOORS,
             "params": {"steps": 40, "seeds": [0, 1]},
         },
     )
     write(
         "20260102-090000_ablation",
-        {"arms": {"bce": arm(0.51, 0.47, 0.28, 3)}, "params": {"steps": 80, "seeds": [0, 1, 2]}},
+        {
+            "arms": {"bce": arm(0.51, 0.47, 0.28, 3)},
+            "floors": FLOORS,
+            "params": {"steps": 80, "seeds": [0, 1, 2]},
+        },
     )
     write(
         "sweeps/02_mask_overlays/threshold=0.4",
@@ -263,6 +276,11 @@ def test_compare_notebook_reads_every_run_folder(tmp_path):
     executed = nbformat.read(tmp_path / "04_compare_runs.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "skipped 20260103-000000_broken" in text
+    tables = [o["data"]["text/html"] for c in executed.cells if c.cell_type == "code" for o in c.outputs
+              if "text/html" in o.get("data", {})]  # fmt: skip
+    assert len(tables) == 1, "one comparison table, as HTML (a DataFrame)"
+    assert "mask_iou ±" in tables[0] and "±0.0200" in tables[0]  # the 3-seed run's CI, its own column
+    assert tables[0].count("floor: all dynamic") == 2  # each ablation's floors, as rows
 
 
 def test_reconstruction_notebook_writes_an_offline_viewer_point_clouds_and_a_picture(tmp_path):
