@@ -24,6 +24,7 @@ def _cell(arm: str, seed: int) -> dict:
     result = {
         "mask_ap": AP[arm][seed],
         "mask_iou": 0.5 * AP[arm][seed],
+        "ate": 1.0 + 0.1 * seed,
         "coverage": {
             "mask": coverage_entry(2, [], frames=16 - (arm == "none" and seed == 1), frames_of=16),
             "depth": coverage_entry(2, []),
@@ -69,6 +70,16 @@ def test_arm_frame_keeps_numbers_numeric_with_ci_half_widths_and_floors_set_apar
     assert "gt_dynamic_share" not in tables.arm_frame(metrics).columns  # a property, not a metric
 
 
+def test_arm_frame_counts_several_families_and_leaves_out_floors_without_these_metrics(metrics):
+    df = tables.arm_frame(metrics, {"ate": "ATE"}, coverage=("depth", "camera"))
+    assert list(df.index) == list(AP)  # the floors score masks only
+    assert list(df.columns) == ["seeds", "deterministic", "n depth", "of depth", "n camera", "of camera"] + [
+        "ATE",
+        "ATE ±",
+    ]
+    assert df.loc["bce", ["n depth", "of depth"]].tolist() == [2, 2]
+
+
 def test_arm_frame_of_a_plain_metrics_file_is_one_row_without_ablation_columns():
     df = tables.arm_frame({"mask_iou": 0.3, "threshold": 0.4, "note": "text", "params": {}})
     assert list(df.index) == ["-"] and list(df.columns) == ["mask_iou", "threshold"]
@@ -83,6 +94,8 @@ def test_paired_frame_has_the_mean_difference_and_its_ci_bounds_as_numbers(metri
     assert df.loc["bce", "AP"] == pytest.approx(d["mean"]) and int(df.loc["bce", "seeds paired"]) == 3
     assert [df.loc["bce", "AP lo"], df.loc["bce", "AP hi"]] == pytest.approx(d["ci95"])
     assert tables.paired_frame(metrics, ["mask_ap"], baseline="nobody").empty
+    named = tables.paired_frame(metrics, ("mask_iou",), labels={"mask_ap": "AP", "mask_iou": "IoU"})
+    assert list(named.columns) == ["seeds paired", "IoU", "IoU lo", "IoU hi"]
 
 
 def test_comparison_frame_indexes_runs_and_arms_and_keeps_each_runs_floors_after_its_arms(metrics, tmp_path):
@@ -103,6 +116,8 @@ def test_comparison_frame_indexes_runs_and_arms_and_keeps_each_runs_floors_after
         "deterministic",
         "mask_iou",
         "mask_iou ±",
+        "ate",
+        "ate ±",
         "mask_ap",
         "mask_ap ±",
     ]
@@ -128,11 +143,12 @@ def test_to_dataframe_turns_numbers_written_as_text_back_into_numbers():
 def test_styled_formats_for_reading_without_changing_the_frame(metrics):
     df = tables.arm_frame(metrics, {"mask_ap": "AP"}, coverage="mask")
     before = df.copy()
-    html = tables.styled(df, digits=3, notes=["GT dynamic share 0.178", "a <note>"]).to_html()
+    assert df.attrs["notes"] == ["GT dynamic share 0.178"]  # from the floors, shown under the table
+    html = tables.styled(df, digits=3, notes=["a <note>"]).to_html()
     half = df.loc["bce", "AP ±"]
     assert f"±{half:.3f}" in html and "0.750" in html
     assert "nan" not in html.lower().replace("tabular-nums", "")  # missing values are blank
     assert "font-style: italic" in html  # the floors
     assert "GT dynamic share 0.178" in html and "a &lt;note&gt;" in html
-    assert html == tables.styled(df, digits=3, notes=["GT dynamic share 0.178", "a <note>"]).to_html()
+    assert html == tables.styled(df, digits=3, notes=["a <note>"]).to_html()
     pd.testing.assert_frame_equal(df, before)

@@ -138,29 +138,39 @@ PM = " ±"  # suffix of the column holding a metric's 95% CI half-width
 COVERAGE_UNITS = {"mask": ("frames", "frames_of"), "depth": ("clips", "of"), "camera": ("clips", "of")}
 
 
-def _labels(columns: Mapping[str, str] | Sequence[str] | None, present: Iterable[str]) -> dict[str, str]:
+def _labels(
+    columns: Mapping[str, str] | Sequence[str] | None,
+    present: Iterable[str],
+    names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """{metric key: column label} in display order: `columns` ({key: label} or keys) where present,
-    else every present key sorted."""
+    else every present key sorted; `names` labels keys that `columns` does not."""
     present = list(present)
     if columns is None:
-        return {k: k for k in sorted(present)}
-    labels = dict(columns) if isinstance(columns, Mapping) else {k: k for k in columns}
+        columns = sorted(present)
+    labels = dict(columns) if isinstance(columns, Mapping) else {k: (names or {}).get(k, k) for k in columns}
     return {k: v for k, v in labels.items() if k in present}
 
 
-def _coverage(entry: dict[str, Any], family: str) -> dict[str, int]:
-    """`n` (fewest scored over the seeds) and `of` (evaluated) frames or clips of a metric family."""
+def _count_columns(families: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """{family: (scored column, evaluated column)}: "n" / "of" for one family, "n depth" / "of depth" ...
+    for several."""
+    return {f: ("n", "of") if len(families) == 1 else (f"n {f}", f"of {f}") for f in families}
+
+
+def _coverage(entry: dict[str, Any], family: str, names: tuple[str, str] = ("n", "of")) -> dict[str, int]:
+    """The fewest scored (over the seeds) and the evaluated frames or clips of a metric family."""
     cov = (entry.get("coverage") or {}).get(family)
     if not cov:
         return {}
     unit, total = COVERAGE_UNITS[family]
     counts = cov.get(unit) or []
-    return {"n": min(counts), "of": cov.get(total)} if counts else {}
+    return {names[0]: min(counts), names[1]: cov.get(total)} if counts else {}
 
 
-def _arm_records(metrics: dict[str, Any], run: str | None, coverage: str | None) -> list[dict[str, Any]]:
+def _arm_records(metrics: dict[str, Any], run: str | None, coverage: Sequence[str]) -> list[dict[str, Any]]:
     """One record per arm: its metric means, `<key> ±` (95% CI half-width) where the arm has a CI, seeds,
-    deterministic, and `n`/`of` of the `coverage` family."""
+    deterministic, and the counts of the `coverage` families (`_count_columns`)."""
     arms = metrics.get("arms") if isinstance(metrics.get("arms"), dict) else {}
     records = []
     for arm, values in arm_metrics(metrics):
@@ -173,13 +183,13 @@ def _arm_records(metrics: dict[str, Any], run: str | None, coverage: str | None)
             ci = entry.get(f"{key}_ci95")
             if isinstance(ci, list) and len(ci) == 2 and all(_is_number(x) for x in ci):
                 rec[key + PM] = (ci[1] - ci[0]) / 2
-        if coverage:
-            rec.update(_coverage(entry, coverage))
+        for family, names in _count_columns(coverage).items():
+            rec.update(_coverage(entry, family, names))
         records.append(rec)
     return records
 
 
-def _floor_records(metrics: dict[str, Any], run: str | None, coverage: str | None) -> list[dict[str, Any]]:
+def _floor_records(metrics: dict[str, Any], run: str | None, coverage: Sequence[str]) -> list[dict[str, Any]]:
     """An ablation's trivial floors ("floor: all dynamic", ...), scored by the same code as its arms."""
     floors = metrics.get("floors") if isinstance(metrics.get("floors"), dict) else {}
     arms = metrics.get("arms") if isinstance(metrics.get("arms"), dict) else {}
@@ -191,29 +201,36 @@ def _floor_records(metrics: dict[str, Any], run: str | None, coverage: str | Non
         rec: dict[str, Any] = {"run": run, "arm": f"floor: {name.replace('_', ' ')}", "kind": "floor"}
         rec.update({k: float(v) for k, v in scores.items() if _is_number(v) and k.startswith("mask_")})
         rec.pop("mask_frames", None)
-        if coverage == "mask" and _is_number(scores.get("mask_frames")):
-            rec.update(n=int(scores["mask_frames"]), of=frames_of)
+        names = _count_columns(coverage).get("mask")
+        if names and _is_number(scores.get("mask_frames")):
+            rec.update({names[0]: int(scores["mask_frames"]), names[1]: frames_of})
         records.append(rec)
     return records
 
 
 def _frame(
-    records: list[dict[str, Any]], labels: dict[str, str], index: list[str], kind: bool = False
+    records: list[dict[str, Any]],
+    labels: dict[str, str],
+    index: list[str],
+    kind: bool = False,
+    counts: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The records as a DataFrame: `index`, then kind (with floors, or always with `kind`), seeds,
-    deterministic (only when an arm is), n/of, then each metric with its ± column; metrics renamed by
-    `labels`."""
+    deterministic (only when an arm is), the `counts` columns, then each metric with its ± column;
+    metrics renamed by `labels`. A floor without any of these metrics is left out."""
     import pandas as pd
 
     df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=[*index, "kind"])
-    lead = [c for c in ("kind", "seeds", "deterministic", "n", "of") if c in df.columns]
+    body = [c for k in labels for c in (k, k + PM) if c in df.columns]
+    if body:
+        df = df[(df["kind"] != "floor") | df[body].notna().any(axis=1)]
+    lead = [c for c in ("kind", "seeds", "deterministic", *counts) if c in df.columns]
     if not kind and not (df["kind"] == "floor").any():
         lead.remove("kind")
     if "deterministic" in df.columns and not df["deterministic"].fillna(False).astype(bool).any():
         lead.remove("deterministic")
-    body = [c for k in labels for c in (k, k + PM) if c in df.columns]
     df = df.set_index(index)[lead + body]
-    for c in ("seeds", "n", "of"):
+    for c in ("seeds", *counts):
         if c in df.columns:
             df[c] = df[c].astype("Int64")
     if "deterministic" in df.columns:
@@ -224,20 +241,31 @@ def _frame(
 def arm_frame(
     metrics: dict[str, Any],
     columns: Mapping[str, str] | Sequence[str] | None = None,
-    coverage: str | None = None,
+    coverage: str | Sequence[str] = (),
     floors: bool = True,
+    labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One metrics.json as a DataFrame indexed by arm (`arm_metrics`: an ablation's arms, or "-"): a float
-    column per metric (`columns`: {key: label} or keys, in that order; None: all, sorted), `<label> ±`
-    beside it when some arm has a 95% CI, `seeds` and `deterministic` for an ablation, `n` / `of`
-    (scored / evaluated frames or clips) of the `coverage` family ("mask", "depth", "camera"), and with
-    `floors` the trivial floors as rows of kind "floor" after the arms."""
-    records = _arm_records(metrics, None, coverage) + (
-        _floor_records(metrics, None, coverage) if floors else []
+    column per metric (`columns`: {key: label} or keys, in that order, `labels` naming keys; None: all,
+    sorted), `<label> ±` beside it when some arm has a 95% CI, `seeds` and `deterministic` for an
+    ablation, the scored / evaluated frames or clips (fewest over the seeds) of the `coverage` families
+    ("mask", "depth", "camera": `n` / `of` for one, `n depth` / `of depth` ... for several), and with
+    `floors` the trivial floors as rows of kind "floor" after the arms (where they have a value), the
+    GT dynamic share in `df.attrs["notes"]` (`styled` shows it under the table)."""
+    families = (coverage,) if isinstance(coverage, str) else tuple(coverage)
+    counts = [c for pair in _count_columns(families).values() for c in pair]
+    records = _arm_records(metrics, None, families) + (
+        _floor_records(metrics, None, families) if floors else []
     )
-    present = {k for r in records for k in r} - {"run", "arm", "kind", "seeds", "deterministic", "n", "of"}
-    labels = _labels(columns, (k for k in present if not k.endswith(PM)))
-    return _frame([{k: v for k, v in r.items() if k != "run"} for r in records], labels, ["arm"])
+    present = {k for r in records for k in r} - {"run", "arm", "kind", "seeds", "deterministic", *counts}
+    names = _labels(columns, (k for k in present if not k.endswith(PM)), labels)
+    df = _frame([{k: v for k, v in r.items() if k != "run"} for r in records], names, ["arm"], counts=counts)
+    shares = [
+        f.get("gt_dynamic_share") for f in (metrics.get("floors") or {}).values() if isinstance(f, dict)
+    ]
+    if floors and shares and _is_number(shares[0]):
+        df.attrs["notes"] = [f"GT dynamic share {shares[0]:.3f}"]
+    return df
 
 
 def comparison_frame(
@@ -248,24 +276,27 @@ def comparison_frame(
     first), each with its `<metric> ±` column when a run has a CI."""
     records = []
     for run in runs:
-        records += _arm_records(run.metrics, run.name, None)
-        records += _floor_records(run.metrics, run.name, None) if floors else []
+        records += _arm_records(run.metrics, run.name, ())
+        records += _floor_records(run.metrics, run.name, ()) if floors else []
     metric_rows = [{k: v for k, v in r.items() if not k.endswith(PM)} for r in records]
     names = [c for c in metric_columns(metric_rows, preferred) if c not in ("kind", "deterministic")]
     return _frame(records, {k: k for k in names}, ["run", "arm"], kind=True)
 
 
 def paired_frame(
-    metrics: dict[str, Any], columns: Mapping[str, str] | Sequence[str], baseline: str | None = None
+    metrics: dict[str, Any],
+    columns: Mapping[str, str] | Sequence[str],
+    baseline: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """An ablation's paired differences `arm - baseline` (default: metrics["baseline"], else "none"),
     one row per paired arm, indexed "arm - <baseline>": `seeds paired` (fewest over the metrics), and per
-    metric its mean difference and the 95% CI's bounds (`<label> lo`, `<label> hi`; missing below 3
-    seeds and between two deterministic arms)."""
+    metric (`columns`: {key: label} or keys, `labels` naming keys) its mean difference and the 95% CI's
+    bounds (`<label> lo`, `<label> hi`; missing below 3 seeds and between two deterministic arms)."""
     import pandas as pd
 
     baseline = baseline or metrics.get("baseline", "none")
-    labels = _labels(columns, columns if not isinstance(columns, Mapping) else list(columns))
+    labels = _labels(columns, list(columns), labels)
     records = []
     for arm, entry in (metrics.get("arms") or {}).items():
         paired = entry.get(f"paired_vs_{baseline}") if isinstance(entry, dict) else None
@@ -317,7 +348,7 @@ def to_dataframe(rows: Sequence[dict[str, Any]], index: str | Sequence[str] | No
 def styled(df: pd.DataFrame, digits: int = 3, notes: Sequence[str] = ()) -> Styler:
     """`df` formatted for reading (a Styler: display it, keep sorting/filtering `df`): floats with
     `digits`, ± columns as "±0.012" in grey, missing values blank, floors (kind "floor") in grey
-    italics, numbers in tabular figures, `notes` as footnotes under the table."""
+    italics, numbers in tabular figures, `df.attrs["notes"]` and `notes` as footnotes under the table."""
 
     def number(x: Any) -> str:
         return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
@@ -325,6 +356,7 @@ def styled(df: pd.DataFrame, digits: int = 3, notes: Sequence[str] = ()) -> Styl
     def plus_minus(x: Any) -> str:
         return number(x) and f"±{number(x)}"
 
+    notes = [*df.attrs.get("notes", []), *notes]
     floats = [c for c in df.columns if df[c].dtype.kind == "f"]
     pm = [c for c in floats if str(c).endswith(PM)]
     styler = df.style.format({c: plus_minus if c in pm else number for c in floats}, na_rep="")
