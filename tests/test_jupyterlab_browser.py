@@ -1,4 +1,5 @@
-"""Notebook 02's viewer in a real JupyterLab, driven by headless Chromium.
+"""Notebook 02's viewer and notebook 05's plotly 4D figure in a real JupyterLab, driven by headless
+Chromium.
 
 Needs Debian's `chromium` (`apt-get install -y chromium`) and the Python package `playwright` (never
 `playwright install`: the system browser is used). Skipped only when /usr/bin/chromium is absent.
@@ -8,7 +9,13 @@ overrides.json turns off the news pop-up and autosave) and a copy of the noteboo
 root, so nothing in the repository or the user's Jupyter config is touched. The test runs all cells
 through `window.jupyterapp` (exposed with `--LabApp.expose_app_in_browser`), moves the time and
 threshold sliders with the keyboard, and reads the score label, which must show exactly what
-`MaskOverlayViewer` computes for that frame outside the browser.
+`MaskOverlayViewer` computes for that frame outside the browser. For notebook 05 it waits for the plotly
+3D plot (rendered by the `jupyterlab-plotly` extension from the pip package, offline) and checks that
+WebGL drew it: a screenshot of the plot's WebGL canvas alone (plotly's SVG layers -- title, colour
+bar, legend, slider -- hidden) must show the points in the P(dynamic) colours and the orange camera
+frustums. `toDataURL()` cannot be used: plotly creates its WebGL context without
+`preserveDrawingBuffer`, so the canvas reads back blank between frames. Headless Chromium has no GPU;
+WebGL comes from SwiftShader (`WEBGL_ARGS`, only for that test).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOK = REPO_ROOT / "notebooks" / "02_mask_overlays.ipynb"
+NOTEBOOK_4D = REPO_ROOT / "notebooks" / "05_reconstruction_4d.ipynb"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -39,10 +48,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# WebGL without a GPU: ANGLE on SwiftShader (Chromium's CPU rasteriser), for plotly's 3D plots.
+WEBGL_ARGS = ["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 OVERRIDES = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/docmanager-extension:plugin": {"autosave": False},
 }
+# Every cell in the DOM (JupyterLab 4 otherwise leaves cells out of view unrendered): notebook 05's plot
+# sits above the last cell, where run-all leaves the view.
+NO_WINDOWING = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
 
 # What the notebook's viewer must show, computed outside the browser with the notebook's defaults.
 EXPECTED_SCRIPT = """
@@ -93,12 +107,22 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 @pytest.fixture
 def lab(tmp_path):
     """A JupyterLab server on loopback serving a copy of notebook 02; yields (base url, token)."""
+    yield from _serve_lab(tmp_path, NOTEBOOK)
+
+
+@pytest.fixture
+def lab_4d(tmp_path):
+    """The same, serving notebook 05."""
+    yield from _serve_lab(tmp_path, NOTEBOOK_4D, NO_WINDOWING)
+
+
+def _serve_lab(tmp_path: Path, notebook: Path, overrides: dict | None = None):
     root = tmp_path / "root" / "notebooks"
     root.mkdir(parents=True)
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    shutil.copy(notebook, root / notebook.name)
     app_settings = tmp_path / "app-settings"
     app_settings.mkdir()
-    (app_settings / "overrides.json").write_text(json.dumps(OVERRIDES))
+    (app_settings / "overrides.json").write_text(json.dumps({**OVERRIDES, **(overrides or {})}))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ)
     env.update(
@@ -144,9 +168,28 @@ def lab(tmp_path):
         log.close()
 
 
-@pytest.mark.skipif(
+def _open_and_run_all(page, base: str, token: str, name: str, clear_first: bool = False) -> None:
+    """Open `notebooks/<name>` in JupyterLab, wait for its kernel, run all cells (without waiting);
+    `clear_first`: clear the stored outputs first, so that what is checked is this run's."""
+    page.set_default_timeout(60_000)
+    page.goto(f"{base}/lab/tree/notebooks/{name}?reset&token={token}")
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " return w && w.sessionContext && w.sessionContext.isReady"
+        " && w.sessionContext.session && w.sessionContext.session.kernel; }"
+    )
+    if clear_first:
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+        page.wait_for_function("() => !document.querySelector('.jp-OutputArea-output')")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
 )
+
+
+@needs_chromium
 def test_time_slider_updates_score_label_in_jupyterlab(lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -164,14 +207,7 @@ def test_time_slider_updates_score_label_in_jupyterlab(lab, tmp_path):
         )
         try:
             page = browser.new_page()
-            page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/notebooks/{NOTEBOOK.name}?reset&token={token}")
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " return w && w.sessionContext && w.sessionContext.isReady"
-                " && w.sessionContext.session && w.sessionContext.session.kernel; }"
-            )
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            _open_and_run_all(page, base, token, NOTEBOOK.name)
             label = page.locator(".page4d-score")
             label.wait_for(state="visible", timeout=75_000)
 
@@ -201,3 +237,66 @@ def test_time_slider_updates_score_label_in_jupyterlab(lab, tmp_path):
             browser.close()
             if expected_proc.poll() is None:
                 expected_proc.kill()
+
+
+def _webgl_pixels(png: bytes) -> dict[str, float]:
+    """What a screenshot of plotly's WebGL canvas shows: its spread of grey levels, the pixels in the
+    P(dynamic) scale (blue -> purple -> red: no green) and in the cameras' orange."""
+    import io
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return {
+        "std": float(rgb.std()),
+        "points": int(((g < 40) & (np.maximum(r, b) > 100)).sum()),
+        "cameras": int(((r > 200) & (g > 100) & (g < 180) & (b < 60)).sum()),
+    }
+
+
+@needs_chromium
+def test_plotly_4d_viewer_draws_with_webgl_in_jupyterlab(lab_4d, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    base, token = lab_4d
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[*CHROMIUM_ARGS, *WEBGL_ARGS],
+            viewport={"width": 1400, "height": 1000},
+        )
+        page = browser.new_page()
+        try:
+            renderer = page.evaluate(
+                "() => { const gl = document.createElement('canvas').getContext('webgl');"
+                " return gl ? gl.getParameter(gl.RENDERER) : 'no WebGL'; }"
+            )
+            _open_and_run_all(page, base, token, NOTEBOOK_4D.name, clear_first=True)  # not the stored plot
+            # the output jupyterlab-plotly renders (the output element is the .js-plotly-plot itself)
+            plot = page.locator(".jp-RenderedPlotly").first
+            plot.wait_for(state="attached", timeout=120_000)
+            canvas = plot.locator(".gl-container canvas").first
+            try:
+                canvas.wait_for(state="attached", timeout=30_000)
+            except PlaywrightTimeout:
+                pytest.fail(f"plotly drew no WebGL canvas ({renderer}); the plot says {plot.inner_text()!r}")
+            canvas.scroll_into_view_if_needed()
+            hide_svg = "() => document.querySelectorAll('.js-plotly-plot svg.main-svg')"
+            page.evaluate(hide_svg + ".forEach(s => s.style.visibility = 'hidden')")
+            seen = {}
+            for _ in range(30):  # plotly draws on later animation frames
+                seen = _webgl_pixels(canvas.screenshot())
+                if seen["points"] > 1000 and seen["cameras"] > 20:
+                    break
+                page.wait_for_timeout(500)
+            (tmp_path / "webgl_canvas.png").write_bytes(canvas.screenshot())  # for a failing run
+            assert seen["std"] > 5, f"the WebGL canvas is one flat colour ({renderer}): {seen}"
+            assert seen["points"] > 1000, f"no points in the P(dynamic) colours ({renderer}): {seen}"
+            assert seen["cameras"] > 20, f"no orange camera frustums ({renderer}): {seen}"
+        finally:
+            page.screenshot(path=str(tmp_path / "jupyterlab.png"), full_page=True)  # for a failing run
+            browser.close()

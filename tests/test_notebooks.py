@@ -1,11 +1,13 @@
-"""Notebooks 01-04 tested as code.
+"""Notebooks 01-05 tested as code.
 
 - nbval: the committed notebooks whose text outputs are the same on any CPU (shapes, keys, rounded
   metrics of fixed computations) re-execute and must match, with notebooks/sanitize.cfg for volatile
   text. Run as a pytest subprocess per notebook, with PAGE4D_OUTPUTS pointing at a temporary folder
   (no run folders left in the repo). Notebooks 03 and 04 show training outcomes, which depend on the
   CPU's SIMD path and BLAS build: they are not compared by nbval; pytest asserts on what they record
-  (notebook 02's score cells, from a head it trains, carry NBVAL_IGNORE_OUTPUT for the same reason).
+  (notebook 02's score cells, from a head it trains, carry NBVAL_IGNORE_OUTPUT for the same reason;
+  notebook 05's plotly figure, whose JSON holds every plotted coordinate to the last float digit, and its
+  static-map count, decided by P(dynamic) values near the threshold, carry it too).
 - papermill: each notebook executes into tmp_path with small parameters, and the values it records
   (summary.json / metrics.json / figures) are checked.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,18 +35,26 @@ ALL_NOTEBOOKS = [
     "02_mask_overlays.ipynb",
     "03_ablation_mask_supervision.ipynb",
     "04_compare_runs.ipynb",
+    "05_reconstruction_4d.ipynb",
 ]
-NBVAL_NOTEBOOKS = ALL_NOTEBOOKS[:2]
+NBVAL_NOTEBOOKS = [*ALL_NOTEBOOKS[:2], "05_reconstruction_4d.ipynb"]
+
+
+FLOORS = {
+    "all_dynamic": {"mask_iou": 0.18, "mask_jf": 0.09, "mask_frames": 16, "gt_dynamic_share": 0.18},
+    "all_static": {"mask_iou": 0.0, "mask_jf": 0.0, "mask_frames": 16, "gt_dynamic_share": 0.18},
+}
 
 
 def write_example_runs(root: Path) -> Path:
     """Three run folders as notebooks 03 and 02 write them, plus one with a broken metrics.json.
 
-    Notebook 04's stored outputs were produced from exactly these (keep them in sync).
+    Notebook 04's stored outputs were produced from exactly these, without the broken one (keep them in
+    sync): the 3-seed ablation has 95% CIs, both ablations their floors.
     """
 
     def arm(iou: float, jf: float, abs_rel: float, seeds: int) -> dict:
-        return {
+        means = {
             "mask_iou": iou,
             "mask_jf": jf,
             "depth_abs_rel": abs_rel,
@@ -51,8 +62,9 @@ def write_example_runs(root: Path) -> Path:
             "ate": 0.05 + abs_rel / 10,
             "rpe_trans": 0.01 + abs_rel / 20,
             "rpe_rot": 0.5 + abs_rel,
-            "per_seed": [{"seed": s} for s in range(seeds)],
         }
+        cis = {f"{k}_ci95": ([v - 0.02, v + 0.02] if seeds >= 3 else None) for k, v in means.items()}
+        return {**means, **cis, "per_seed": [{"seed": s} for s in range(seeds)], "deterministic": None}
 
     def write(rel: str, metrics: object, text: str | None = None) -> None:
         folder = root / rel
@@ -67,12 +79,17 @@ def write_example_runs(root: Path) -> Path:
                 "bce": arm(0.48, 0.44, 0.30, 2),
                 "bce_boundary_temporal": arm(0.55, 0.53, 0.29, 2),
             },
+            "floors": FLOORS,
             "params": {"steps": 40, "seeds": [0, 1]},
         },
     )
     write(
         "20260102-090000_ablation",
-        {"arms": {"bce": arm(0.51, 0.47, 0.28, 3)}, "params": {"steps": 80, "seeds": [0, 1, 2]}},
+        {
+            "arms": {"bce": arm(0.51, 0.47, 0.28, 3)},
+            "floors": FLOORS,
+            "params": {"steps": 80, "seeds": [0, 1, 2]},
+        },
     )
     write(
         "sweeps/02_mask_overlays/threshold=0.4",
@@ -266,6 +283,41 @@ def test_compare_notebook_reads_every_run_folder(tmp_path):
     executed = nbformat.read(tmp_path / "04_compare_runs.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "skipped 20260103-000000_broken" in text
+    tables = [o["data"]["text/html"] for c in executed.cells if c.cell_type == "code" for o in c.outputs
+              if "text/html" in o.get("data", {})]  # fmt: skip
+    assert len(tables) == 1, "one comparison table, as HTML (a DataFrame)"
+    assert "mask_iou ±" in tables[0] and "±0.0200" in tables[0]  # the 3-seed run's CI, its own column
+    assert tables[0].count("floor: all dynamic") == 2  # each ablation's floors, as rows
+
+
+def test_reconstruction_notebook_writes_an_offline_viewer_point_clouds_and_a_picture(tmp_path):
+    plyfile = pytest.importorskip("plyfile")
+    run = _execute(
+        "05_reconstruction_4d.ipynb",
+        tmp_path,
+        num_times=2,
+        num_views=2,
+        image_height=56,
+        image_width=70,
+        viewer_points=300,
+        html_points=500,
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["points_per_time"] == [2 * 56 * 70] * 2 and metrics["points"] == 2 * 2 * 56 * 70
+    assert "all keys matched" in metrics["model"]  # the shipped tiny-synthetic weights, not a random init
+    for t, count in enumerate(metrics["points_per_time"]):
+        assert plyfile.PlyData.read(str(run / f"points_t{t:02d}.ply"))["vertex"].count == count
+    static = plyfile.PlyData.read(str(run / "static_map.ply"))["vertex"]
+    assert static.count == metrics["static_map_points"] > 0
+    assert metrics["static_map_kept_share"] == pytest.approx(static.count / metrics["points"], abs=1e-6)
+    assert float(static["p_dynamic"].max()) < metrics["static_map_threshold"]
+    html = (run / "reconstruction_4d.html").read_text()
+    assert not re.findall(r"<script[^>]*\bsrc=", html), "the HTML must open offline: no <script src=...>"
+    assert "plotly" in html.lower() and len(html) > 1_000_000  # plotly.js inlined
+    assert _is_png(run / "reconstruction_4d.png")
+    executed = nbformat.read(tmp_path / "05_reconstruction_4d.ipynb", as_version=4)
+    kinds = {k for c in executed.cells if c.cell_type == "code" for o in c.outputs for k in o.get("data", {})}
+    assert {"application/vnd.plotly.v1+json", "image/png"} <= kinds
 
 
 def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frames(tmp_path):

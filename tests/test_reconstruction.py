@@ -176,3 +176,46 @@ def test_chunks_chained_through_one_overlapping_step_land_in_one_world():
     want = depth_to_world_points(full.depths[2:], full.intrinsics[2:], e[2:].float())
     assert torch.allclose(chained.points, want, atol=1e-3)
     assert torch.allclose(chained.depth, full.depths[2:], rtol=1e-4)
+
+
+def test_the_static_picture_has_a_panel_per_time_step_coloured_like_the_viewer(clip):
+    from matplotlib.colors import to_rgba
+    from page4d.report.viewer4d import _panel_times, picture_4d
+    from page4d.report.viz import figure_png
+
+    _, batch, pred = clip
+    rec = reconstruct(pred, batch.images)
+    fig = picture_4d(rec, max_points=300)
+    panels = [ax for ax in fig.axes if ax.name == "3d"]
+    assert [ax.get_title() for ax in panels] == ["time step 0", "time step 1"]
+    assert len(fig.axes) == 3  # + the P(dynamic) colour bar
+    scatter = panels[1].collections[0]
+    assert len(scatter.get_offsets()) == 300 and scatter.get_clim() == (0.0, 1.0)
+    values = np.asarray(scatter.get_array())
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    assert scatter.cmap(0.0)[:3] == to_rgba("blue")[:3] and scatter.cmap(1.0)[:3] == to_rgba("red")[:3]
+    rgb = picture_4d(rec, max_points=300, color_by="rgb")
+    assert len(rgb.axes) == 2 and rgb.axes[0].collections[0].get_array() is None  # image colours, no bar
+    png = figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    with pytest.raises(ValueError, match="color_by"):
+        picture_4d(rec, color_by="depth")
+    assert _panel_times(10, 4) == [0, 3, 6, 9] and _panel_times(3, 4) == [0, 1, 2]
+
+
+def test_export_points_writes_a_ply_per_time_step_and_the_static_map(clip, tmp_path):
+    plyfile = pytest.importorskip("plyfile")
+    from page4d.report.viewer4d import export_points
+
+    _, batch, pred = clip
+    rec = reconstruct(pred, batch.images)
+    out = export_points(rec, tmp_path, threshold=0.5, conf_quantile=0.3)
+    assert out["files"] == ["points_t00.ply", "points_t01.ply", "static_map.ply"]
+    assert out["points_per_time"] == [3 * 56 * 70] * 2 and out["points"] == 2 * 3 * 56 * 70
+    t1 = plyfile.PlyData.read(str(tmp_path / "points_t01.ply"))["vertex"]
+    assert np.array_equal(np.stack([t1["x"], t1["y"], t1["z"]], 1), rec.points[1].reshape(-1, 3).numpy())
+    assert np.array_equal(t1["p_dynamic"], rec.p_dynamic[1].reshape(-1).numpy())
+    smap = static_map(rec, threshold=0.5, conf_quantile=0.3)
+    static = plyfile.PlyData.read(str(tmp_path / "static_map.ply"))["vertex"]
+    assert static.count == out["static_map_points"] == len(smap["xyz"])
+    assert out["static_map_kept_share"] == pytest.approx(static.count / out["points"])
