@@ -398,6 +398,10 @@ def test_predict_writes_cameras_depth_and_point_clouds_that_independent_readers_
     assert torch.allclose(k_model.float(), first.intrinsics[1, 2], atol=1e-3)
     depth = np.load(out / "depth" / "view2" / "time_01.npy")
     assert depth.shape == (240, 320) and depth.dtype == np.float16 and (depth > 0).mean() > 0.5
+    from page4d.inference.reconstruction import source_depth
+
+    want = source_depth(first.depth[1, 2], scene.transform).numpy()
+    assert np.allclose(depth.astype(np.float32), want, rtol=2e-3, atol=1e-3)  # float16 on disk
     vertex = plyfile.PlyData.read(str(out / "points" / "t_00001.ply"))["vertex"]
     assert vertex.count == 4 * scene.image_size[0] * scene.image_size[1]
     xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).reshape(4, *scene.image_size, 3)
