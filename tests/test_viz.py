@@ -360,3 +360,16 @@ def test_load_clip_shows_the_synthetic_scenes_held_out_steps(tmp_path):
     assert scene.times == [4, 5] and scene.views == [0] and scene.image_size == (56, 70)
     with pytest.raises(ValueError, match="image_height > 0"):
         loading.load_clip("", (0, 70), 2, 1, 0, tmp_path)
+
+
+def test_run_model_on_a_device_in_reduced_precision_returns_cpu_float32(tiny_run):
+    """The notebooks' --device / --precision path: the forward runs under autocast where asked, every
+    output comes back on the CPU in float32 (the mask head's too), and the model goes back home."""
+    scene, model, note, images, pred = tiny_run
+    bf16 = extract.run_model(model, images, return_internals=True, device="cpu", precision="bf16")
+    assert bf16["depth"].dtype == torch.float32 and bf16["mask_head"].key_bias.dtype == torch.float32
+    assert not torch.equal(bf16["depth"], pred["depth"])  # autocast really ran in bfloat16
+    assert torch.allclose(bf16["mask_logits"], pred["mask_logits"], atol=0.1)
+    assert next(model.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match="precision must be"):
+        extract.run_model(model, images, precision="fp8")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from page4d.data import Scene
+from page4d.devices import require_device
 from page4d.model import MASK_HEAD_PREFIX, MaskHeadOutput, build_model, upsample_mask_logits
 from page4d.model.network import PAGE4DModel
 from page4d.profiling import median, paired_ratio, peak_memory, time_interleaved
@@ -33,10 +34,43 @@ def vggt_twin(model: torch.nn.Module) -> torch.nn.Module:
     return twin.to(next(model.parameters()).device).eval()
 
 
-def run_model(model: PAGE4DModel, images: torch.Tensor, return_internals: bool = True) -> dict[str, Any]:
-    """One inference forward pass (no gradients) on `[B, T, V, 3, H, W]` images in [0, 1]."""
-    with torch.no_grad():
-        return model(images, return_internals=return_internals)
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_model(
+    model: PAGE4DModel,
+    images: torch.Tensor,
+    return_internals: bool = True,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """One inference forward pass (no gradients) on `[B, T, V, 3, H, W]` images in [0, 1].
+
+    `device` (cpu, cuda, cuda:N; checked by `page4d.devices.require_device`) runs the forward there, with
+    autocast for `precision` bf16 / fp16, and brings every output back to the CPU in float32, so the
+    notebooks' pictures and scores work the same for a 1B preset on a GPU node; the model goes back to
+    the device it came from (a notebook keeps it on the CPU)."""
+    if precision not in ("fp32", *AUTOCAST):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    dev = require_device(device)
+    dtype = AUTOCAST.get(precision)
+    home = next(model.parameters()).device
+    model.to(dev)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        out = model(images.to(dev), return_internals=return_internals)
+    model.to(home)
+    return {k: _to_cpu(v) for k, v in out.items()}
+
+
+def _to_cpu(x: Any) -> Any:
+    """Tensors (also inside lists and a MaskHeadOutput) on the CPU in float32; the rest unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu() if x.is_floating_point() else x.cpu()
+    if isinstance(x, list):
+        return [_to_cpu(v) for v in x]
+    if isinstance(x, MaskHeadOutput):
+        return dataclasses.replace(x, **{f.name: _to_cpu(getattr(x, f.name)) for f in dataclasses.fields(x)})
+    return x
 
 
 def _describe(x: Any) -> tuple[str, str]:
