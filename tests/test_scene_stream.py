@@ -49,7 +49,8 @@ def test_a_stream_renders_scenes_on_demand_and_keeps_only_the_newest():
     stream = SceneStream(StreamRecipe(image_size=(56, 70)), length=5, keep=2)
     scene = stream[3]
     config = stream.config(3)
-    assert scene.times == list(range(config.times)) and scene._scene is None  # known without rendering
+    assert scene.times == list(range(config.times)) and scene.geometry_missing_reason is None
+    assert scene._scene is None  # the trainer's checks read neither without rendering
     assert scene.images.shape[:2] == (config.times, config.views) and scene.image_size == (56, 70)
     assert stream[3] is scene and len(stream) == 5
     stream[0].images, stream[1].images

@@ -215,7 +215,9 @@ def test_every_option_of_the_generated_clis_shows_its_default():
             text = " ".join(parser._get_formatter()._expand_help(action).split())
             assert "default" in text, (parser.prog, action.option_strings, text)
     text = " ".join(pretrain_parser().format_help().split())
-    assert "(default: 5000)" in text and "--image-size H W" in text and "(default: 0.001)" in text
+    assert "(default: 6000)" in text and "--image-size H W" in text and "(default: 0.001)" in text
+    old = " ".join(pretrain_parser("tiny-synthetic").format_help().split())  # a named recipe's defaults
+    assert "(default: 5000)" in old and "(default: 48)" in old
     args = pretrain_parser().parse_args(["--out", "o", "--image-size", "56", "70", "--steps", "4"])
     assert (args.image_size, args.steps, args.lr) == ([56, 70], 4, PretrainConfig.lr)
 

@@ -201,12 +201,14 @@ def scene_config(cfg: PretrainConfig, index: int) -> SyntheticSceneConfig:
 
 class SceneOnDisk:
     """Scene `index` of the recipe, rendered into its folder and loaded the first time anything but its
-    time ids is read. The trainer only needs every scene's `times` to build its clip list, so a run
-    (or a 3-step replay) renders just the scenes its steps draw, not the whole pool up front."""
+    time ids (or its geometry, which a generated scene always has) is read. The trainer only needs
+    every scene's `times` to build its clip list, so a run (or a 3-step replay) renders just the scenes
+    its steps draw, not the whole pool up front."""
 
     def __init__(self, folder: Path, config: SyntheticSceneConfig, image_size: tuple[int, int]) -> None:
         self.folder, self.config, self.image_size = folder, config, image_size
         self.times = list(range(config.times))
+        self.geometry_missing_reason = None  # a generated scene always has depth and cameras
         self._scene: Scene | None = None
 
     def load(self) -> Scene:

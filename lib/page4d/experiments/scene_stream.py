@@ -135,6 +135,7 @@ class LazyScene:
     def __init__(self, config: SyntheticSceneConfig) -> None:
         self.config = config
         self.times = list(range(config.times))
+        self.geometry_missing_reason = None  # a generated scene always has depth and cameras
         self._scene: Scene | None = None
 
     def load(self) -> Scene:
