@@ -5,13 +5,31 @@ moved there fails deep inside torch (`AttributeError: module 'torch._C' has no a
 '_cuda_setDevice'`). Every command that takes a `--device` resolves it here:
 
     device = require_device(args.device)   # torch.device, or ValueError naming what is missing
+
+It also holds the one table of `--precision` values (`PRECISIONS`) and the autocast each one means
+(`autocast(device, precision)`), shared by the trainer, `page4d.predict` and the notebooks' forwards.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["require_device"]
+__all__ = ["PRECISIONS", "AUTOCAST_DTYPES", "autocast", "check_precision", "require_device"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: no autocast
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of `precision` on `device` (disabled for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(check_precision(precision))
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _cuda_problem(index: int | None) -> str | None:

@@ -64,7 +64,7 @@ from page4d.data.layout import SceneFormatError
 from page4d.data.resize import CropResize
 from page4d.data.scene import SEGANYMO_DIR
 from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
-from page4d.devices import require_device
+from page4d.devices import PRECISIONS, autocast, check_precision, require_device
 from page4d.geometry import depth_to_world_points, relative_to_first_camera
 from page4d.inference.extract import mask_probabilities
 from page4d.inference.loading import load_model
@@ -181,8 +181,7 @@ def chunk_predictions(
         hi = lo + 2
     clip = images[lo:hi][None].to(run.device)
     kwargs = {} if run.given is None else {"given_mask_logits": run.given[lo:hi][None].to(run.device)}
-    dtype = AUTOCAST.get(run.precision)
-    with torch.no_grad(), torch.autocast(run.device.type, dtype=dtype, enabled=dtype is not None):
+    with torch.no_grad(), autocast(run.device, run.precision):
         if run.method == "mask_head":
             pred, notes = model(clip, **kwargs), []
         else:
@@ -190,9 +189,6 @@ def chunk_predictions(
             notes = [f"time steps {lo}-{hi - 1}: {note}" for note in pred["attention_notes"]]
     keep = ("pose_enc", "depth", "depth_conf", "mask_logits")
     return {k: pred[k].float().cpu() for k in keep if k in pred}, lo, notes
-
-
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def time_slice(pred: dict[str, Any], a: int, b: int) -> dict[str, Any]:
@@ -506,8 +502,7 @@ def predict(
     weights, torch_device, kind = check_request(
         input, out, preset, checkpoint, chunk, threshold, method, device
     )
-    if precision not in ("fp32", *AUTOCAST):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    check_precision(precision)
     scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
     if method == "attention" and scene.num_times < 2:
         raise ValueError(
@@ -675,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (checked before anything runs)")
     parser.add_argument(
-        "--precision", choices=("fp32", *AUTOCAST), default="fp32", help="bf16 / fp16: autocast on a GPU"
+        "--precision", choices=PRECISIONS, default="fp32", help="bf16 / fp16: autocast on a GPU"
     )
     parser.add_argument(
         "--mask-from",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from page4d.data import Scene
-from page4d.devices import require_device
+from page4d.devices import autocast, check_precision, require_device
 from page4d.model import MASK_HEAD_PREFIX, MaskHeadOutput, build_model, upsample_mask_logits
 from page4d.model.network import PAGE4DModel
 from page4d.profiling import median, paired_ratio, peak_memory, time_interleaved
@@ -32,9 +32,6 @@ def vggt_twin(model: torch.nn.Module) -> torch.nn.Module:
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(MASK_HEAD_PREFIX)}
     twin.load_state_dict(state, strict=True)
     return twin.to(next(model.parameters()).device).eval()
-
-
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def run_model(
@@ -50,13 +47,11 @@ def run_model(
     autocast for `precision` bf16 / fp16, and brings every output back to the CPU in float32, so the
     notebooks' pictures and scores work the same for a 1B preset on a GPU node; the model goes back to
     the device it came from (a notebook keeps it on the CPU)."""
-    if precision not in ("fp32", *AUTOCAST):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    check_precision(precision)
     dev = require_device(device)
-    dtype = AUTOCAST.get(precision)
     home = next(model.parameters()).device
     model.to(dev)
-    with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+    with torch.no_grad(), autocast(dev, precision):
         out = model(images.to(dev), return_internals=return_internals)
     model.to(home)
     return {k: _to_cpu(v) for k, v in out.items()}

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass
 from typing import Any
 
-import torch
-
 from page4d.cli_args import knob
+from page4d.devices import PRECISIONS, check_precision
 from page4d.losses import LossConfig
 
 # What trains (`TrainConfig.trains`, the CLI's --trains); everything else is frozen.
@@ -28,8 +27,6 @@ TRAINS_ALIASES = {
     "all": "everything",
 }
 TRAINS_ACCEPTED = TRAINS + tuple(TRAINS_ALIASES)
-PRECISIONS = ("fp32", "bf16", "fp16")
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # (H, W) scenes are cropped+resized to by the CLI and the ablation (a multiple of the 14-pixel patch).
 IMAGE_SIZE = (112, 154)
 # The loss overrides of --no-geometry: mask terms only.
@@ -129,8 +126,7 @@ class TrainConfig:
         if self.trains not in TRAINS_ACCEPTED:
             raise ValueError(f"trains must be one of {TRAINS}, got {self.trains!r}")
         self.trains = TRAINS_ALIASES.get(self.trains, self.trains)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.steps < 1:
             raise ValueError(
                 f"steps must be >= 1, got {self.steps}: a run of no steps would write an untrained checkpoint"

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from page4d.data import Scene, scene_to_batch
 from page4d.determinism import set_determinism
+from page4d.devices import autocast
 from page4d.losses import loss_dict_to_floats
 from page4d.records import claim_run_folder, mark_finished, remove_stale_temp_files, write_json
 from page4d.train.checkpoint import latest_checkpoint, restore, save_checkpoint
 from page4d.train.clips import ClipOrder, training_clips
-from page4d.train.config import AUTOCAST_DTYPES, TrainConfig
+from page4d.train.config import TrainConfig
 from page4d.train.digest import weights_digest
 from page4d.train.distributed import (
     barrier,
@@ -245,11 +246,10 @@ def skip_reason(run: TrainRun, batch: Any) -> str | None:
 def compute_losses(run: TrainRun, batch: Any, index: int) -> dict[str, Any]:
     """Every loss term of the clip (`loss` is their weighted sum, or None when every term skipped); the
     network runs under autocast for bf16 / fp16, the losses in float32."""
-    dtype = AUTOCAST_DTYPES.get(run.cfg.precision)
-    autocast = torch.autocast(run.device.type, dtype=dtype, enabled=dtype is not None)
+    context = autocast(run.device, run.cfg.precision)
     if run.mask_only:
-        return mask_only_losses(run.model, batch, index, run.cache, run.loss_cfg, autocast)
-    return clip_losses(run, batch, autocast)
+        return mask_only_losses(run.model, batch, index, run.cache, run.loss_cfg, context)
+    return clip_losses(run, batch, context)
 
 
 def update_weights(run: TrainRun, loss: torch.Tensor, lr: float) -> None:
