@@ -41,7 +41,7 @@ import torch
 
 from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.experiments.scene_stream import SceneStream, StreamRecipe, draw_scene_config
+from page4d.experiments.scene_stream import LazyScene, SceneStream, StreamRecipe, draw_scene_config
 from page4d.model import build_model, load_checkpoint, preset
 from page4d.model.config import ModelConfig
 from page4d.model.network import PAGE4DModel
@@ -199,31 +199,23 @@ def scene_config(cfg: PretrainConfig, index: int) -> SyntheticSceneConfig:
     )
 
 
-class SceneOnDisk:
+class SceneOnDisk(LazyScene):
     """Scene `index` of the recipe, rendered into its folder and loaded the first time anything but its
     time ids (or its geometry, which a generated scene always has) is read. The trainer only needs
     every scene's `times` to build its clip list, so a run (or a 3-step replay) renders just the scenes
     its steps draw, not the whole pool up front."""
 
     def __init__(self, folder: Path, config: SyntheticSceneConfig, image_size: tuple[int, int]) -> None:
-        self.folder, self.config, self.image_size = folder, config, image_size
-        self.times = list(range(config.times))
-        self.geometry_missing_reason = None  # a generated scene always has depth and cameras
-        self._scene: Scene | None = None
+        super().__init__(config)
+        self.folder, self.image_size = folder, image_size
 
-    def load(self) -> Scene:
-        if self._scene is None:
-            if not self.folder.is_dir():
-                generate_synthetic_scene(self.folder, self.config)
-            self._scene = load_scene(self.folder, image_size=self.image_size, load_tracks=False)
-            if self._scene.times != self.times:
-                raise ValueError(f"{self.folder}: time ids {self._scene.times}, expected {self.times}")
-        return self._scene
-
-    def __getattr__(self, name: str) -> Any:  # only for attributes not set in __init__
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.load(), name)
+    def make(self) -> Scene:
+        if not self.folder.is_dir():
+            generate_synthetic_scene(self.folder, self.config)
+        scene = load_scene(self.folder, image_size=self.image_size, load_tracks=False)
+        if scene.times != self.times:
+            raise ValueError(f"{self.folder}: time ids {scene.times}, expected {self.times}")
+        return scene
 
 
 # What a resumed pretraining run may change: nothing that decides which scenes it trains or is scored on.

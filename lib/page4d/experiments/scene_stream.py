@@ -140,8 +140,12 @@ class LazyScene:
 
     def load(self) -> Scene:
         if self._scene is None:
-            self._scene = scene_in_memory(render_synthetic_scene(self.config))
+            self._scene = self.make()
         return self._scene
+
+    def make(self) -> Scene:
+        """The rendered scene (here in memory; `pretrain.SceneOnDisk` writes and reads a folder)."""
+        return scene_in_memory(render_synthetic_scene(self.config))
 
     def release(self) -> None:
         self._scene = None
