@@ -27,8 +27,11 @@ class MaskHeadOutput:
         when the dynamic logits were given instead of predicted (`bias_from_dynamic_logits`).
     head_input: `[B*S, C, h, w]` tensor fed to the conv stack (None likewise).
     dynamic_logits: `[B, S, 1, h, w]`, `sigmoid(.)` = suppression probability (1 = dynamic).
-    query_gain: `[B, S*P]` per-query-row gain r_i (non-zero on camera/register rows only).
+    query_gain: `[B, S*P]` per-query-row gain r_i (non-zero on camera/register rows only, unless
+        `all_rows`).
     key_bias: `[B, S*P]` per-key value c_j (zero on camera/register keys).
+    all_rows: every query row gets the bias (an experiment's variant, never the originals': see
+        `Fin10MaskHead.all_rows`).
     """
 
     raw_logits: torch.Tensor | None
@@ -36,10 +39,17 @@ class MaskHeadOutput:
     dynamic_logits: torch.Tensor
     query_gain: torch.Tensor
     key_bias: torch.Tensor
+    all_rows: bool = False
 
     def attention_bias(self, patch_start: int, tokens_per_frame: int) -> RowGatedKeyBias:
-        """The `RowGatedKeyBias` for global attention over `S*P` tokens (rows = special tokens)."""
+        """The `RowGatedKeyBias` for global attention over `S*P` tokens (rows = special tokens, or every
+        token with `all_rows`)."""
         b, n = self.query_gain.shape
+        if self.all_rows:
+            rows = torch.arange(n, device=self.query_gain.device)
+            return RowGatedKeyBias(
+                rows=rows, row_gain=torch.ones_like(self.query_gain), key_bias=self.key_bias
+            )
         frames = n // tokens_per_frame
         rows = (
             torch.arange(frames, device=self.query_gain.device)[:, None] * tokens_per_frame
@@ -67,6 +77,10 @@ class Fin10MaskHead(nn.Module):
 
     Attention bias: `c_j = soft_mask_bias * clamp(alpha * sigmoid(-m_j / tau), 0, 1)` on patch keys, applied
     with gain 1 on camera/register rows. A large `m` means "keep", so the dynamic logit is `-m / tau`.
+
+    `all_rows` (an attribute, False as in the original; not a weight): apply the bias to every query row,
+    patch tokens too, for experiments that ask whether a mask helps when the whole global attention of
+    the masked blocks ignores movers (`experiments.ablation`'s `oracle_hard_all`).
     """
 
     def __init__(self, dim: int, cfg: MaskHeadConfig) -> None:
@@ -81,10 +95,17 @@ class Fin10MaskHead(nn.Module):
         self.alpha_logit = nn.Parameter(torch.tensor(float(cfg.alpha_init)).log())
         self.tau_logit = nn.Parameter(torch.tensor(float(cfg.tau_init)).log())
         self.soft_mask_bias = cfg.soft_mask_bias
+        self.all_rows = False
         self.eps = 1e-6
 
     def temperature(self) -> torch.Tensor:
         return torch.clamp(F.softplus(self.tau_logit) + self.eps, min=1e-3)
+
+    def set_reach(self, reach: float) -> None:
+        """Make the key bias reach `-reach` on a fully dynamic key at the current alpha, instead of the
+        original's `alpha * soft_mask_bias` (-0.35 at initialisation): for experiments asking what a
+        stronger bias would do. A setting, not a weight (checkpoints do not carry it)."""
+        self.soft_mask_bias = -reach / float(self.alpha().detach())
 
     def alpha(self) -> torch.Tensor:
         """`softplus(alpha_logit) + eps`. `alpha_logit` starts at `log(alpha_init)`, so the default
@@ -114,6 +135,7 @@ class Fin10MaskHead(nn.Module):
             dynamic_logits=dynamic.reshape(b, s, 1, grid_h, grid_w),
             query_gain=_special_rows(b, s, p, patch_start, 1.0, dynamic),
             key_bias=key_bias.reshape(b, s * p),
+            all_rows=self.all_rows,
         )
 
 
