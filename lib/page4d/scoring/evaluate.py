@@ -38,7 +38,7 @@ from torch import nn
 from page4d.data import Scene, scene_to_batch
 from page4d.geometry import quaternion_to_rotation_matrix, trajectory_is_degenerate
 from page4d.inference.motion_cues import MotionCueConfig, predict_with_attention_masks
-from page4d.model import upsample_mask_logits
+from page4d.model import logits_from_masks, upsample_mask_logits
 from page4d.scoring.metrics import (
     best_iou_threshold,
     camera_errors_per_frame,
@@ -53,7 +53,7 @@ from page4d.scoring.metrics import (
 )
 
 NAN = float("nan")
-METHODS = ("mask_head", "attention")  # where mask_logits come from
+METHODS = ("mask_head", "attention", "gt")  # where mask_logits (and so the attention bias) come from
 MASK_KEYS = (
     "mask_ap",
     "mask_iou",
@@ -105,6 +105,8 @@ def predict_scene(
     `method="attention"`: the same forward with the global blocks observed, ``mask_logits`` replaced by
     VGGT4D's attention cues (`page4d.inference.motion_cues.predict_with_attention_masks`, `cue_config` or the
     defaults for the model's depth); they compare time steps, so every clip needs two or more.
+    `method="gt"`: the oracle; the clip's GT masks drive the attention bias (`given_mask_logits`), so its
+    ``mask_logits`` are the GT itself (score its cameras and depth, never its masks).
     """
     check_method(method)
     clips = eval_clips(times, clip_times)
@@ -122,11 +124,26 @@ def predict_scene(
         batch = scene_to_batch(scene, times=clip, world_frame="first_camera")
         if method == "attention":
             pred = predict_with_attention_masks(model, batch.images.to(device), cue_config)
+        elif method == "gt":
+            pred = model(
+                batch.images.to(device),
+                given_mask_logits=oracle_logits(batch, model.cfg.patch_size).to(device),
+            )
         else:
             pred = model(batch.images.to(device))
         pred = {k: (v.float().cpu() if isinstance(v, torch.Tensor) else v) for k, v in pred.items()}
         out.append({"times": clip, "batch": batch, "pred": pred})
     return out
+
+
+def oracle_logits(batch: Any, patch_size: int) -> torch.Tensor:
+    """Dynamic logits `[1, T, V, h, w]` from a clip's GT masks (the oracle's attention bias, in training
+    and evaluation alike); every frame must have one."""
+    if batch.masks is None or not bool(batch.mask_valid.all()):
+        raise ValueError(
+            "the oracle (GT masks as the attention bias) needs a GT mask on every frame of every clip"
+        )
+    return logits_from_masks(batch.masks, patch_size)
 
 
 def check_method(method: str) -> None:
@@ -270,6 +287,77 @@ def evaluate(
         "mask_method": method,
         **score_predictions(clips, scene, threshold, tuned_threshold, with_floors),
     }
+
+
+SCENE_KEYS = (*MASK_KEYS, *GEOMETRY_KEYS, "camera_rot_deg_median", "camera_rot_deg_max", "gt_dynamic_share")
+
+
+def evaluate_scenes(
+    model: nn.Module,
+    scenes: list[Scene],
+    clip_times: int = 0,
+    method: str = "mask_head",
+    tuned_threshold: float | None = None,
+    with_floors: bool = False,
+) -> dict[str, Any]:
+    """Metrics over several scenes (a held-out pool of videos): each scene scored by :func:`evaluate` on
+    all its time steps (clips of `clip_times`; 0: the whole scene as one clip), then every `SCENE_KEYS`
+    metric averaged over the scenes where it is defined -- a per-video mean, as DAVIS and the camera
+    benchmarks average their sequences, so a long video does not outweigh the others.
+
+    Also: ``floors`` averaged the same way, ``mask_iou_per_view`` per view, ``coverage`` summed over the
+    scenes (each dropped clip names its scene), ``scenes`` (how many) and ``per_scene`` (each scene's
+    metrics, its moving share and every frame's camera errors, `camera_frames`)."""
+    if not scenes:
+        raise ValueError("evaluate_scenes needs at least one scene")
+    per_scene = []
+    for i, scene in enumerate(scenes):
+        result = evaluate(
+            model,
+            scene,
+            clip_times=clip_times or scene.num_times,
+            tuned_threshold=tuned_threshold,
+            with_floors=with_floors,
+            method=method,
+        )
+        per_scene.append({"scene": i, "root": str(scene.root), "views": scene.num_views, **result})
+    out: dict[str, Any] = {k: _mean_defined([r[k] for r in per_scene]) for k in SCENE_KEYS}
+    views = sorted({v for r in per_scene for v in r["mask_iou_per_view"]})
+    out["mask_iou_per_view"] = {
+        v: _mean_defined([r["mask_iou_per_view"].get(v, NAN) for r in per_scene]) for v in views
+    }
+    if with_floors and all("floors" in r for r in per_scene):
+        names = per_scene[0]["floors"]
+        out["floors"] = {
+            name: {
+                k: _mean_defined([r["floors"][name][k] for r in per_scene])
+                for k in (*MASK_KEYS, "gt_dynamic_share")
+            }
+            for name in names
+        }
+    out["coverage"] = _summed_coverage(per_scene)
+    out["scenes"] = len(scenes)
+    keep = (*SCENE_KEYS, "camera_frames", "trajectory_note", "depth_note", "mask_missing_reason")
+    out["per_scene"] = [
+        {"scene": r["scene"], "root": r["root"], **{k: r.get(k) for k in keep}} for r in per_scene
+    ]
+    return out
+
+
+def _mean_defined(values: list[float]) -> float:
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else NAN
+
+
+def _summed_coverage(per_scene: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each family's coverage summed over scenes; a dropped clip's reason is prefixed with its scene."""
+    out = {}
+    for family in COVERAGE_FAMILIES:
+        entries = [(r["scene"], r["coverage"][family]) for r in per_scene]
+        dropped = [{**d, "reason": f"scene {i}: {d['reason']}"} for i, e in entries for d in e["dropped"]]
+        extra = {k: sum(e[k] for _, e in entries) for k in ("frames", "frames_of") if k in entries[0][1]}
+        out[family] = coverage_entry(sum(e["of"] for _, e in entries), dropped, **extra)
+    return out
 
 
 def score_predictions(

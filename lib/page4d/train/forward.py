@@ -24,9 +24,8 @@ from torch import nn
 
 from page4d.losses import compute_total_loss
 from page4d.losses.attention_forcing import attention_forcing_loss, dynamic_keys
-from page4d.model import logits_from_masks
 from page4d.model.attention import observe_qk
-from page4d.scoring.evaluate import pose_encoding_to_extrinsics
+from page4d.scoring.evaluate import oracle_logits, pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
 
 TARGET_KEYS = ("extrinsics", "intrinsics", "depths", "masks", "mask_valid")
@@ -36,13 +35,6 @@ def apply_mask_bias(model: nn.Module, mode: str) -> None:
     """`off`: no global block applies the mask bias (the head still runs and returns its logits)."""
     if mode == "off":
         model.aggregator.masked_global_blocks = frozenset()
-
-
-def oracle_logits(batch: Any, patch_size: int) -> torch.Tensor:
-    """Dynamic logits `[1, T, V, h, w]` from the clip's GT masks; every frame must have one."""
-    if batch.masks is None or not bool(batch.mask_valid.all()):
-        raise ValueError("mask_bias='gt' (the oracle) needs a GT mask on every frame of every clip")
-    return logits_from_masks(batch.masks, patch_size)
 
 
 def clip_losses(run: Any, batch: Any, autocast: Any) -> dict[str, Any]:
