@@ -4,6 +4,7 @@ near its targets, per-bin CIs and paired differences, a figure and a table, as a
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from page4d.data import render_synthetic_scene
@@ -53,3 +54,36 @@ def test_the_command_writes_a_table_a_figure_and_metrics(tmp_path, monkeypatch, 
     assert (tmp_path / "p" / "phenomenon.png").read_bytes()[:4] == b"\x89PNG"
     assert "| moving pixels | rooms |" in (tmp_path / "p" / "phenomenon.md").read_text()
     assert (tmp_path / "p" / "DONE.json").is_file() and "Paired change" in capsys.readouterr().out
+
+
+def test_the_command_studies_monocular_videos_too(tmp_path, monkeypatch):
+    import page4d.experiments.phenomenon as ph
+
+    monkeypatch.setattr(ph, "StudyConfig", lambda: StudyConfig(image_size=(56, 70), coverages=(0.0, 0.25)))
+    argv = ["--checkpoint", "tiny-synthetic", "--out", str(tmp_path / "m"), "--rooms", "1"]
+    metrics = main([*argv, "--views", "1", "--times", "4", "--orbit-deg", "4"])
+    assert (metrics["config"]["views"], metrics["config"]["times"], metrics["config"]["orbit_deg"]) == (
+        1,
+        4,
+        4.0,
+    )
+    rows = metrics["rows"]
+    assert all(math.isnan(r["rpe_view_rot"]) and math.isfinite(r["rpe_rot"]) for r in rows)
+
+
+def test_mover_influence_measures_changes_against_the_clean_room_and_restores_the_head():
+    from page4d.experiments.phenomenon import INFLUENCE_ARMS, influence_table, mover_influence
+    from page4d.inference.loading import load_model
+
+    model, _ = load_model("tiny", "tiny-synthetic")
+    head = model.aggregator.spatial_mask_head
+    before = (head.soft_mask_bias, head.all_rows)
+    study = StudyConfig(image_size=(56, 70), times=3, views=2)
+    result = mover_influence(model, rooms=1, study=study, target=0.25)
+    assert (head.soft_mask_bias, head.all_rows) == before  # the experiment's bias settings are undone
+    assert [r["arm"] for r in result["rows"]] == list(INFLUENCE_ARMS)
+    movers = result["summary"]["movers"]
+    assert movers["rot_deg"]["mean"] > 0 and movers["depth_rel"]["mean"] > 0
+    hard_all = result["rows"][-1]
+    assert hard_all["depth_rel"] != result["rows"][0]["depth_rel"]  # all rows reach the patch tokens
+    assert "| oracle_hard_all |" in influence_table(result)

@@ -138,6 +138,91 @@ def _with_ci(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "ci": ci, "n": n}
 
 
+HARD_REACH = 32.0  # the released PAGE-4D head's largest bias (scale 64 x 0.5), as experiments.ablation
+INFLUENCE_ARMS = ("movers", "oracle", "oracle_hard", "oracle_hard_all")
+
+
+@torch.no_grad()
+def mover_influence(
+    model: torch.nn.Module, rooms: int = 10, study: StudyConfig | None = None, target: float = 0.4
+) -> dict[str, Any]:
+    """Where the movers' harm enters, and whether a mask can take it out: per room, the model's outputs on
+    the room without movers (`clean`) against the same cameras with movers at `target` coverage, as is
+    (`movers`) and with the exact GT masks driving the attention bias of the masked global blocks as the
+    network applies it (`oracle`), as strong as PAGE-4D's released head can make it (`oracle_hard`:
+    the camera/register rows ignore dynamic keys) and on every query row (`oracle_hard_all`).
+
+    Per arm and room: ``rot_deg``, the median over frames of the predicted camera's rotation change
+    against the clean prediction (relative to the first frame, `camera_errors_per_frame`); ``depth_rel``,
+    the mean relative depth change on pixels static in both renderings. A mask that undid the movers
+    would bring both to the clean prediction (0). Returns per-room rows and per-arm means with 95% CIs."""
+    from page4d.data import scene_to_batch
+    from page4d.scoring.evaluate import oracle_logits, pose_encoding_to_extrinsics
+    from page4d.scoring.metrics import camera_errors_per_frame
+
+    study = study or StudyConfig()
+    head = model.aggregator.spatial_mask_head
+    model.eval()
+    rows = []
+    for room in range(rooms):
+        batches = []
+        for goal in (0.0, target):
+            rendered = variant(study, room, goal)[2]
+            scene = scene_in_memory(rendered, exact_masks=True)
+            batches.append(scene_to_batch(scene, times=scene.times, world_frame="first_camera"))
+        clean_batch, moving = batches
+        logits = oracle_logits(moving, model.cfg.patch_size)
+        outputs = {"clean": model(clean_batch.images), "movers": model(moving.images)}
+        saved = (head.soft_mask_bias, head.all_rows)
+        try:
+            outputs["oracle"] = model(moving.images, given_mask_logits=logits)
+            head.set_reach(HARD_REACH)
+            outputs["oracle_hard"] = model(moving.images, given_mask_logits=logits)
+            head.all_rows = True
+            outputs["oracle_hard_all"] = model(moving.images, given_mask_logits=logits)
+        finally:
+            head.soft_mask_bias, head.all_rows = saved
+        h, w = moving.masks.shape[-2:]
+        static = (moving.masks[0].reshape(-1, h, w) < 0.5) & (clean_batch.depths[0].reshape(-1, h, w) > 0)
+        clean_pose = pose_encoding_to_extrinsics(outputs["clean"]["pose_enc"][0].reshape(-1, 9))
+        clean_depth = outputs["clean"]["depth"][0, ..., 0].reshape(-1, h, w)
+        for arm in INFLUENCE_ARMS:
+            pose = pose_encoding_to_extrinsics(outputs[arm]["pose_enc"][0].reshape(-1, 9))
+            rot = camera_errors_per_frame(pose, clean_pose)["rot_deg"][1:]
+            depth = outputs[arm]["depth"][0, ..., 0].reshape(-1, h, w)
+            change = (depth - clean_depth).abs() / clean_depth.abs().clamp_min(1e-6)
+            rows.append(
+                {
+                    "room": room,
+                    "arm": arm,
+                    "rot_deg": float(rot.median()),
+                    "depth_rel": float(change[static].mean()),
+                }
+            )
+    summary = {
+        arm: {k: _with_ci([r[k] for r in rows if r["arm"] == arm]) for k in ("rot_deg", "depth_rel")}
+        for arm in INFLUENCE_ARMS
+    }
+    return {"target": target, "rows": rows, "summary": summary}
+
+
+def influence_table(influence: dict[str, Any]) -> str:
+    """Markdown: per arm, the change against the clean room's prediction, mean [95% CI] over rooms."""
+
+    def cell(v: dict[str, Any], digits: int) -> str:
+        if v["ci"] is None:
+            return f"{v['mean']:.{digits}f}"
+        return f"{v['mean']:.{digits}f} [{v['ci'][0]:.{digits}f}, {v['ci'][1]:.{digits}f}]"
+
+    rows = [
+        "| outputs on the moving room | camera rotation change (deg) | depth change on static pixels |",
+        "|---|---|---|",
+    ]
+    for arm, v in influence["summary"].items():
+        rows.append(f"| {arm} | {cell(v['rot_deg'], 3)} | {cell(v['depth_rel'], 4)} |")
+    return "\n".join(rows)
+
+
 def figure(bins: list[dict[str, Any]], title: str = ""):
     """Each metric's mean (95% CI bars) against the realised moving share."""
     from page4d.report.viz import new_figure
@@ -184,7 +269,8 @@ def table(bins: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """`python -m page4d.experiments.phenomenon --checkpoint NAME --out DIR [--rooms 20]`."""
+    """`python -m page4d.experiments.phenomenon --checkpoint NAME --out DIR [--rooms 20]`; `--views 1
+    --times 8` for monocular videos."""
     import argparse
 
     from page4d.inference.loading import load_model
@@ -196,20 +282,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", required=True, help="run folder (never overwritten)")
     parser.add_argument("--rooms", type=int, default=20, help="held-out rooms, each at every coverage")
     parser.add_argument("--threads", type=int, default=1)
+    default = StudyConfig()
+    parser.add_argument(
+        "--views", type=int, default=default.views, help="cameras per room (1: a monocular video)"
+    )
+    parser.add_argument("--times", type=int, default=default.times, help="time steps per room")
+    parser.add_argument("--gap-deg", type=float, default=default.gap_deg, help="azimuth gap between views")
+    parser.add_argument("--orbit-deg", type=float, default=default.orbit_deg, help="orbit per time step")
+    parser.add_argument(
+        "--influence",
+        type=int,
+        default=0,
+        metavar="ROOMS",
+        help="also measure, on this many rooms, how much the movers change the outputs and how much of "
+        "that the GT masks undo through the attention bias (`mover_influence`)",
+    )
     args = parser.parse_args(argv)
+    study = dataclasses.replace(
+        default, views=args.views, times=args.times, gap_deg=args.gap_deg, orbit_deg=args.orbit_deg
+    )
     claim_run_folder(args.out)
     torch.set_num_threads(args.threads)
     model, note = load_model("tiny", args.checkpoint)
-    result = {"model": note, **coverage_study(model, args.rooms)}
+    result = {"model": note, **coverage_study(model, args.rooms, study)}
     from pathlib import Path
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_figure(figure(result["bins"], f"{args.checkpoint}: errors vs moving pixels"), out / "phenomenon.png")
-    (out / "phenomenon.md").write_text(table(result["bins"]) + "\n")
+    text = table(result["bins"])
+    if args.influence:
+        result["influence"] = mover_influence(model, args.influence, study)
+        share = f"{result['influence']['target']:.0%}"
+        text += f"\n\nChange against the same room without movers ({share} moving pixels):\n\n"
+        text += influence_table(result["influence"])
+    (out / "phenomenon.md").write_text(text + "\n")
     write_json(out / "metrics.json", result)
     mark_finished(out, "phenomenon", rooms=args.rooms)
-    print(table(result["bins"]))
+    print(text)
     return result
 
 
