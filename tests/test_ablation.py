@@ -51,6 +51,9 @@ def _params(scene_dir: Path, out: Path, **kw) -> AblationParams:
         geometry=True,
         trains="mask_head+middle_blocks",
         clip_times=2,
+        lr=TrainConfig.lr,
+        checkpoint="",
+        seeded_mask_head=False,
         output_dir=str(out),
     )
     base.update(kw)
@@ -230,12 +233,9 @@ def test_notebook_03_parameter_defaults_are_the_ablation_defaults():
     assert {k: defaults[k] for k in nb} == nb
     assert set(defaults) - set(nb) == {"synthetic_seed"}  # not a notebook parameter
     trainer = TrainConfig()
-    assert (nb["lr"], nb["steps"], nb["clip_times"], nb["trains"]) == (
-        trainer.lr,
-        trainer.steps,
-        trainer.clip_times,
-        trainer.trains,
-    )
+    assert (nb["steps"], nb["trains"]) == (trainer.steps, trainer.trains)
+    # a fine-tuning of a pretrained backbone on monocular videos: its own lr and clip length
+    assert (nb["lr"], nb["clip_times"]) == (1e-3, 4) and nb["checkpoint"] == "tiny-stream"
 
 
 def test_pos_weight_parameter():
@@ -465,8 +465,18 @@ def test_an_interrupted_ablation_given_other_parameters_is_refused_and_stays_res
 
     run = tmp_path / "run"
     tiny = {"arms": "none", "seeds": "0", "image_height": "28", "image_width": "42", "threads": "1"}
+    tiny.update(pool_scenes="2", eval_scenes="1", pool_times="4")
     first = run_ablation(
-        AblationParams(arms=("none",), seeds=(0,), steps=1, image_size=(28, 42), output_dir=str(run)),
+        AblationParams(
+            arms=("none",),
+            seeds=(0,),
+            steps=1,
+            image_size=(28, 42),
+            pool_scenes=2,
+            eval_scenes=1,
+            pool_times=4,
+            output_dir=str(run),
+        ),
         progress=False,
     )  # what notebook 03 runs with these parameters, stopped before its last cells (no markers below)
     (run / "DONE.json").unlink()
@@ -570,3 +580,29 @@ def test_the_closing_answer_says_whether_the_difference_is_settled():
     flipped = _answer_metrics(None)
     flipped["arms"]["none"]["mask_ap"] = 0.9
     assert answer(flipped) == "none has the best held-out mask AP (0.900); no arm beat the baseline none."
+
+
+def test_the_geometry_answer_names_each_settled_difference_against_the_control():
+    """With geometry on, the answer starts with the seed's question: against `no_mask` (when it ran),
+    which arm's paired CI says better or worse depth / RPE-r / ATE, and how many tests did not settle."""
+    from page4d.main import answer, geometry_answer
+
+    def diff(mean, ci):
+        return {"mean": mean, "ci95": ci, "n": 5, "per_seed": {}}
+
+    settled = {"depth_abs_rel": diff(-0.02, [-0.03, -0.01]), "rpe_rot": diff(0.4, [0.1, 0.7])}
+    settled["ate"] = diff(0.01, [-0.02, 0.04])
+    metrics = _answer_metrics([0.3, 0.7])
+    metrics["params"]["geometry"] = True
+    metrics["arms"]["no_mask"] = {"mask_ap": 0.25}
+    metrics["arms"]["bce"]["paired_vs_no_mask"] = settled
+    text = geometry_answer(metrics)
+    assert text.startswith("Against no_mask (the same fine-tuning without the attention bias), ")
+    assert "bce better depth AbsRel (-0.020, 95% CI [-0.030, -0.010] over 5 seeds)" in text
+    assert "bce worse RPE-r (+0.400" in text and "1 other differences are not settled" in text
+    assert answer(metrics).startswith(text + " bce has the best held-out mask AP")
+    quiet = {k: diff(0.0, [-1.0, 1.0]) for k in settled}
+    metrics["arms"]["bce"]["paired_vs_no_mask"] = quiet
+    assert "no arm changes depth AbsRel, RPE-r or ATE beyond its paired 95% CI (3 tests)" in geometry_answer(
+        metrics
+    )

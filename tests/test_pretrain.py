@@ -1,18 +1,23 @@
-"""Pretraining on a pool of scenes, and the shipped `tiny-synthetic` checkpoint and its card."""
+"""Pretraining on a pool or a stream of scenes, and the shipped `tiny-synthetic` and `tiny-stream`
+checkpoints and their cards."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 
 import pytest
 import torch
-from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene
+from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene, render_synthetic_scene
+from page4d.data.synthetic import scene_in_memory
 from page4d.experiments.pretrain import (
     NAME,
+    RECIPES,
     PretrainConfig,
     card_markdown,
+    heldout_configs,
     heldout_metrics,
     initial_model,
     main,
@@ -238,3 +243,58 @@ def test_the_stream_recipe_end_to_end_writes_a_card_with_targets_and_every_camer
     md = (tmp_path / "s" / "tiny-stream.md").read_text()
     assert md == card_markdown(c) and "Targets (issue 20" in md and "rotation target canonical" in md
     assert "Training scenes (1 of the scenes it trained on)" in md
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shipped tiny-stream backbone (issue 20): fresh scenes every step, cameras that generalise
+# ---------------------------------------------------------------------------------------------------
+STREAM = "tiny-stream"
+
+
+def stream_card() -> dict:
+    return json.loads((SHIPPED_DIR / f"{STREAM}.json").read_text())
+
+
+def test_tiny_stream_is_shipped_in_float16_with_its_card_rendered_from_its_json():
+    model = build_model(preset("tiny"))
+    assert load_checkpoint(model, STREAM).ok  # strict
+    saved = torch.load(resolve_checkpoint(STREAM), weights_only=True)["model"]
+    assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
+    c = stream_card()
+    assert (SHIPPED_DIR / f"{STREAM}.md").read_text() == card_markdown(c)
+    assert c["recipe"] == dataclasses.asdict(RECIPES[STREAM])  # the card is the shipped recipe's
+    assert c["weights_sha256"] == hashlib.sha256(resolve_checkpoint(STREAM).read_bytes()).hexdigest()
+
+
+def test_tiny_stream_rescores_its_first_heldout_scene_as_its_card_recorded():
+    """The held-out scene is drawn again from the recipe (a seed range no training draws), rendered in
+    memory and scored by the shipped float16 weights: the card's depth and every frame's camera error."""
+    c = stream_card()
+    recipe = PretrainConfig(**c["recipe"])
+    config = heldout_configs(recipe)[0]
+    assert json.loads(json.dumps(dataclasses.asdict(config))) == c["heldout_scenes"][0]
+    scene = scene_in_memory(render_synthetic_scene(config))
+    model = build_model(model_config()).eval()
+    load_checkpoint(model, STREAM)
+    torch.set_num_threads(recipe.threads)
+    got = heldout_metrics(model, [scene], recipe.eval_clip_times)["per_scene"][0]
+    want = c["heldout"]["pretrained"]["per_scene"][0]
+    for key in ("depth_abs_rel", "depth_delta1", "rpe_rot", "camera_rot_deg_median"):
+        assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-3), key
+    got_frames = got["camera_frames"][0]["rot_deg"]
+    assert got_frames == pytest.approx(want["camera_frames"][0]["rot_deg"], abs=0.01)
+
+
+def test_the_tiny_stream_recipe_replays_its_card_s_first_losses(tmp_path):
+    """3 steps of the shipped recipe log the card's first losses within rel 1e-5 (an ulp between
+    machines of one kind is ~1e-7; a changed stream, clip, rate or loss moves them by far more)."""
+    c = stream_card()
+    recipe = PretrainConfig(**c["recipe"])
+    assert pretrain(recipe, tmp_path / "run", progress=False, stop_after=3) is None
+    history = json.loads((tmp_path / "run" / "train" / "history.json").read_text())
+    for logged, replayed in zip(c["first_losses"][:3], history, strict=True):
+        assert (logged["step"], logged["scene"]) == (replayed["step"], replayed["scene"])
+        assert replayed["lr"] == pytest.approx(logged["lr"], rel=1e-12)
+        for key, value in logged.items():
+            if key.endswith("loss") and value is not None:
+                assert replayed[key] == pytest.approx(value, rel=1e-5), key

@@ -134,8 +134,8 @@ def test_steps_zero_is_refused(tmp_path, scene_dir):
 def test_cli_defaults_match_the_ablation_and_help_shows_every_default(scene_dir):
     args = build_parser().parse_args(["--scene", "s", "--out", "o"])
     p, d = AblationParams(), TrainConfig()
-    assert (args.lr, args.clip_times, args.steps, args.preset) == (p.lr, p.clip_times, p.steps, p.preset)
-    assert (d.lr, d.clip_times, d.steps) == (p.lr, p.clip_times, p.steps)
+    assert (args.lr, args.clip_times, args.steps, args.preset) == (d.lr, d.clip_times, d.steps, d.preset)
+    assert (d.steps, d.preset) == (p.steps, p.preset)  # the ablation's fine-tuning has its own lr / clips
     assert image_size_of(args, "rgbd_scene") == {"image_size": tuple(p.image_size)}  # an RGB-D scene
     assert TrainConfig(trains=args.trains).trains == TrainConfig(trains=p.trains).trains
     assert p.trains == "mask_head+middle_blocks"

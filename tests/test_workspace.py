@@ -30,7 +30,7 @@ def test_environment_yml_agrees_with_pyproject_and_makefile():
 def test_main_job_runs_the_ablation_talks_while_it_runs_and_prints_the_summary(tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "page4d.main", "--out", str(run), "-p", "steps", "3", "-p", "seeds", "0",
-            "-p", "arms", "none,bce"]  # fmt: skip
+            "-p", "arms", "none,bce", "-p", "pool_scenes", "4", "-p", "eval_scenes", "2"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         lines = []
@@ -52,21 +52,25 @@ def test_main_job_runs_the_ablation_talks_while_it_runs_and_prints_the_summary(t
     assert progress[4].startswith("ablation [2/2] bce seed 0: done in ")
     metrics = json.loads((run / "metrics.json").read_text())
     assert list(metrics["arms"]) == ["none", "bce"]
-    # the built-in scene: 12 steps of orbiting cameras, the last 4 held out; geometry on, so `none` trains
-    assert metrics["params"]["eval_times_used"] == [8, 9, 10, 11]
-    assert "held-out eval times [8, 9, 10, 11]" in out
+    # the generated pool: 4 dynamic videos to fine-tune on, 2 others scored; geometry on, so `none` trains
+    assert (
+        len(metrics["params"]["pool"]["eval_seeds"]) == 2 and metrics["params"]["checkpoint"] == "tiny-stream"
+    )
+    assert "fine-tuned on 4 generated dynamic videos, scored on 2 others" in out and "from tiny-stream" in out
     assert metrics["arms"]["none"]["per_seed"][0]["trained_steps"] == 3
     assert "paired difference arm - none" in out and "held-out depth and cameras" in out
     iou = f"{metrics['arms']['bce']['mask_iou']:.3f}"
     assert any(line.startswith("bce ") and iou in line for line in out.splitlines())
-    # every table says what its numbers are over: 4 held-out steps x 4 views, in 2 clips of 2 steps
+    # every table says what its numbers are over: 2 held-out videos of 8 frames, each one clip
     bce_rows = [line for line in out.splitlines() if line.startswith("bce ")]
     assert "frames 16/16" in bce_rows[0] and "clips 2/2" in bce_rows[1]
+    assert "every frame's camera rotation error" in out
     assert (run / "03_ablation_mask_supervision.ipynb").is_file()
     # the closing summary: the answer in one sentence, where the figures are, what to run next
     answer = next(line for line in lines if line.startswith("Answer: "))
     best = max(metrics["arms"], key=lambda a: metrics["arms"][a]["mask_ap"])
-    assert answer.startswith(f"Answer: {best} has the best held-out mask AP") and answer.endswith(".")
+    assert answer.startswith("Answer: Against none, ") and answer.endswith(".")  # depth and cameras first
+    assert f"{best} has the best held-out mask AP" in answer
     figures = next(line for line in lines if line.startswith("Figures: "))
     for png in ("ablation_metrics.png", "held_out_overlays.png", "training_loss.png"):
         assert png in figures and (run / png).is_file()

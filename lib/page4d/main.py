@@ -28,6 +28,7 @@ from page4d.experiments import ablation, ablation_report
 from page4d.notebook.params import ParameterError, parse_overrides
 from page4d.notebook.runner import FinishedRunError, execute_notebook
 from page4d.records import RunFolderTaken
+from page4d.report.tables import format_table
 
 NOTEBOOK = "notebooks/03_ablation_mask_supervision.ipynb"
 
@@ -63,30 +64,49 @@ def report_text(metrics: dict) -> str:
     each table with its `n` (frames / clips scored of evaluated) and footnotes (dropped clips and why,
     deterministic arms)."""
     used = metrics["params"]
+    if "pool" in used:
+        pool = used["pool"]
+        data = (
+            f"fine-tuned on {len(pool['train_seeds'])} generated dynamic videos, scored on "
+            f"{len(pool['eval_seeds'])} others (moving pixels {pool['eval_moving_share']:.0%})"
+        )
+    else:
+        data = f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}"
     lines = [
-        f"train times {used['train_times_used']}  |  held-out eval times {used['eval_times_used']}  |  "
-        f"seeds {list(used['seeds'])}  |  steps {used['steps']}  |  geometry {used['geometry']}",
+        f"{data}  |  from {used['checkpoint'] or 'random init'}  |  seeds {list(used['seeds'])}  |  "
+        f"steps {used['steps']}  |  geometry {used['geometry']}",
         *metrics.get("notes", []),
         "",
         "held-out mask metrics (mean ±95% CI half-width from 3 seeds on, else per-seed values; "
         "n = frames with GT scored / evaluated):",
         ablation_report.mask_table(metrics),
     ]
-    baseline = metrics["baseline"]
-    for title, text in (
+    sections = [
         (
             "held-out depth and cameras (n = clips scored / evaluated):",
             ablation_report.geometry_table(metrics),
-        ),
-        (
-            f"paired difference arm - {baseline}, mask metrics (mean [95% CI]):",
-            ablation_report.paired_table(metrics),
-        ),
-        (
-            f"paired difference arm - {baseline}, geometry (mean [95% CI]):",
-            ablation_report.paired_table(metrics, geometry=True),
-        ),
-    ):
+        )
+    ]
+    for baseline in metrics.get("baselines", [metrics["baseline"]]):
+        sections += [
+            (
+                f"paired difference arm - {baseline}, mask metrics (mean [95% CI]):",
+                ablation_report.paired_table(metrics, baseline=baseline),
+            ),
+            (
+                f"paired difference arm - {baseline}, geometry (mean [95% CI]):",
+                ablation_report.paired_table(metrics, geometry=True, baseline=baseline),
+            ),
+        ]
+    if ablation_report.geometry_trained(metrics):
+        frames = ablation_report.camera_frame_rows(metrics)
+        sections.append(
+            (
+                "every frame's camera rotation error vs the first frame (deg; median over seeds and clips):",
+                format_table(frames),
+            )
+        )
+    for title, text in sections:
         if text:  # geometry tables only when geometry trained; paired ones only with a baseline
             lines += ["", title, text]
     for failure in metrics.get("failed", []):
@@ -107,9 +127,58 @@ def _difference(d: dict | None) -> tuple[str, bool | None]:
 VERDICTS = {True: "a real difference", False: "the CI includes 0: not settled", None: "too few seeds to tell"}
 
 
+# (metric, name, +1 when higher is better): what the geometry answer reads
+GEOMETRY_ANSWER = (("depth_abs_rel", "depth AbsRel", -1), ("rpe_rot", "RPE-r", -1), ("ate", "ATE", -1))
+
+
+def geometry_answer(metrics: dict) -> str | None:
+    """The seed's question in one sentence: against the control (`no_mask` when it ran: the same
+    fine-tuning without the bias; else the baseline), which arm's paired 95% CI says better or worse
+    depth AbsRel, RPE-r or ATE. None without geometry or without a control."""
+    if not metrics["params"].get("geometry"):
+        return None
+    arms = metrics["arms"]
+    control = "no_mask" if "no_mask" in arms else metrics["baseline"]
+    found, unsettled = [], 0
+    for arm, entry in arms.items():
+        paired = entry.get(f"paired_vs_{control}")
+        if not paired:
+            continue
+        for key, name, sign in GEOMETRY_ANSWER:
+            text, real = _difference(paired.get(key))
+            if real:
+                better = sign * paired[key]["mean"] > 0
+                found.append(f"{arm} {'better' if better else 'worse'} {name} ({text})")
+            else:
+                unsettled += 1
+    if not found and not unsettled:
+        return None
+    head = f"Against {control}" + (
+        " (the same fine-tuning without the attention bias)" if control == "no_mask" else ""
+    )
+    if not found:
+        return (
+            f"{head}, no arm changes depth AbsRel, RPE-r or ATE beyond its paired 95% CI ({unsettled} tests)."
+        )
+    return (
+        f"{head}, the paired 95% CIs say: "
+        + "; ".join(found)
+        + f"; {unsettled} other differences are not settled."
+    )
+
+
 def answer(metrics: dict) -> str:
-    """The experiment's answer in one sentence: which arm has the best held-out mask AP, by how much over
-    the baseline (paired, with its CI) and what that says; with geometry, the same for ATE."""
+    """The experiment's answer: with geometry, `geometry_answer` (the seed's question, depth and
+    cameras); then which arm has the best held-out mask AP, by how much over the baseline (paired, with
+    its CI) and what that says."""
+    geometry = geometry_answer(metrics)
+    masks = mask_answer(metrics)
+    return f"{geometry} {masks}" if geometry else masks
+
+
+def mask_answer(metrics: dict) -> str:
+    """Which arm has the best held-out mask AP, by how much over the baseline (paired, with its CI);
+    with geometry, the same arm's ATE difference."""
     arms, baseline = metrics["arms"], metrics["baseline"]
     aps = {a: e.get("mask_ap") for a, e in arms.items() if isinstance(e.get("mask_ap"), float)}
     aps = {a: v for a, v in aps.items() if math.isfinite(v)}

@@ -15,6 +15,29 @@ clips from the seed alone); `init_digest` in metrics.json records the starting w
   is nothing to train, so ``none`` is reported as ``untrained`` (never as a trained "without" arm).
 - ``bce``, ``bce+boundary``, ``bce+boundary+temporal``: mask terms (``LossConfig.for_arm``), with
   the geometry terms when ``geometry=True``; ``<arm>+backbone`` lets the mask loss reach the backbone.
+- ``bce_noisy``: ``bce`` trained on SegAnyMo-like pseudo labels (`dynamic_pool.PoolRecipe.mask_noise`)
+  instead of exact masks (pool mode only); it is still scored against the exact masks.
+- ``no_mask``: ``none`` with the attention bias off (`TrainConfig.mask_bias="off"`): the same blocks
+  fine-tuned as plain VGGT, the control PAGE-4D compares against.
+- ``attention_forcing``: ``none`` plus MoRe's loss on the camera/register tokens' attention to
+  GT-dynamic patches (`LossConfig.use_attention_forcing`).
+- ``oracle``: the GT masks drive the attention bias in training and evaluation (`mask_bias="gt"`, no
+  head): the most a perfect mask could do through this network's bias. Its masks are the GT, so it has
+  no mask scores. The tiny preset's head (MV_PAGE4D's fin10) bounds that bias: at most
+  ``0.693 * 0.5 = 0.35`` off a dynamic key's logit (its attention weight x 0.7), a nudge.
+- ``oracle_hard``: the oracle with the bias as strong as PAGE-4D's released head can make it (``-32``
+  on a fully dynamic key: the camera/register tokens then ignore the movers): whether cameras and
+  depth improve at all when the camera tokens stop looking at movers.
+- ``oracle_hard_all``: ``oracle_hard`` applied to every query row of the masked global blocks (patch
+  tokens too), not only the camera/register rows: a variant outside PAGE-4D, the most any mask could do
+  through those blocks' global attention.
+
+Data: by default (`train_root` empty, `pool_scenes` > 0) a pool of generated dynamic videos to
+fine-tune on and `eval_scenes` other ones to score on (`experiments.dynamic_pool`: disjoint seed ranges,
+never drawn by pretraining), the metrics averaged over the held-out videos
+(`scoring.evaluate.evaluate_scenes`); or one scene (`train_root`, or with `pool_scenes` 0 the generated
+`default_synthetic_scene`) whose last `holdout` time steps are held out.
+Every trained arm is paired by seed with ``none`` and, when it ran, with ``no_mask``.
 
 Evaluation uses frames no arm trained on (the last `holdout` time steps, or `eval_root`). The decision
 threshold for `mask_iou_tuned` is chosen on the *training* frames. Each finished (arm, seed) cell is
@@ -44,7 +67,8 @@ import torch
 from tqdm.auto import tqdm
 
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.experiments.ablation_stats import summarize_arms
+from page4d.experiments.ablation_stats import paired_differences, summarize_arms
+from page4d.experiments.dynamic_pool import PoolRecipe, moving_share, pool_scenes, scene_config
 from page4d.losses import ARM_NAMES, LossConfig
 from page4d.records import (
     ParametersChanged,
@@ -55,8 +79,10 @@ from page4d.records import (
     write_json,
 )
 from page4d.scoring.evaluate import (
+    MASK_KEYS,
     MaskPredictions,
     choose_threshold,
+    evaluate_scenes,
     mask_predictions,
     predict_scene,
     score_predictions,
@@ -75,6 +101,15 @@ NO_DETACH_SUFFIX = "+backbone"  # extra arm: the mask loss also reaches the back
 UNTRAINED = "untrained"
 ATTENTION = "attention"  # training-free: VGGT4D's attention cues of the starting model
 TRAINING_FREE = (UNTRAINED, ATTENTION)
+NO_MASK = "no_mask"  # the attention bias off: plain VGGT fine-tuned on the same data (PAGE-4D's control)
+ORACLE = "oracle"  # GT masks drive the attention bias, no head
+HARD_ORACLE = "oracle_hard"  # the same with the bias as strong as PAGE-4D's released head can make it
+HARD_ALL_ORACLE = "oracle_hard_all"  # ... applied to every query row of the masked blocks, patches too
+HARD_REACH = 32.0  # the official head's largest bias: scale 64 x |sigmoid - 0.5| <= 0.5
+FORCING = "attention_forcing"  # MoRe: the camera tokens' attention to GT-dynamic patches is penalised
+NOISY = "bce_noisy"  # bce on pseudo labels with SegAnyMo-like noise (pool mode)
+SPECIAL_ARMS = (NO_MASK, ORACLE, HARD_ORACLE, HARD_ALL_ORACLE, FORCING, NOISY)
+ORACLES = (ORACLE, HARD_ORACLE, HARD_ALL_ORACLE)
 CELLS_DIR = "cells"
 PREDICTIONS_DIR = "predictions"
 SYNTHETIC_DIR = "synthetic_scene"  # the generated scene, inside the run folder, when train_root is empty
@@ -108,29 +143,71 @@ def default_synthetic_scene(seed: int = 0) -> SyntheticSceneConfig:
 
 @dataclass
 class AblationParams:
-    """One ablation. The knobs it shares with the trainer take the trainer's defaults (`TrainConfig.lr`,
-    ...), so the two cannot drift; notebook 03's `parameters` cell repeats them as literals (papermill
-    needs literals) and a test checks that they agree."""
+    """One ablation. The defaults are issue 20's answer: PAGE-4D's recipe (mask head + middle blocks,
+    geometry on) from the shipped static backbone `tiny-stream`, fine-tuned on generated dynamic videos
+    and scored on other ones, every arm against `none` and `no_mask`. The knobs it shares with the
+    trainer take the trainer's defaults (`TrainConfig.steps`, ...), so the two cannot drift, except
+    two a fine-tuning needs: `lr` (TrainConfig's 5e-3 suits a head trained alone; 1e-3 is the
+    pretraining's peak) and `clip_times` (4 frames of a monocular video per clip, for the temporal
+    cameras). Notebook 03's `parameters` cell repeats them as literals (papermill needs literals) and a
+    test checks that they agree."""
 
-    train_root: str = ""  # empty = generate `default_synthetic_scene` into <output_dir>/synthetic_scene
-    eval_root: str = ""  # empty = the training scene, its last `holdout` time steps held out
+    train_root: str = ""  # empty = the generated pool (or, with pool_scenes 0, `default_synthetic_scene`)
+    eval_root: str = ""  # empty = the held-out pool / the training scene with its last `holdout` steps
     train_times: list[int] | None = None
     eval_times: list[int] | None = None
     holdout: int = 4
-    arms: tuple[str, ...] = (UNTRAINED, ATTENTION, "none", "bce")
+    arms: tuple[str, ...] = (UNTRAINED, ATTENTION, NO_MASK, "none", "bce", NOISY, FORCING, ORACLE)
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = TrainConfig.steps
     preset: str = TrainConfig.preset
     image_size: tuple[int, int] = IMAGE_SIZE
-    checkpoint: str = ""  # a path or a shipped name (tiny-synthetic); empty = seeded random init
-    seeded_mask_head: bool = False  # with a checkpoint: the mask head starts from each seed's init instead
+    checkpoint: str = "tiny-stream"  # a path or a shipped name; empty = seeded random init
+    seeded_mask_head: bool = True  # with a checkpoint: the mask head starts from each seed's init
     trains: str = TrainConfig.trains  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True
-    clip_times: int = TrainConfig.clip_times
-    lr: float = TrainConfig.lr
+    clip_times: int = 4
+    lr: float = 1e-3
     pos_weight: str = LossConfig.pos_weight  # "auto", "none" (unweighted BCE) or a number
     output_dir: str = ""
     synthetic_seed: int = 0
+    pool_scenes: int = 16  # with train_root empty: fine-tune on this many generated dynamic videos
+    eval_scenes: int = 8  # pool mode: held-out dynamic videos scored (metrics averaged over them)
+    pool_times: int = 8  # pool mode: time steps per video (each held-out video is scored as one clip)
+
+    @property
+    def pool_mode(self) -> bool:
+        """Whether the data is the generated dynamic pool (`dynamic_pool`), not one scene."""
+        return not self.train_root and self.pool_scenes > 0
+
+
+@dataclass(frozen=True)
+class ArmSetup:
+    """What one arm changes: the loss arm, the detach, what drives the attention bias, MoRe's term,
+    whether it trains on noisy pseudo labels."""
+
+    loss_arm: str
+    detach: bool = True
+    mask_bias: str = "head"
+    forcing: bool = False
+    noisy_masks: bool = False
+    bias_reach: float | None = None  # set the head's largest bias on a dynamic key (None: the preset's)
+    all_rows: bool = False  # the bias on every query row, not only the camera/register ones
+
+
+def arm_setup(arm: str) -> ArmSetup:
+    """The `ArmSetup` of an arm name (raises for an unknown one, listing the valid names)."""
+    special = {
+        NO_MASK: ArmSetup("none", mask_bias="off"),
+        ORACLE: ArmSetup("none", mask_bias="gt"),
+        HARD_ORACLE: ArmSetup("none", mask_bias="gt", bias_reach=HARD_REACH),
+        HARD_ALL_ORACLE: ArmSetup("none", mask_bias="gt", bias_reach=HARD_REACH, all_rows=True),
+        FORCING: ArmSetup("none", forcing=True),
+        NOISY: ArmSetup("bce", noisy_masks=True),
+    }
+    if arm in special:
+        return special[arm]
+    return ArmSetup(*arm_config(arm))
 
 
 def arm_config(arm: str) -> tuple[str, bool]:
@@ -141,15 +218,15 @@ def arm_config(arm: str) -> tuple[str, bool]:
     base, detach = (arm[: -len(NO_DETACH_SUFFIX)], False) if arm.endswith(NO_DETACH_SUFFIX) else (arm, True)
     if base not in ARM_NAMES:
         raise ValueError(
-            f"unknown arm {arm!r}; valid: {list(TRAINING_FREE)}, {list(ARM_NAMES)} (each optionally "
-            "+backbone)"
+            f"unknown arm {arm!r}; valid: {list(TRAINING_FREE)}, {list(SPECIAL_ARMS)}, {list(ARM_NAMES)} "
+            "(the last each optionally +backbone)"
         )
     return base, detach
 
 
 def mask_method(arm: str) -> str:
     """Where an arm's masks come from (`evaluate.predict_scene`'s `method`)."""
-    return "attention" if arm == ATTENTION else "mask_head"
+    return "attention" if arm == ATTENTION else "gt" if arm in ORACLES else "mask_head"
 
 
 def parse_pos_weight(text: str | float | None) -> str | float | None:
@@ -171,7 +248,12 @@ def resolve_arms(params: AblationParams) -> tuple[list[str], list[str]]:
     """The arms as they will be reported, and notes on renamings (`none` without geometry)."""
     arms, notes = [], []
     for arm in params.arms:
-        arm_config(arm)  # validates the name
+        arm_setup(arm)  # validates the name
+        if arm == NOISY and not params.pool_mode:
+            raise ValueError(
+                f"arm {NOISY!r} needs the generated pool (train_root empty, pool_scenes > 0): its noise is "
+                "generated"
+            )
         if arm == "none" and not params.geometry:
             notes.append(
                 "'none' with geometry=False trains nothing (no mask terms, no geometry terms): "
@@ -201,30 +283,57 @@ def split_times(
 def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
     """The training configuration of one (arm, seed): identical across arms except the mask terms
     (and the detach for `+backbone` arms)."""
-    loss_arm, detach = arm_config(arm)
+    setup = arm_setup(arm)
     overrides: dict[str, Any] = {"pos_weight": parse_pos_weight(params.pos_weight)}
     if not params.geometry:
         overrides.update(NO_GEOMETRY)
+    if setup.forcing:
+        overrides["use_attention_forcing"] = True
     return TrainConfig(
         preset=params.preset,
-        arm=loss_arm,
+        arm=setup.loss_arm,
+        mask_bias=setup.mask_bias,
         steps=params.steps,
         trains=params.trains,
         seed=seed,
         checkpoint=params.checkpoint or None,
         checkpoint_mask_head=not params.seeded_mask_head,
-        detach_mask_input=detach,
+        detach_mask_input=setup.detach,
         clip_times=params.clip_times,
         lr=params.lr,
         loss_overrides=overrides,
     )
 
 
-def initial_model(cfg: TrainConfig) -> torch.nn.Module:
+def initial_model(cfg: TrainConfig, setup: ArmSetup | None = None) -> torch.nn.Module:
     """The starting model of a seed: torch is seeded with `cfg.seed` right before the build, so every
-    arm of one seed starts from the same weights whatever ran before it."""
+    arm of one seed starts from the same weights whatever ran before it. `setup`: an oracle's bias
+    settings (`set_bias_reach`, every query row)."""
     torch.manual_seed(cfg.seed)
-    return build_training_model(cfg)
+    model = build_training_model(cfg)
+    if setup is not None and setup.bias_reach is not None:
+        set_bias_reach(model, setup.bias_reach)
+        model.aggregator.spatial_mask_head.all_rows = setup.all_rows
+    return model
+
+
+def set_bias_reach(model: torch.nn.Module, reach: float) -> None:
+    """Make the fin10 head's key bias reach `-reach` on a fully dynamic key (`Fin10MaskHead.set_reach`),
+    instead of the preset's -0.35. The arm sets it on every model it builds (checkpoints do not carry it)."""
+    head = getattr(model.aggregator, "spatial_mask_head", None)
+    if not hasattr(head, "set_reach"):
+        raise ValueError(f"{HARD_ORACLE!r} needs the fin10 mask head (set_reach); this model has {head!r}")
+    head.set_reach(reach)
+
+
+def pool_recipe(params: AblationParams) -> PoolRecipe:
+    """The generated dynamic pool of pool mode."""
+    return PoolRecipe(
+        train_scenes=params.pool_scenes,
+        eval_scenes=params.eval_scenes,
+        times=params.pool_times,
+        image_size=tuple(params.image_size),
+    )
 
 
 def baseline_arm(arms: list[str]) -> str:
@@ -284,7 +393,11 @@ def run_ablation(
 
 @dataclass
 class _Data:
-    """The scenes and time steps of one ablation (`_load_data`)."""
+    """The scenes and time steps of one ablation (`_load_data`). One-scene mode: `train_scene` with
+    `train_times`, `eval_scene` with `eval_times`. Pool mode: `train_pool` (and its `noisy_pool` twin
+    with pseudo-label noise, when an arm needs it) and `eval_pool`; `train_scene` / `eval_scene` are
+    their first scenes (the threshold is tuned on the first training video, the overlays show the
+    first held-out one)."""
 
     train_root: str
     train_scene: Scene
@@ -292,6 +405,9 @@ class _Data:
     train_times: list[int]
     eval_times: list[int]
     eval_clip: int
+    train_pool: list[Scene] | None = None
+    noisy_pool: list[Scene] | None = None
+    eval_pool: list[Scene] | None = None
 
 
 def _open_output_dir(params: AblationParams) -> Path:
@@ -308,7 +424,9 @@ def _open_output_dir(params: AblationParams) -> Path:
 
 
 def _train_root(params: AblationParams, out_dir: Path) -> str:
-    """`train_root`, or the run folder's generated scene when it is empty."""
+    """`train_root`, the generated pool's description, or the run folder's generated scene."""
+    if params.pool_mode:
+        return f"generated dynamic pool: {pool_recipe(params)}"
     return params.train_root or str(out_dir / SYNTHETIC_DIR)
 
 
@@ -337,6 +455,8 @@ def _check_cells(out_dir: Path, digest: str, record: dict[str, Any]) -> None:
 def _load_data(params: AblationParams, out_dir: Path) -> _Data:
     """The training scene (generated into the run folder when `train_root` is empty), the evaluation
     scene and the time split."""
+    if params.pool_mode:
+        return _load_pool(params, out_dir)
     train_root = _train_root(params, out_dir)
     if not params.train_root and not Path(train_root).exists():
         generate_synthetic_scene(Path(train_root), default_synthetic_scene(params.synthetic_seed))
@@ -346,6 +466,49 @@ def _load_data(params: AblationParams, out_dir: Path) -> _Data:
     eval_scene = train_scene if same else load_scene(params.eval_root, image_size=size)
     train_times, eval_times = split_times(params, train_scene.times, same, eval_scene.times)
     return _Data(train_root, train_scene, eval_scene, train_times, eval_times, max(params.clip_times, 2))
+
+
+def _load_pool(params: AblationParams, out_dir: Path) -> _Data:
+    """Pool mode: the generated dynamic videos, rendered in memory (the noisy twin only when an arm
+    trains on it). Each held-out video is scored whole, as one clip."""
+    if params.eval_root or params.train_times or params.eval_times:
+        raise ValueError(
+            "the generated pool (train_root empty, pool_scenes > 0) holds out its own videos: leave "
+            "eval_root, train_times and eval_times empty, or set pool_scenes 0"
+        )
+    recipe = pool_recipe(params)
+    train_pool = pool_scenes(recipe)
+    eval_pool = pool_scenes(recipe, heldout=True)
+    noisy = pool_scenes(recipe, noisy=True) if NOISY in params.arms else None
+    times = list(train_pool[0].times)
+    return _Data(
+        _train_root(params, out_dir),
+        train_pool[0],
+        eval_pool[0],
+        times,
+        list(eval_pool[0].times),
+        recipe.times,
+        train_pool,
+        noisy,
+        eval_pool,
+    )
+
+
+def pool_record(params: AblationParams, data: _Data) -> dict[str, Any]:
+    """What metrics.json says about the pool: generator seeds and moving shares (none in one-scene mode)."""
+    if data.train_pool is None or data.eval_pool is None:
+        return {}
+    recipe = pool_recipe(params)
+    return {
+        "pool": {
+            "recipe": dataclasses.asdict(recipe),
+            "train_seeds": [scene_config(recipe, i).seed for i in range(recipe.train_scenes)],
+            "eval_seeds": [scene_config(recipe, j, heldout=True).seed for j in range(recipe.eval_scenes)],
+            "train_moving_share": moving_share(data.train_pool),
+            "eval_moving_share": moving_share(data.eval_pool),
+            "noisy_moving_share": moving_share(data.noisy_pool) if data.noisy_pool else None,
+        }
+    }
 
 
 def _run_cells(
@@ -378,18 +541,7 @@ def _run_cells(
             say(f"{where}: finished before, read from {CELLS_DIR}/{path.name}")
         else:
             say(f"{where}: {'evaluating (training-free)' if arm in TRAINING_FREE else 'training'} ...")
-            cell = _run_cell(
-                params,
-                arm,
-                seed,
-                data.train_scene,
-                data.eval_scene,
-                data.train_times,
-                data.eval_times,
-                data.eval_clip,
-                out_dir,
-                progress,
-            )
+            cell = _run_cell(params, arm, seed, data, out_dir, progress)
             cell["params_digest"], cell["params"] = stamp
             write_json(path, cell)
             say(f"{where}: {_cell_outcome(cell)} ({time.perf_counter() - t0:.0f} s so far)")
@@ -420,11 +572,18 @@ def _metrics(
 ) -> dict[str, Any]:
     """metrics.json (without its wall time): per-arm statistics, floors, failures, notes, parameters."""
     floors = next((c["result"].get("floors") for c in cells.values() if c["status"] == "ok"), None)
+    summary = summarize_arms(arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=TRAINING_FREE)
+    baselines = [baseline_arm(arms)]
+    if NO_MASK in summary and baselines[0] != NO_MASK:
+        baselines.append(NO_MASK)
+        control = {r["seed"]: r for r in summary[NO_MASK]["per_seed"]}
+        for arm, entry in summary.items():
+            if arm not in (NO_MASK, *TRAINING_FREE):
+                entry[f"paired_vs_{NO_MASK}"] = paired_differences(entry["per_seed"], control)
     return {
-        "arms": summarize_arms(
-            arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=TRAINING_FREE
-        ),
-        "baseline": baseline_arm(arms),
+        "arms": summary,
+        "baseline": baselines[0],
+        "baselines": baselines,
         "floors": floors,
         "failed": [
             {"arm": a, "seed": s, "error": c["error"]} for (a, s), c in cells.items() if c["status"] != "ok"
@@ -437,6 +596,7 @@ def _metrics(
             "eval_times_used": data.eval_times,
             "eval_clip_times": data.eval_clip,
             "torch_threads": torch.get_num_threads(),  # results are reproducible for a fixed count
+            **pool_record(params, data),
         },
     }
 
@@ -454,16 +614,7 @@ def _check_mask_gt(params: AblationParams, arms: list[str], scene: Scene, times:
 
 
 def _run_cell(
-    params: AblationParams,
-    arm: str,
-    seed: int,
-    train_scene: Scene,
-    eval_scene: Scene,
-    train_times: list[int],
-    eval_times: list[int],
-    eval_clip: int,
-    out_dir: Path,
-    progress: bool,
+    params: AblationParams, arm: str, seed: int, data: _Data, out_dir: Path, progress: bool
 ) -> dict[str, Any]:
     """Train and evaluate one (arm, seed); the training-free arms evaluate the starting model (with its
     masks from `mask_method(arm)`). A failure is returned as a record (status "failed", the error and
@@ -472,42 +623,99 @@ def _run_cell(
     cfg = train_config(params, arm, seed)
     cell: dict[str, Any] = {"arm": arm, "seed": seed, "status": "ok"}
     try:
-        model = initial_model(cfg)
+        model = initial_model(cfg, arm_setup(arm))
         cell["init_digest"] = weights_digest(model)
         trained_steps = 0
-        if arm not in TRAINING_FREE and has_any_term(cfg.loss_config(), train_scene.masks is not None):
-            train_dir = out_dir / "train" / f"{safe(arm)}_seed{seed}"
-            _set_aside_incomplete(train_dir)
-            model, history = train(
-                cfg,
-                train_scene,
-                train_times=train_times,
-                output_dir=train_dir,
-                model=model,
-                progress=progress,
-            )
+        if arm not in TRAINING_FREE and has_any_term(cfg.loss_config(), data.train_scene.masks is not None):
+            model, history = _train_cell(params, arm, seed, cfg, model, data, out_dir, progress)
             trained_steps = params.steps
             cell["clip_order_digest"] = hashlib.sha256(
-                json.dumps([h.get("clip_start") for h in history]).encode()
+                json.dumps(
+                    [
+                        (h.get("scene"), h.get("clip_start")) if data.train_pool else h.get("clip_start")
+                        for h in history
+                    ]
+                ).encode()
             ).hexdigest()[:16]
-        method = mask_method(arm)
-        tuned, why = choose_threshold(model, train_scene, train_times, eval_clip, method)
-        clips = predict_scene(model, eval_scene, eval_times, eval_clip, method)  # scored and saved at once
-        result = {
-            "times": eval_times,
-            "clip_times": eval_clip,
-            "mask_method": method,
-            **score_predictions(clips, eval_scene, tuned_threshold=tuned, with_floors=True),
-            "tuned_threshold_note": why,
-        }
-        cell.update(result=result, trained_steps=trained_steps, final_digest=weights_digest(model))
-        masks = mask_predictions(clips, eval_scene)
-        if seed == params.seeds[0] and masks is not None:
-            _save_predictions(masks, eval_scene, eval_times, out_dir / PREDICTIONS_DIR, arm)
+        cell.update(
+            result=_score_cell(model, arm, data),
+            trained_steps=trained_steps,
+            final_digest=weights_digest(model),
+        )
+        if seed == params.seeds[0]:
+            _save_cell_predictions(model, arm, data, out_dir)
     except Exception as exc:  # recorded, not swallowed: metrics.json lists it and the run reports failure
         cell.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     cell["seconds"] = time.perf_counter() - t0
     return cell
+
+
+def _train_cell(
+    params: AblationParams,
+    arm: str,
+    seed: int,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    data: _Data,
+    out_dir: Path,
+    progress: bool,
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """One arm's training run in `train/<arm>_seed<seed>` (an interrupted attempt there is set aside):
+    on the pool (its noisy twin for `bce_noisy`), or on the training time steps of the one scene."""
+    train_dir = out_dir / "train" / f"{safe(arm)}_seed{seed}"
+    _set_aside_incomplete(train_dir)
+    if data.train_pool is not None:
+        scenes = data.noisy_pool if arm_setup(arm).noisy_masks else data.train_pool
+        return train(cfg, scenes, output_dir=train_dir, model=model, progress=progress)
+    return train(
+        cfg,
+        data.train_scene,
+        train_times=data.train_times,
+        output_dir=train_dir,
+        model=model,
+        progress=progress,
+    )
+
+
+ORACLE_MASK_NOTE = "oracle: its masks are the GT it was given, not a prediction (no mask scores)"
+
+
+def _score_cell(model: torch.nn.Module, arm: str, data: _Data) -> dict[str, Any]:
+    """Held-out scores of a (trained) model: the one scene's held-out steps, or the mean over the
+    held-out videos. The threshold for `mask_iou_tuned` is chosen on training frames (none for the
+    oracle, whose masks are not predicted; its mask metrics are NaN with a note)."""
+    method = mask_method(arm)
+    oracle = method == "gt"
+    tuned, why = (
+        (None, ORACLE_MASK_NOTE)
+        if oracle
+        else choose_threshold(model, data.train_scene, data.train_times, data.eval_clip, method)
+    )
+    if data.eval_pool is not None:
+        scores = evaluate_scenes(model, data.eval_pool, 0, method, tuned_threshold=tuned, with_floors=True)
+    else:
+        clips = predict_scene(model, data.eval_scene, data.eval_times, data.eval_clip, method)
+        scores = score_predictions(clips, data.eval_scene, tuned_threshold=tuned, with_floors=True)
+    if oracle:
+        scores.update({k: float("nan") for k in MASK_KEYS})
+        scores["mask_missing_reason"] = ORACLE_MASK_NOTE
+    return {
+        "times": data.eval_times,
+        "clip_times": data.eval_clip,
+        "mask_method": method,
+        **scores,
+        "tuned_threshold_note": why,
+    }
+
+
+def _save_cell_predictions(model: torch.nn.Module, arm: str, data: _Data, out_dir: Path) -> None:
+    """The first seed's P(dynamic) on the (first) held-out scene, for the notebook's overlays."""
+    if mask_method(arm) == "gt":
+        return
+    clips = predict_scene(model, data.eval_scene, data.eval_times, data.eval_clip, mask_method(arm))
+    masks = mask_predictions(clips, data.eval_scene)
+    if masks is not None:
+        _save_predictions(masks, data.eval_scene, data.eval_times, out_dir / PREDICTIONS_DIR, arm)
 
 
 def _set_aside_incomplete(train_dir: Path) -> None:

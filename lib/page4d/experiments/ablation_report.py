@@ -40,6 +40,7 @@ GEOMETRY_COLUMNS = {
     "rpe_rot": "RPE-r(deg)",
     "rpe_view_trans": "view-RPE-t",
     "rpe_view_rot": "view-RPE-r",
+    "camera_rot_deg_median": "cam-rot(deg)",
 }
 PAIRED_KEYS = ("mask_ap", "mask_iou", "mask_iou_tuned", "mask_p_static", "mask_ece")
 FAMILY_LABELS = {"mask": "mask metrics", "depth": "depth", "camera": "ATE/RPE"}
@@ -215,12 +216,18 @@ def pairs_text(paired: dict[str, dict[str, Any]], keys: tuple[str, ...]) -> str:
     return f"seeds {lo}" if lo == hi else f"seeds {lo}-{hi}"
 
 
-def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, digits: int = 3) -> list[dict]:
-    """arm - baseline (`none`, or `untrained` without geometry) per metric: "mean [lo, hi]" (95% CI of
-    the paired difference) or per-seed values, and `n` (seeds paired). `keys` default to the mask
-    metrics; `paired_geometry_rows` gives the geometry ones."""
+def paired_rows(
+    metrics: dict[str, Any],
+    keys: tuple[str, ...] = PAIRED_KEYS,
+    digits: int = 3,
+    baseline: str | None = None,
+) -> list[dict]:
+    """arm - baseline (default the run's: `none`, or `untrained` without geometry; `no_mask` when the
+    run has that control, see `metrics["baselines"]`) per metric: "mean [lo, hi]" (95% CI of the paired
+    difference) or per-seed values, and `n` (seeds paired). `keys` default to the mask metrics;
+    `paired_geometry_rows` gives the geometry ones."""
     labels = {**MASK_COLUMNS, **GEOMETRY_COLUMNS}
-    baseline = metrics.get("baseline", "none")
+    baseline = baseline or metrics.get("baseline", "none")
     rows = []
     for arm, entry in metrics["arms"].items():
         paired = entry.get(f"paired_vs_{baseline}")
@@ -233,13 +240,19 @@ def paired_rows(metrics: dict[str, Any], keys: tuple[str, ...] = PAIRED_KEYS, di
     return rows
 
 
-def paired_table(metrics: dict[str, Any], geometry: bool = False, digits: int = 3) -> str:
+def paired_table(
+    metrics: dict[str, Any], geometry: bool = False, digits: int = 3, baseline: str | None = None
+) -> str:
     """`paired_rows` (or `paired_geometry_rows`) as text with footnotes for the arms in them and their
     baseline; "" when no arm is paired."""
-    rows = paired_geometry_rows(metrics, digits) if geometry else paired_rows(metrics, digits=digits)
+    baseline = baseline or metrics.get("baseline", "none")
+    rows = (
+        paired_geometry_rows(metrics, digits, baseline)
+        if geometry
+        else paired_rows(metrics, digits=digits, baseline=baseline)
+    )
     if not rows:
         return ""
-    baseline = metrics.get("baseline", "none")
     names = {baseline} | {r[f"arm - {baseline}"] for r in rows}
     arms = {a: e for a, e in metrics["arms"].items() if a in names}
     families = ("depth", "camera") if geometry else ("mask",)
@@ -295,9 +308,42 @@ def pairing_text(p: dict[str, Any]) -> str:
     return text + ("; left out (" + ", ".join(left) + ")" if left else "; none left out")
 
 
-def paired_geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict]:
+def paired_geometry_rows(metrics: dict[str, Any], digits: int = 3, baseline: str | None = None) -> list[dict]:
     """`paired_rows` for depth and camera metrics; empty when geometry was not trained."""
-    return paired_rows(metrics, tuple(GEOMETRY_COLUMNS), digits) if geometry_trained(metrics) else []
+    if not geometry_trained(metrics):
+        return []
+    return paired_rows(metrics, tuple(GEOMETRY_COLUMNS), digits, baseline)
+
+
+def _clip_frame_errors(record: dict[str, Any]) -> list[tuple[int, list[float]]]:
+    """(views, every frame's rotation error) of each evaluated clip of one seed's result: the held-out
+    videos' (pool mode) or the held-out clips' of the one scene."""
+    if record.get("per_scene"):
+        return [
+            (s.get("views", 1), c["rot_deg"]) for s in record["per_scene"] for c in s["camera_frames"] or []
+        ]
+    views = max(len(record.get("mask_iou_per_view") or {}), 1)
+    return [(views, c["rot_deg"]) for c in record.get("camera_frames") or []]
+
+
+def camera_frame_rows(metrics: dict[str, Any], digits: int = 1) -> list[dict[str, Any]]:
+    """Every frame slot's camera rotation error (degrees, relative to the clip's first frame, so no
+    alignment is involved): the median over seeds and held-out clips, one row per arm, one column per
+    slot (`t3`, or `t1v2` with several views); `clips` counts what each median is over. A camera that
+    is wrong on one frame shows here even when the averaged RPE hides it."""
+    rows = []
+    for arm, entry in metrics["arms"].items():
+        records = entry["per_seed"][:1] if entry.get("deterministic") else entry["per_seed"]
+        clips = [c for r in records for c in _clip_frame_errors(r)]
+        row: dict[str, Any] = {"arm": arm, "clips": len(clips)}
+        slots = max((len(errors) for _, errors in clips), default=0)
+        for s in range(1, slots):
+            values = [e[s] for v, e in clips if s < len(e) and e[s] == e[s]]
+            views = clips[0][0]
+            name = f"t{s}" if views == 1 else f"t{s // views}v{s % views}"
+            row[name] = round(float(np.median(values)), digits) if values else float("nan")
+        rows.append(row)
+    return rows
 
 
 def per_view_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from scipy import stats
 
 from page4d.scoring.evaluate import COVERAGE_FAMILIES, GEOMETRY_KEYS, MASK_KEYS
 
-METRIC_KEYS = (*MASK_KEYS, *GEOMETRY_KEYS)
+METRIC_KEYS = (*MASK_KEYS, *GEOMETRY_KEYS, "camera_rot_deg_median")
 MIN_SEEDS_FOR_CI = 3
 
 

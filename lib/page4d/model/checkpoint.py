@@ -16,14 +16,21 @@ from torch import nn
 MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
 # Checkpoints shipped inside the package, loadable by name wherever a checkpoint path is accepted.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
-SHIPPED_CHECKPOINTS = {"tiny-synthetic": "tiny-synthetic.pt"}  # name -> file in SHIPPED_DIR (+ its card)
-# name -> the preset it loads into strictly (its card's "preset"): the preset's default weights
-SHIPPED_PRESETS = {"tiny-synthetic": "tiny"}
+SHIPPED_CHECKPOINTS = {  # name -> file in SHIPPED_DIR (+ its card)
+    "tiny-synthetic": "tiny-synthetic.pt",
+    "tiny-stream": "tiny-stream.pt",
+}
+# name -> the preset it loads into strictly (its card's "preset"); the first one of a preset is the
+# preset's default weights (`shipped_checkpoint_for`)
+SHIPPED_PRESETS = {"tiny-synthetic": "tiny", "tiny-stream": "tiny"}
 # What a user of a shipped checkpoint's masks must know (from its card).
 SHIPPED_MASK_HEAD_NOTES = {
     "tiny-synthetic": "tiny-synthetic's mask head is at its initialisation (pretrained with the head's "
     "attention bias off, see its card tiny-synthetic.md): its mask_head masks are untrained; fine-tune the "
-    "head (page4d.train) or use --method attention"
+    "head (page4d.train) or use --method attention",
+    "tiny-stream": "tiny-stream's mask head is at its initialisation (pretrained with the head's attention "
+    "bias off, see its card tiny-stream.md): its mask_head masks are untrained; fine-tune the head "
+    "(page4d.train) or use --method attention",
 }
 
 
