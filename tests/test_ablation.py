@@ -594,11 +594,14 @@ def test_the_geometry_answer_names_each_settled_difference_against_the_control()
     settled["ate"] = diff(0.01, [-0.02, 0.04])
     metrics = _answer_metrics([0.3, 0.7])
     metrics["params"]["geometry"] = True
-    metrics["arms"]["no_mask"] = {"mask_ap": 0.25}
+    metrics["arms"]["no_mask"] = {"mask_ap": 0.25, "depth_abs_rel": 0.2, "rpe_rot": 4.0}
     metrics["arms"]["bce"]["paired_vs_no_mask"] = settled
     text = geometry_answer(metrics)
     assert text.startswith("Against no_mask (the same fine-tuning without the attention bias), ")
-    assert "bce better depth AbsRel (-0.020, 95% CI [-0.030, -0.010] over 5 seeds)" in text
+    assert (
+        "bce better depth AbsRel (-0.020, 95% CI [-0.030, -0.010] over 5 seeds; -10.0% of the control's 0.2)"
+        in text
+    )
     assert "bce worse RPE-r (+0.400" in text and "1 other differences are not settled" in text
     assert answer(metrics).startswith(text + " bce has the best held-out mask AP")
     quiet = {k: diff(0.0, [-1.0, 1.0]) for k in settled}

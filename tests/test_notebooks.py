@@ -334,6 +334,7 @@ def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frame
         steps=150,
         geometry=False,
         trains="mask_head",
+        lr=0.005,  # a head trained alone (the default 1e-3 is the answer's fine-tuning rate)
         threads=1,
     )
     metrics = json.loads((run / "metrics.json").read_text())
@@ -352,7 +353,9 @@ def test_ablation_on_the_real_capture_bce_beats_no_supervision_on_held_out_frame
 # --------------------------------------------------------------------------------------------------
 # one parameter check for every way a notebook runs (issue 22)
 # --------------------------------------------------------------------------------------------------
-TINY_ABLATION = dict(arms="none", seeds="0", steps=1, image_height=28, image_width=42, threads=1)
+TINY_ABLATION = dict(
+    arms="none", seeds="0", steps=1, image_height=28, image_width=42, threads=1, pool_scenes=2, eval_scenes=1
+)
 
 
 def test_papermill_string_false_turns_geometry_off(tmp_path):

@@ -148,7 +148,8 @@ def geometry_answer(metrics: dict) -> str | None:
             text, real = _difference(paired.get(key))
             if real:
                 better = sign * paired[key]["mean"] > 0
-                found.append(f"{arm} {'better' if better else 'worse'} {name} ({text})")
+                size = _relative(paired[key]["mean"], arms[control].get(key))
+                found.append(f"{arm} {'better' if better else 'worse'} {name} ({text}{size})")
             else:
                 unsettled += 1
     if not found and not unsettled:
@@ -165,6 +166,13 @@ def geometry_answer(metrics: dict) -> str | None:
         + "; ".join(found)
         + f"; {unsettled} other differences are not settled."
     )
+
+
+def _relative(difference: float, reference: float | None) -> str:
+    """How large a difference is against the control's own value: a settled but tiny change says so."""
+    if not isinstance(reference, float) or not math.isfinite(reference) or reference == 0:
+        return ""
+    return f"; {difference / abs(reference):+.1%} of the control's {reference:.3g}"
 
 
 def answer(metrics: dict) -> str:
