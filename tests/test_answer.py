@@ -154,4 +154,29 @@ def test_the_report_shows_pairs_against_both_baselines_and_every_frames_camera_e
 
 def test_noisy_labels_need_the_generated_pool():
     with pytest.raises(ValueError, match="bce_noisy.*pool_scenes"):
-        resolve_arms(AblationParams(arms=("none", "bce_noisy")))
+        resolve_arms(AblationParams(arms=("none", "bce_noisy"), pool_scenes=0))
+    with pytest.raises(ValueError, match="bce_noisy.*generated pool"):
+        resolve_arms(AblationParams(arms=("none", "bce_noisy"), train_root="my_scene"))
+    assert resolve_arms(AblationParams(arms=("none", "bce_noisy")))[0] == ["none", "bce_noisy"]
+
+
+def test_the_identity_camera_floor_is_the_gt_motion_itself():
+    """The floor "every camera is the first one" errs by exactly the GT rotation between frames: its RPE-r
+    is the RMSE of the GT's consecutive rotation angles, computed here independently."""
+    torch.manual_seed(0)
+    model = initial_model(train_config(AblationParams(image_size=SIZE, checkpoint=""), "none", 0)).eval()
+    scenes = pool_scenes(RECIPE, heldout=True)
+    pooled = evaluate_scenes(model, scenes)
+    expected = []
+    for scene in scenes:
+        r = scene.extrinsics[:, 0, :, :3].double()  # [T, 3, 3] world-to-camera
+        rel = r[1:] @ r[:-1].transpose(-1, -2)
+        cos = ((rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+        angles = torch.rad2deg(torch.acos(cos))
+        expected.append(float(angles.pow(2).mean().sqrt()))
+    assert pooled["camera_floor"]["rpe_rot"] == pytest.approx(np.mean(expected), rel=1e-4)
+    assert math.isnan(pooled["camera_floor"]["rpe_view_rot"])  # monocular: no views to compare
+    rows = ablation_report.geometry_rows(
+        {"params": {"geometry": True}, "arms": {}, "camera_floor": pooled["camera_floor"]}
+    )
+    assert rows[-1]["arm"] == "floor: identity cameras"

@@ -234,23 +234,23 @@ def _forbid_building(monkeypatch):
 
 
 def test_default_weights_are_the_shipped_checkpoint_and_run_json_says_what_ran(clip, tmp_path):
-    """No --checkpoint: the tiny preset's shipped tiny-synthetic weights (not seeded random ones), and
+    """No --checkpoint: the tiny preset's shipped tiny-stream weights (not seeded random ones), and
     run.json records the run without GT too."""
     out = tmp_path / "out"
     argv = [str(clip / "rig" / "cam0"), "--out", str(out), "--image-width", "70", "--max-frames", "2",
             "--threshold", "0.4", "--no-progress"]  # fmt: skip
     result = main(argv)
-    model, _ = load_model("tiny", "tiny-synthetic", 0)
+    model, _ = load_model("tiny", "tiny-stream", 0)
     scene = load_input(clip / "rig" / "cam0", image_width=70, max_frames=2)
     with torch.no_grad():
         logits = model(scene.images[None])["mask_logits"][0, 1, 0]
     expected = logits_to_source(logits, scene.transform).numpy().astype(np.float16)
     assert np.array_equal(np.load(out / "prob" / "cam0" / "00001.npy"), expected)
-    assert not (out / "metrics.json").exists() and result["checkpoint"] == "tiny-synthetic"
+    assert not (out / "metrics.json").exists() and result["checkpoint"] == "tiny-stream"
 
     run = json.loads((out / "run.json").read_text())
-    assert run["preset"] == "tiny" and run["checkpoint"] == "tiny-synthetic" and run["checkpoint_default"]
-    assert Path(run["checkpoint_path"]).name == "tiny-synthetic.pt" and Path(run["checkpoint_path"]).is_file()
+    assert run["preset"] == "tiny" and run["checkpoint"] == "tiny-stream" and run["checkpoint_default"]
+    assert Path(run["checkpoint_path"]).name == "tiny-stream.pt" and Path(run["checkpoint_path"]).is_file()
     assert run["method"] == "mask_head" and run["threshold"] == 0.4 and run["method_notes"] == []
     assert run["input"] == str(clip / "rig" / "cam0") and run["input_kind"] == "frames"
     assert run["versions"]["torch"] == torch.__version__ and run["versions"]["page4d"]

@@ -15,7 +15,7 @@ DIR/run.json                        always: what ran (preset, weights, method, t
 DIR/DONE.json                       written last (`page4d.records.mark_finished`): the run ended
 ```
 Weights: `--checkpoint` takes a file or a shipped checkpoint's name; left out, the preset's shipped
-checkpoint is used (`tiny-synthetic` for `tiny`), and a preset without one is refused. Seeded random
+checkpoint is used (`tiny-stream` for `tiny`), and a preset without one is refused. Seeded random
 weights only with `--checkpoint random`. A DIR that already holds a run (finished or interrupted) is
 refused: every run gets its own folder. Routine mistakes (a missing file, a bad value, a checkpoint with
 NaN weights, a taken DIR) end in one line `page4d.predict: <message>` and exit status 2.
@@ -30,7 +30,7 @@ calibrated probability. The cues compare time steps, so a chunk of a single step
 neighbouring step (only its own masks are written), and a clip of one time step is refused.
 
     python -m page4d.predict clip.mp4 --out outputs/clip --preset page4d_fin10_1b --checkpoint ck.pt
-    python -m page4d.predict frames/ --out outputs/t                 # tiny preset, tiny-synthetic weights
+    python -m page4d.predict frames/ --out outputs/t                 # tiny preset, tiny-stream weights
     python -m page4d.predict frames/ --out outputs/f --gt davis/Annotations/480p/bear --image-width 224
     python -m page4d.predict clip.mp4 --out outputs/a --preset vggt_1b --checkpoint vggt.pt --method attention
 """
@@ -651,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help=f"weights: a file or a shipped name (default: the preset's shipped checkpoint, tiny-synthetic "
+        help=f"weights: a file or a shipped name (default: the preset's shipped checkpoint, tiny-stream "
         f"for tiny); '{RANDOM_WEIGHTS}' = seeded random weights",
     )
     parser.add_argument("--gt", default=None, help="DAVIS-style mask PNGs or SegAnyMo's output folder")

@@ -585,6 +585,9 @@ def _metrics(
         "baseline": baselines[0],
         "baselines": baselines,
         "floors": floors,
+        "camera_floor": next(
+            (c["result"].get("camera_floor") for c in cells.values() if c["status"] == "ok"), None
+        ),
         "failed": [
             {"arm": a, "seed": s, "error": c["error"]} for (a, s), c in cells.items() if c["status"] != "ok"
         ],

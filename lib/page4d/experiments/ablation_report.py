@@ -130,6 +130,11 @@ def geometry_rows(metrics: dict[str, Any], digits: int = 3) -> list[dict[str, An
         }
         row.update({label: value_text(entry, key, digits) for key, label in GEOMETRY_COLUMNS.items()})
         rows.append(row)
+    floor = metrics.get("camera_floor") or {}
+    if floor:  # the rotations of "every camera is the first one": what a collapsed camera head scores
+        row = {"arm": "floor: identity cameras", "seeds": "-", "n depth": "", "n cameras": ""}
+        row.update({label: _fmt(floor.get(key), digits) for key, label in GEOMETRY_COLUMNS.items()})
+        rows.append(row)
     return rows
 
 

@@ -278,10 +278,11 @@ def heldout_metrics(model: torch.nn.Module, scenes: Sequence[Any], clip_times: i
     for scene in scenes:
         scene = scene.load() if hasattr(scene, "load") else scene
         result = evaluate(model, scene, clip_times=clip_times or scene.num_times)
-        keys = (*GEOMETRY_KEYS, *CAMERA_KEYS, "camera_frames", "coverage")
+        keys = (*GEOMETRY_KEYS, *CAMERA_KEYS, "camera_frames", "coverage", "camera_floor")
         per_scene.append({**{k: result[k] for k in keys}, "views": scene.num_views})
     mean = {k: _nanmean([s[k] for s in per_scene]) for k in (*GEOMETRY_KEYS, *CAMERA_KEYS)}
-    return {"mean": mean, "per_scene": per_scene}
+    floor = {k: _nanmean([s["camera_floor"][k] for s in per_scene]) for k in per_scene[0]["camera_floor"]}
+    return {"mean": mean, "per_scene": per_scene, "camera_floor": floor}
 
 
 def _nanmean(values: list[float]) -> float:
@@ -521,17 +522,29 @@ def _clips_text(r: dict[str, Any]) -> str:
 def _targets_text(card: dict[str, Any]) -> str:
     if "targets" not in card:
         return ""
+    floor = card["heldout"]["pretrained"].get("camera_floor") or {}
+
+    def floor_text(key: str) -> str:
+        value = floor.get(key)
+        return "-" if value is None else f"{value:.3f}"
+
     rows = "\n".join(
-        f"| {k} | {t['target']} | {t['value']:.3f} | {'met' if t['met'] else 'NOT met'} |"
+        f"| {k} | {t['target']} | {t['value']:.3f} | {'met' if t['met'] else 'NOT met'} | {floor_text(k)} |"
         for k, t in card["targets"].items()
     )
+    note = ""
+    if floor:
+        note = (
+            '\nIdentity floor: the errors of the trivial answer "every camera is the first one" on the same '
+            "scenes. A camera target that this floor meets too says nothing about the cameras.\n"
+        )
     return f"""
 Targets (issue 20, held-out static scenes):
 
-| metric | target | pretrained | |
-|---|---|---|---|
+| metric | target | pretrained | | identity floor |
+|---|---|---|---|---|
 {rows}
-"""
+{note}"""
 
 
 def _training_text(card: dict[str, Any]) -> str:

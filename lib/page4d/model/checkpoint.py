@@ -22,7 +22,7 @@ SHIPPED_CHECKPOINTS = {  # name -> file in SHIPPED_DIR (+ its card)
 }
 # name -> the preset it loads into strictly (its card's "preset"); the first one of a preset is the
 # preset's default weights (`shipped_checkpoint_for`)
-SHIPPED_PRESETS = {"tiny-synthetic": "tiny", "tiny-stream": "tiny"}
+SHIPPED_PRESETS = {"tiny-stream": "tiny", "tiny-synthetic": "tiny"}
 # What a user of a shipped checkpoint's masks must know (from its card).
 SHIPPED_MASK_HEAD_NOTES = {
     "tiny-synthetic": "tiny-synthetic's mask head is at its initialisation (pretrained with the head's "

@@ -205,6 +205,11 @@ def _floor_records(metrics: dict[str, Any], run: str | None, coverage: Sequence[
         if names and _is_number(scores.get("mask_frames")):
             rec.update({names[0]: int(scores["mask_frames"]), names[1]: frames_of})
         records.append(rec)
+    camera = metrics.get("camera_floor")
+    if isinstance(camera, dict) and any(_is_number(v) for v in camera.values()):
+        rec = {"run": run, "arm": "floor: identity cameras", "kind": "floor"}
+        rec.update({k: float(v) for k, v in camera.items() if _is_number(v)})
+        records.append(rec)
     return records
 
 
@@ -254,9 +259,11 @@ def arm_frame(
     GT dynamic share in `df.attrs["notes"]` (`styled` shows it under the table)."""
     families = (coverage,) if isinstance(coverage, str) else tuple(coverage)
     counts = [c for pair in _count_columns(families).values() for c in pair]
-    records = _arm_records(metrics, None, families) + (
-        _floor_records(metrics, None, families) if floors else []
-    )
+    floor_records = _floor_records(metrics, None, families) if floors else []
+    if columns is not None:  # a floor row only where it has one of the columns asked for
+        wanted = set(columns)
+        floor_records = [r for r in floor_records if wanted & set(r)]
+    records = _arm_records(metrics, None, families) + floor_records
     present = {k for r in records for k in r} - {"run", "arm", "kind", "seeds", "deterministic", *counts}
     names = _labels(columns, (k for k in present if not k.endswith(PM)), labels)
     df = _frame([{k: v for k, v in r.items() if k != "run"} for r in records], names, ["arm"], counts=counts)

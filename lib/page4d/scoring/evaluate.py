@@ -335,6 +335,9 @@ def evaluate_scenes(
             }
             for name in names
         }
+    out["camera_floor"] = {
+        k: _mean_defined([r["camera_floor"][k] for r in per_scene]) for k in per_scene[0]["camera_floor"]
+    }
     out["coverage"] = _summed_coverage(per_scene)
     out["scenes"] = len(scenes)
     keep = (*SCENE_KEYS, "camera_frames", "trajectory_note", "depth_note", "mask_missing_reason")
@@ -481,6 +484,7 @@ def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> tuple[dict[st
     relative rotation does not depend on the alignment), so a panning camera or a 2-camera rig is
     still scored for what it can be scored on."""
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("centre", "rpe_t", "rpe_r", "view_t", "view_r")}
+    floor: dict[str, list[torch.Tensor]] = {k: [] for k in ("rpe_r", "view_r", "rot")}
     dropped: list[dict[str, Any]] = []
     frames: list[dict[str, Any]] = []
     for c in clips:
@@ -498,6 +502,7 @@ def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> tuple[dict[st
         align = "none" if reason is not None else "sim3"
         err = trajectory_errors(e_pred, e_gt, align=align, pairs=temporal + inter_view)
         k = len(temporal)
+        _identity_floor(e_gt, temporal + inter_view, k, floor)
         parts["rpe_r"].append(err["rpe_rot_deg"][:k])
         parts["view_r"].append(err["rpe_rot_deg"][k:])
         if reason is not None:  # rotations only: translations need the alignment
@@ -521,8 +526,25 @@ def _camera_scores(clips: list[dict[str, Any]], num_views: int) -> tuple[dict[st
         "camera_rot_deg_max": float(np.max(rot)) if rot else NAN,
         "camera_frames": frames,
         "trajectory_note": _drop_note(dropped, len(clips)),
+        "camera_floor": {
+            "rpe_rot": rmse(torch.cat(floor["rpe_r"])) if floor["rpe_r"] else NAN,
+            "rpe_view_rot": rmse(torch.cat(floor["view_r"])) if floor["view_r"] else NAN,
+            "camera_rot_deg_median": float(torch.cat(floor["rot"]).median()) if floor["rot"] else NAN,
+        },
     }
     return scores, coverage_entry(len(clips), dropped)
+
+
+def _identity_floor(e_gt: torch.Tensor, pairs: list[tuple[int, int]], k: int, floor: dict) -> None:
+    """The rotation errors of the trivial answer "every camera is the first one" (identity rotations)
+    on one clip, appended to `floor`: a camera head must beat it before its rotations mean anything (a
+    head that collapsed to a constant scores exactly this, and small motions make it look good)."""
+    same = torch.eye(3, 4, dtype=e_gt.dtype).expand_as(e_gt).clone()
+    same[:, :, 3] = torch.arange(e_gt.shape[0], dtype=e_gt.dtype)[:, None] * 1e-3  # distinct centres
+    err = trajectory_errors(same, e_gt, align="none", pairs=pairs)
+    floor["rpe_r"].append(err["rpe_rot_deg"][:k])
+    floor["view_r"].append(err["rpe_rot_deg"][k:])
+    floor["rot"].append(camera_errors_per_frame(same, e_gt)["rot_deg"][1:])
 
 
 _COLLINEAR = ("GT camera centres are coincident", "predicted camera centres collapsed")
