@@ -388,7 +388,7 @@ def test_predict_writes_cameras_depth_and_point_clouds_that_independent_readers_
     assert "world_to_camera" in cams["convention"] and len(cams["frames"]) == 4 * 4
     assert cams["source_size"] == [240, 320]
     scene = load_input(MV_SCENE, image_width=154, max_frames=4)
-    model, _ = load_model("tiny", "tiny-synthetic")
+    model, _ = load_model("tiny", "tiny-stream")  # the default weights
     with torch.no_grad():
         pred = model(scene.images[:2][None])
     first = reconstruct(pred, scene.images[:2][None])  # chunk 1 is in the global world as it is
