@@ -62,7 +62,9 @@ def value_text(entry: dict[str, Any], key: str, digits: int = 3) -> str:
         text = f"{_fmt(entry[key], digits)} ±{_fmt((hi - lo) / 2, digits)}"
         n = entry.get("n_values", {}).get(key, len(values))
         return text if n == len(values) else f"{text} (n={n})"
-    return " / ".join(_fmt(v, digits) for v in values) or "-"
+    if not any(isinstance(v, float) and math.isfinite(v) for v in values):
+        return "-"  # no seed has it (a monocular clip's view-RPE, an oracle's mask scores)
+    return " / ".join(_fmt(v, digits) for v in values)
 
 
 def seeds_text(entry: dict[str, Any]) -> int | str:
@@ -374,7 +376,7 @@ def ablation_figure(metrics: dict[str, Any], keys: tuple[str, ...] | None = None
             ("depth_abs_rel", "ate") if geometry_trained(metrics) else ()
         )
     arms = list(metrics["arms"])
-    fig = Figure(figsize=(3.0 * len(keys), 3.2), dpi=100)
+    fig = Figure(figsize=(3.0 * len(keys), 3.6), dpi=100)
     axes = np.atleast_1d(fig.subplots(1, len(keys)))
     for ax, key in zip(axes, keys, strict=True):
         means = [metrics["arms"][a][key] for a in arms]
@@ -390,7 +392,9 @@ def ablation_figure(metrics: dict[str, Any], keys: tuple[str, ...] | None = None
             value = ((metrics.get("floors") or {}).get(name) or {}).get(key)
             if value is not None and math.isfinite(value):
                 ax.axhline(value, color=style[0], ls=style[1:], lw=1, label=f"floor: {name}")
-        ax.set_xticks(range(len(arms)), [a.replace("+", "+\n") for a in arms], fontsize=7)
+        ax.set_xticks(
+            range(len(arms)), [a.replace("+", "+\n") for a in arms], fontsize=7, rotation=45, ha="right"
+        )
         ax.set_title(MASK_COLUMNS.get(key) or GEOMETRY_COLUMNS.get(key) or key, fontsize=9)
     if any(ax.get_legend_handles_labels()[0] for ax in axes):
         axes[0].legend(fontsize=6, loc="best")

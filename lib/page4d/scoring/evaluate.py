@@ -330,8 +330,11 @@ def evaluate_scenes(
         names = per_scene[0]["floors"]
         out["floors"] = {
             name: {
-                k: _mean_defined([r["floors"][name][k] for r in per_scene])
-                for k in (*MASK_KEYS, "gt_dynamic_share")
+                **{
+                    k: _mean_defined([r["floors"][name][k] for r in per_scene])
+                    for k in (*MASK_KEYS, "gt_dynamic_share")
+                },
+                "mask_frames": sum(r["floors"][name]["mask_frames"] for r in per_scene),
             }
             for name in names
         }
