@@ -82,7 +82,7 @@ def test_the_hard_oracle_reaches_its_bias_and_all_rows_biases_patch_queries_too(
         model = initial_model(train_config(params, arm, 0), arm_setup(arm)).eval()
         head = model.aggregator.spatial_mask_head
         out = head.bias_from_dynamic_logits(torch.full((1, 1, 4, 5), 8.0), 1 + 4 * 5, 1)
-        outputs[arm] = (float(out.key_bias.min().detach()), out.all_rows)
+        outputs[arm] = (float(out.key_bias.min().detach()), head.all_rows)
         with torch.no_grad():
             outputs[arm] += (model(batch.images, given_mask_logits=logits)["depth"],)
     assert outputs["oracle"][0] == pytest.approx(-0.5 * math.log(2), rel=1e-3)  # the preset's nudge

@@ -146,8 +146,9 @@ def test_notebooks_empty_dir_and_one_notebook(tmp_path):
 
 def test_ablation_budget_benchmark_reports_every_cell_and_the_budget():
     out = run_benchmark("ablation", quick=True, threads=1)
-    assert out["arms"] == ["untrained", "attention", "none", "bce"] and not out["failed"]
-    assert [c["trained_steps"] for c in out["cells"]] == [0, 0, 2, 2]  # the main job's default arms
+    arms = ["untrained", "attention", "no_mask", "none", "bce", "bce_noisy", "attention_forcing", "oracle"]
+    assert out["arms"] == arms and not out["failed"]  # the main job's default arms
+    assert [c["trained_steps"] for c in out["cells"]] == [0, 0] + [2] * 6
     assert out["total_s"] > 0 and out["budget_s"] == 600.0 and isinstance(out["within_budget"], bool)
     assert "budget <= 600 s" in format_result("ablation", out)
 

@@ -40,7 +40,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "train_step": dict(frames=2, image_size=56, repeats=2),
     "frames_scaling": dict(frames=(1, 2, 4), image_size=56, repeats=2),
     "notebooks": dict(),
-    "ablation": dict(seeds=(0,), steps=2, image_size=(56, 70), holdout=4),
+    "ablation": dict(seeds=(0,), steps=2, image_size=(56, 70), pool_scenes=2, eval_scenes=1, pool_times=4),
     "long_sequence": dict(frames=(2, 4), image_size=(56, 70), repeats=1),
     "data": dict(repeats=1, synthetic={"times": 2, "views": 2, "height": 56, "width": 70}),
 }

@@ -137,7 +137,8 @@ class Aggregator(nn.Module):
                         if stop_at_mask_head:
                             return self._mask_head_input(tokens, b, s, p, c)
                         mask = self._mask(tokens, b, s, p, c, (grid_h, grid_w), given_mask_logits)
-                        bias = mask.attention_bias(self.patch_start_idx, p)
+                        every_row = getattr(self.spatial_mask_head, "all_rows", False)
+                        bias = mask.attention_bias(self.patch_start_idx, p, every_row)
                 else:
                     start = group * group_size + len(global_out)
                     tokens, block_outs = self._process_global_attention(tokens, b, s, p, c, start, pos, bias)

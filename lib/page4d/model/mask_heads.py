@@ -27,11 +27,8 @@ class MaskHeadOutput:
         when the dynamic logits were given instead of predicted (`bias_from_dynamic_logits`).
     head_input: `[B*S, C, h, w]` tensor fed to the conv stack (None likewise).
     dynamic_logits: `[B, S, 1, h, w]`, `sigmoid(.)` = suppression probability (1 = dynamic).
-    query_gain: `[B, S*P]` per-query-row gain r_i (non-zero on camera/register rows only, unless
-        `all_rows`).
+    query_gain: `[B, S*P]` per-query-row gain r_i (non-zero on camera/register rows only).
     key_bias: `[B, S*P]` per-key value c_j (zero on camera/register keys).
-    all_rows: every query row gets the bias (an experiment's variant, never the originals': see
-        `Fin10MaskHead.all_rows`).
     """
 
     raw_logits: torch.Tensor | None
@@ -39,13 +36,14 @@ class MaskHeadOutput:
     dynamic_logits: torch.Tensor
     query_gain: torch.Tensor
     key_bias: torch.Tensor
-    all_rows: bool = False
 
-    def attention_bias(self, patch_start: int, tokens_per_frame: int) -> RowGatedKeyBias:
-        """The `RowGatedKeyBias` for global attention over `S*P` tokens (rows = special tokens, or every
-        token with `all_rows`)."""
+    def attention_bias(
+        self, patch_start: int, tokens_per_frame: int, all_rows: bool = False
+    ) -> RowGatedKeyBias:
+        """The `RowGatedKeyBias` for global attention over `S*P` tokens (rows = special tokens; every token
+        with `all_rows`, an experiment's variant, never the originals': see `Fin10MaskHead.all_rows`)."""
         b, n = self.query_gain.shape
-        if self.all_rows:
+        if all_rows:
             rows = torch.arange(n, device=self.query_gain.device)
             return RowGatedKeyBias(
                 rows=rows, row_gain=torch.ones_like(self.query_gain), key_bias=self.key_bias
@@ -135,7 +133,6 @@ class Fin10MaskHead(nn.Module):
             dynamic_logits=dynamic.reshape(b, s, 1, grid_h, grid_w),
             query_gain=_special_rows(b, s, p, patch_start, 1.0, dynamic),
             key_bias=key_bias.reshape(b, s * p),
-            all_rows=self.all_rows,
         )
 
 

@@ -78,7 +78,8 @@ def forcing_term(model: nn.Module, predictions: dict, batch: Any, qk: dict) -> t
     ).reshape(-1)
     head = predictions.get("mask_head")
     active = model.aggregator.masked_global_blocks
-    bias = head.attention_bias(start, tokens) if head is not None and active else None
+    every_row = getattr(model.aggregator.spatial_mask_head, "all_rows", False)
+    bias = head.attention_bias(start, tokens, every_row) if head is not None and active else None
     return attention_forcing_loss(qk, rows, keys, {i: bias for i in qk if i in active})
 
 

@@ -34,9 +34,7 @@ def build_training_model(cfg: TrainConfig) -> nn.Module:
             model, cfg.checkpoint, allow_missing_mask_head=True, skip_mask_head=not cfg.checkpoint_mask_head
         )
         if not cfg.checkpoint_mask_head and report.only_mask_head_missing:
-            print(
-                f"{cfg.checkpoint}: backbone loaded; the mask head starts from seed {cfg.seed}'s own init"
-            )
+            print(f"{cfg.checkpoint}: backbone loaded; the mask head starts from seed {cfg.seed}'s own init")
         elif not report.ok:
             print(report.summary())
     return model
