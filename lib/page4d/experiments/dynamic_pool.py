@@ -29,7 +29,7 @@ import numpy as np
 
 from page4d.data import Scene, SyntheticSceneConfig, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
-from page4d.experiments.scene_stream import placeable
+from page4d.experiments.scene_stream import first_placeable
 
 TRAIN_SEED_BASE = 200_000_000
 EVAL_SEED_BASE = 300_000_000
@@ -58,11 +58,7 @@ def scene_config(recipe: PoolRecipe, index: int, heldout: bool = False) -> Synth
     A draw whose static objects cannot be placed around its movers is replaced by the next draw."""
     seed = (EVAL_SEED_BASE if heldout else TRAIN_SEED_BASE) + index
     rng = np.random.default_rng([seed, 13])
-    for _ in range(50):
-        config = _draw(recipe, seed, rng)
-        if placeable(config):
-            return config
-    raise RuntimeError(f"dynamic scene {index}: no placeable draw in 50 tries for {recipe}")
+    return first_placeable(lambda: _draw(recipe, seed, rng), f"dynamic scene {index} of {recipe}")
 
 
 def _draw(recipe: PoolRecipe, seed: int, rng: np.random.Generator) -> SyntheticSceneConfig:

@@ -22,7 +22,7 @@ memory the first time it is read (`data.synthetic.scene_in_memory`), the last fe
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,11 +68,19 @@ def draw_scene_config(recipe: StreamRecipe, index: int, heldout: bool = False) -
     (about 1 in 300) is replaced by the next draw of the same random stream."""
     seed = (HELDOUT_SEED_BASE if heldout else recipe.seed_base) + index
     rng = np.random.default_rng([seed, 7])
-    for _ in range(50):
-        config = _draw(recipe, seed, rng)
+    return first_placeable(lambda: _draw(recipe, seed, rng), f"scene {index} of {recipe}")
+
+
+def first_placeable(
+    draw: Callable[[], SyntheticSceneConfig], what: str, tries: int = 50
+) -> SyntheticSceneConfig:
+    """The first of `draw()`'s successive draws whose static objects can be placed around its movers
+    (deterministic rejection sampling: `draw` reads one seeded random stream); raises after `tries`."""
+    for _ in range(tries):
+        config = draw()
         if placeable(config):
             return config
-    raise RuntimeError(f"scene {index}: no placeable draw in 50 tries; the recipe {recipe} is too crowded")
+    raise RuntimeError(f"{what}: no placeable draw in {tries} tries; the recipe is too crowded")
 
 
 def placeable(config: SyntheticSceneConfig) -> bool:
