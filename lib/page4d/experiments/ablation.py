@@ -67,7 +67,7 @@ import torch
 from tqdm.auto import tqdm
 
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
-from page4d.experiments.ablation_stats import paired_differences, summarize_arms
+from page4d.experiments.ablation_stats import summarize_arms
 from page4d.experiments.dynamic_pool import PoolRecipe, moving_share, pool_scenes, scene_config
 from page4d.losses import ARM_NAMES, LossConfig
 from page4d.records import (
@@ -571,23 +571,19 @@ def _metrics(
     data: _Data,
 ) -> dict[str, Any]:
     """metrics.json (without its wall time): per-arm statistics, floors, failures, notes, parameters."""
-    floors = next((c["result"].get("floors") for c in cells.values() if c["status"] == "ok"), None)
-    summary = summarize_arms(arms, params.seeds, cells, baseline=baseline_arm(arms), unpaired=TRAINING_FREE)
     baselines = [baseline_arm(arms)]
-    if NO_MASK in summary and baselines[0] != NO_MASK:
-        baselines.append(NO_MASK)
-        control = {r["seed"]: r for r in summary[NO_MASK]["per_seed"]}
-        for arm, entry in summary.items():
-            if arm not in (NO_MASK, *TRAINING_FREE):
-                entry[f"paired_vs_{NO_MASK}"] = paired_differences(entry["per_seed"], control)
+    if NO_MASK in arms and baselines[0] != NO_MASK:
+        baselines.append(NO_MASK)  # the same fine-tuning with the bias off: every arm is paired with it too
+    summary = summarize_arms(
+        arms, params.seeds, cells, baseline=baselines[0], unpaired=TRAINING_FREE, controls=baselines[1:]
+    )
+    finished = [c["result"] for c in cells.values() if c["status"] == "ok"]  # all scored on the same frames
     return {
         "arms": summary,
         "baseline": baselines[0],
         "baselines": baselines,
-        "floors": floors,
-        "camera_floor": next(
-            (c["result"].get("camera_floor") for c in cells.values() if c["status"] == "ok"), None
-        ),
+        "floors": next((r.get("floors") for r in finished), None),
+        "camera_floor": next((r.get("camera_floor") for r in finished), None),
         "failed": [
             {"arm": a, "seed": s, "error": c["error"]} for (a, s), c in cells.items() if c["status"] != "ok"
         ],
@@ -640,13 +636,10 @@ def _run_cell(
                     ]
                 ).encode()
             ).hexdigest()[:16]
-        cell.update(
-            result=_score_cell(model, arm, data),
-            trained_steps=trained_steps,
-            final_digest=weights_digest(model),
-        )
+        result, shown = _score_cell(model, arm, data)
+        cell.update(result=result, trained_steps=trained_steps, final_digest=weights_digest(model))
         if seed == params.seeds[0]:
-            _save_cell_predictions(model, arm, data, out_dir)
+            _save_cell_predictions(model, arm, data, out_dir, shown)
     except Exception as exc:  # recorded, not swallowed: metrics.json lists it and the run reports failure
         cell.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     cell["seconds"] = time.perf_counter() - t0
@@ -683,10 +676,13 @@ def _train_cell(
 ORACLE_MASK_NOTE = "oracle: its masks are the GT it was given, not a prediction (no mask scores)"
 
 
-def _score_cell(model: torch.nn.Module, arm: str, data: _Data) -> dict[str, Any]:
+def _score_cell(
+    model: torch.nn.Module, arm: str, data: _Data
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Held-out scores of a (trained) model: the one scene's held-out steps, or the mean over the
     held-out videos. The threshold for `mask_iou_tuned` is chosen on training frames (none for the
-    oracle, whose masks are not predicted; its mask metrics are NaN with a note)."""
+    oracle, whose masks are not predicted; its mask metrics are NaN with a note). Also returns the
+    one scene's predicted clips, so the overlays reuse them (None in pool mode)."""
     method = mask_method(arm)
     oracle = method == "gt"
     tuned, why = (
@@ -694,6 +690,7 @@ def _score_cell(model: torch.nn.Module, arm: str, data: _Data) -> dict[str, Any]
         if oracle
         else choose_threshold(model, data.train_scene, data.train_times, data.eval_clip, method)
     )
+    clips = None
     if data.eval_pool is not None:
         scores = evaluate_scenes(model, data.eval_pool, 0, method, tuned_threshold=tuned, with_floors=True)
     else:
@@ -702,20 +699,25 @@ def _score_cell(model: torch.nn.Module, arm: str, data: _Data) -> dict[str, Any]
     if oracle:
         scores.update({k: float("nan") for k in MASK_KEYS})
         scores["mask_missing_reason"] = ORACLE_MASK_NOTE
-    return {
+    result = {
         "times": data.eval_times,
         "clip_times": data.eval_clip,
         "mask_method": method,
         **scores,
         "tuned_threshold_note": why,
     }
+    return result, clips
 
 
-def _save_cell_predictions(model: torch.nn.Module, arm: str, data: _Data, out_dir: Path) -> None:
-    """The first seed's P(dynamic) on the (first) held-out scene, for the notebook's overlays."""
+def _save_cell_predictions(
+    model: torch.nn.Module, arm: str, data: _Data, out_dir: Path, clips: list[dict[str, Any]] | None
+) -> None:
+    """The first seed's P(dynamic) on the (first) held-out scene, for the notebook's overlays: the
+    scored `clips` when there are (one scene), else that scene predicted again (one video of the pool)."""
     if mask_method(arm) == "gt":
         return
-    clips = predict_scene(model, data.eval_scene, data.eval_times, data.eval_clip, mask_method(arm))
+    if clips is None:
+        clips = predict_scene(model, data.eval_scene, data.eval_times, data.eval_clip, mask_method(arm))
     masks = mask_predictions(clips, data.eval_scene)
     if masks is not None:
         _save_predictions(masks, data.eval_scene, data.eval_times, out_dir / PREDICTIONS_DIR, arm)

@@ -49,6 +49,7 @@ def summarize_arms(
     cells: dict[tuple[str, int], dict[str, Any]],
     baseline: str = "none",
     unpaired: Sequence[str] = (),
+    controls: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """metrics.json's ``arms``: per arm ``per_seed`` (every finished cell: seed, init digest, results),
     for each metric ``<key>`` (mean over seeds) and ``<key>_ci95`` ([lo, hi] or None), ``n_values``
@@ -56,7 +57,8 @@ def summarize_arms(
     ``deterministic`` (why the seeds cannot vary, or None: `seed_invariance`), ``coverage``
     (`arm_coverage`) and -- for every arm but the baseline, when the baseline ran --
     ``paired_vs_<baseline>``: {metric: {"mean", "ci95", "n", "per_seed"}} of arm - baseline (not for
-    the `unpaired` arms, e.g. the untrained reference, which is not a variant of the training)."""
+    the `unpaired` arms, e.g. the untrained reference, which is not a variant of the training); the
+    same ``paired_vs_<control>`` for each of `controls` that ran (e.g. `no_mask`, a second baseline)."""
     out: dict[str, dict[str, Any]] = {}
     for arm in arms:
         per_seed = [_seed_record(cells[(arm, s)], s) for s in seeds if _finished(cells.get((arm, s)))]
@@ -75,13 +77,15 @@ def summarize_arms(
             entry[f"{key}_ci95"] = ci
             entry["n_values"][key] = n
         out[arm] = entry
-    if baseline in out:
-        base = {r["seed"]: r for r in out[baseline]["per_seed"]}
+    for reference in (baseline, *controls):
+        if reference not in out:
+            continue
+        base = {r["seed"]: r for r in out[reference]["per_seed"]}
         for arm, entry in out.items():
-            if arm == baseline or (arm in unpaired and baseline not in unpaired):
+            if arm == reference or (arm in unpaired and reference not in unpaired):
                 continue
-            one_value = bool(entry["deterministic"] and out[baseline]["deterministic"])
-            entry[f"paired_vs_{baseline}"] = paired_differences(entry["per_seed"], base, one_value)
+            one_value = bool(entry["deterministic"] and out[reference]["deterministic"])
+            entry[f"paired_vs_{reference}"] = paired_differences(entry["per_seed"], base, one_value)
     return out
 
 
