@@ -138,7 +138,7 @@ def geometry_answer(metrics: dict) -> str | None:
     if not metrics["params"].get("geometry"):
         return None
     arms = metrics["arms"]
-    control = "no_mask" if "no_mask" in arms else metrics["baseline"]
+    control = ablation.NO_MASK if ablation.NO_MASK in arms else metrics["baseline"]
     found, unsettled = [], 0
     for arm, entry in arms.items():
         paired = entry.get(f"paired_vs_{control}")
@@ -155,7 +155,7 @@ def geometry_answer(metrics: dict) -> str | None:
     if not found and not unsettled:
         return None
     head = f"Against {control}" + (
-        " (the same fine-tuning without the attention bias)" if control == "no_mask" else ""
+        " (the same fine-tuning without the attention bias)" if control == ablation.NO_MASK else ""
     )
     if not found:
         return (

@@ -344,9 +344,9 @@ def camera_frame_rows(metrics: dict[str, Any], digits: int = 1) -> list[dict[str
         clips = [c for r in records for c in _clip_frame_errors(r)]
         row: dict[str, Any] = {"arm": arm, "clips": len(clips)}
         slots = max((len(errors) for _, errors in clips), default=0)
+        views = clips[0][0] if clips else 1
         for s in range(1, slots):
-            values = [e[s] for v, e in clips if s < len(e) and e[s] == e[s]]
-            views = clips[0][0]
+            values = [e[s] for _, e in clips if s < len(e) and e[s] == e[s]]
             name = f"t{s}" if views == 1 else f"t{s // views}v{s % views}"
             row[name] = round(float(np.median(values)), digits) if values else float("nan")
         rows.append(row)

@@ -27,6 +27,7 @@ import torch
 
 from page4d.data import SyntheticSceneConfig, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
+from page4d.experiments.ablation import HARD_REACH
 from page4d.experiments.ablation_stats import mean_ci95
 from page4d.experiments.scene_stream import HELDOUT_SEED_BASE
 from page4d.scoring.evaluate import evaluate
@@ -138,7 +139,6 @@ def _with_ci(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "ci": ci, "n": n}
 
 
-HARD_REACH = 32.0  # the released PAGE-4D head's largest bias (scale 64 x 0.5), as experiments.ablation
 INFLUENCE_ARMS = ("movers", "oracle", "oracle_hard", "oracle_hard_all")
 
 

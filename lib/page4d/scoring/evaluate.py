@@ -542,8 +542,7 @@ def _identity_floor(e_gt: torch.Tensor, pairs: list[tuple[int, int]], k: int, fl
     """The rotation errors of the trivial answer "every camera is the first one" (identity rotations)
     on one clip, appended to `floor`: a camera head must beat it before its rotations mean anything (a
     head that collapsed to a constant scores exactly this, and small motions make it look good)."""
-    same = torch.eye(3, 4, dtype=e_gt.dtype).expand_as(e_gt).clone()
-    same[:, :, 3] = torch.arange(e_gt.shape[0], dtype=e_gt.dtype)[:, None] * 1e-3  # distinct centres
+    same = torch.eye(3, 4, dtype=e_gt.dtype).expand_as(e_gt)
     err = trajectory_errors(same, e_gt, align="none", pairs=pairs)
     floor["rpe_r"].append(err["rpe_rot_deg"][:k])
     floor["view_r"].append(err["rpe_rot_deg"][k:])
