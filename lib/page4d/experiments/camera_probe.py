@@ -1,0 +1,258 @@
+"""Can the camera path learn a relative rotation at all? A two-frame probe with known answers.
+
+`tiny-stream`'s camera head predicts the identity (issue 20): the question this answers is whether that
+is the data and recipe, or whether the network at this size and budget cannot pick up the cue. The
+probe trains the camera loss alone on clips of two frames, each clip from a new room, and scores
+held-out clips against the identity floor (predicting "frame 1 is frame 0"):
+
+- ``task="shift"``: frame 1 is frame 0's rendering cropped `shift` pixels further right (uniform in
+  +-`max_shift_px`, both crops of one wider rendering). The only thing that differs between the two
+  frames is a global image translation, the easiest relative-pose cue there is. Its label is the pan
+  that moves the image centre by `shift` pixels, a yaw of ``atan(shift / f)`` (exact at the centre; the
+  crop is a translation, not a homography, so elsewhere it is a small-angle approximation).
+- ``task="pan"``: a rendered camera panning in place by +-`min_deg`..`max_deg` (exact label; fixed
+  field of view, no jitter, no movers): the same cue with perspective.
+
+Training: AdamW at `lr` (linear warm-up over 50 steps), `batch` clips per step, camera loss only with
+the rotation term weighted `w_rotation` (the translation of a pan or crop is zero; the field of view is
+fixed, so nothing else competes with the rotation's gradient). Every `eval_every` steps the held-out
+clips (seeds no training clip draws) give the median rotation error of frame 1 next to the identity
+floor (the median GT rotation) and the `skill` ``1 - error / floor``: 0 is "learnt nothing", 1 exact.
+
+    python -m page4d.experiments.camera_probe --out outputs/probe_shift --task shift --steps 400
+    python -m page4d.experiments.camera_probe --out outputs/probe_pan --task pan --init tiny-stream
+
+The run folder holds `probe.json` (the config and every evaluation, written atomically after each one)
+and `DONE.json` once finished; a folder that holds a run is refused, never overwritten.
+Shapes: a clip is images `[2, 3, H, W]`, extrinsics `[2, 3, 4]` (frame 0 the identity), intrinsics
+`[2, 3, 3]`, depths `[2, H, W]`; a batch stacks `batch` clips in front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
+from page4d.data import SyntheticSceneConfig, render_synthetic_scene
+from page4d.data.synthetic import scene_in_memory
+from page4d.devices import require_device
+from page4d.experiments import pretrain
+from page4d.experiments.scene_stream import first_placeable
+from page4d.geometry import relative_to_first_camera, rotation_angle
+from page4d.losses import LossConfig, compute_total_loss
+from page4d.model import load_checkpoint
+from page4d.records import claim_run_folder, mark_finished, write_json
+from page4d.scoring.evaluate import pose_encoding_to_extrinsics
+from page4d.scoring.metrics import camera_errors_per_frame
+
+HELDOUT_SEED_BASE = 700_000_000  # held-out clips; training clip k of a run draws seed `seed * 10^6 + k`
+IMAGE_SIZE = (112, 154)
+WARMUP_STEPS = 50
+
+
+@dataclass
+class ProbeConfig:
+    """One probe run (see the module docstring); each field is an option of the command."""
+
+    task: str = knob(
+        "shift", "shift: a cropped image translation; pan: a rendered pan", choices=("shift", "pan")
+    )
+    init: str = knob("random", "random (the pretraining's seeded initialisation) or a checkpoint name/path")
+    steps: int = knob(400, "optimiser steps")
+    batch: int = knob(8, "clips per step, each from a new room")
+    lr: float = knob(1e-3, "peak AdamW learning rate")
+    w_rotation: float = knob(10.0, "weight of the rotation term in the camera loss (translation: 1)")
+    max_shift_px: int = knob(42, "shift task: largest crop offset in pixels (3 patches)")
+    min_deg: float = knob(5.0, "pan task: smallest pan per clip (degrees)")
+    max_deg: float = knob(20.0, "pan task: largest pan per clip (degrees)")
+    fov_deg: float = knob(65.0, "horizontal field of view of every rendering")
+    heldout_clips: int = knob(32, "held-out clips scored at every evaluation")
+    eval_every: int = knob(50, "evaluate every N steps (and after the last)")
+    seed: int = knob(0, "seeds the initialisation and the training clips")
+    threads: int = knob(1, "torch CPU threads")
+    device: str = knob("cpu", "cpu or cuda")
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch < 1 or self.heldout_clips < 1 or self.eval_every < 1:
+            raise ValueError(f"bad probe sizes: {self}")
+        if not 0 < self.max_shift_px < IMAGE_SIZE[1] // 2:
+            raise ValueError(f"max_shift_px {self.max_shift_px} outside 1..{IMAGE_SIZE[1] // 2 - 1}")
+        if not 0 <= self.min_deg <= self.max_deg < 90:
+            raise ValueError(f"need 0 <= min_deg <= max_deg < 90, got {self.min_deg}, {self.max_deg}")
+
+
+def _room(
+    seed: int, width: int, fov_deg: float, times: int = 1, pan_deg: float = 0.0
+) -> SyntheticSceneConfig:
+    """A static room (no movers) seen by one camera, panning `pan_deg` per step over `times` steps."""
+    rng = np.random.default_rng([seed, 3])
+
+    def draw() -> SyntheticSceneConfig:
+        return SyntheticSceneConfig(
+            seed=seed,
+            height=IMAGE_SIZE[0],
+            width=width,
+            times=times,
+            views=1,
+            fov_deg=fov_deg,
+            camera_radius=float(rng.uniform(3.0, 3.8)),
+            camera_height=float(rng.uniform(1.2, 2.4)),
+            look_at_height=float(rng.uniform(0.2, 0.8)),
+            camera_motion="pan",
+            orbit_deg_per_step=pan_deg,
+            num_movers=0,
+            num_static_boxes=int(rng.integers(2, 5)),
+            num_static_spheres=int(rng.integers(0, 2)),
+            tracks_per_mover=0,
+            query_points_per_step=0,
+        )
+
+    return first_placeable(draw, f"probe room {seed}")
+
+
+def yaw_extrinsics(yaw: float) -> torch.Tensor:
+    """`[2, 3, 4]` world-to-camera: frame 0 the identity, frame 1 turned right by `yaw` radians about
+    the camera's y axis (OpenCV: x right, y down, so a right turn moves the image content left)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    turned = torch.tensor([[c, 0.0, -s, 0.0], [0.0, 1.0, 0.0, 0.0], [s, 0.0, c, 0.0]])
+    return torch.stack([torch.eye(3, 4), turned])
+
+
+def shift_clip(seed: int, cfg: ProbeConfig) -> dict[str, torch.Tensor]:
+    """Two crops of one wider rendering, `shift` px apart: frame 1 shows what lies `shift` px to the
+    right of frame 0's view, as after a right turn of ``atan(shift / f)``."""
+    width = IMAGE_SIZE[1]
+    scene = scene_in_memory(render_synthetic_scene(_room(seed, width + 2 * cfg.max_shift_px, cfg.fov_deg)))
+    shift = int(np.random.default_rng([seed, 5]).integers(-cfg.max_shift_px, cfg.max_shift_px + 1))
+    x0, x1 = cfg.max_shift_px, cfg.max_shift_px + shift
+    image, depth, k = scene.images[0, 0], scene.depths[0, 0], scene.intrinsics[0, 0].clone()
+    k[0, 2] -= x0  # both crops keep the wide rendering's focal length, centred on their own window
+    return {
+        "images": torch.stack([image[:, :, x0 : x0 + width], image[:, :, x1 : x1 + width]]),
+        "depths": torch.stack([depth[:, x0 : x0 + width], depth[:, x1 : x1 + width]]),
+        "intrinsics": torch.stack([k, k]),
+        "extrinsics": yaw_extrinsics(math.atan2(shift, float(k[0, 0]))),
+    }
+
+
+def pan_clip(seed: int, cfg: ProbeConfig) -> dict[str, torch.Tensor]:
+    """A rendered camera panning once by a random +-`min_deg`..`max_deg` (the generator's exact poses,
+    expressed relative to frame 0)."""
+    rng = np.random.default_rng([seed, 5])
+    deg = float(rng.uniform(cfg.min_deg, cfg.max_deg)) * float(rng.choice([-1.0, 1.0]))
+    scene = scene_in_memory(render_synthetic_scene(_room(seed, IMAGE_SIZE[1], cfg.fov_deg, 2, deg)))
+    return {
+        "images": scene.images[:, 0],
+        "depths": scene.depths[:, 0],
+        "intrinsics": scene.intrinsics[:, 0],
+        "extrinsics": relative_to_first_camera(scene.extrinsics[:, 0].double()).float(),
+    }
+
+
+def make_batch(seeds: range | list[int], cfg: ProbeConfig) -> dict[str, torch.Tensor]:
+    """The clips of `seeds` stacked: every tensor gets a leading `[len(seeds)]`."""
+    make = shift_clip if cfg.task == "shift" else pan_clip
+    clips = [make(seed, cfg) for seed in seeds]
+    return {key: torch.stack([c[key] for c in clips]) for key in clips[0]}
+
+
+def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
+    """Frame 1's rotation error against the identity floor over a batch of clips.
+
+    pose_enc `[N, 2, 9]`, extrinsics `[N, 2, 3, 4]`. Returns the medians (degrees) of the predicted
+    rotation's error and of the GT rotation itself (the error of predicting the identity), and
+    `skill = 1 - error / floor`."""
+    errors, floor = [], []
+    for pred, gt in zip(pose_enc.float().cpu(), extrinsics.cpu(), strict=True):
+        errors.append(float(camera_errors_per_frame(pose_encoding_to_extrinsics(pred), gt)["rot_deg"][1]))
+        floor.append(float(torch.rad2deg(rotation_angle(gt[1:, :3, :3].double()))[0]))
+    error, identity = float(np.median(errors)), float(np.median(floor))
+    return {"rot_deg_median": error, "identity_floor_deg": identity, "skill": 1.0 - error / identity}
+
+
+def probe_model(cfg: ProbeConfig) -> torch.nn.Module:
+    """The pretraining's seeded initialisation, with `cfg.init`'s weights loaded unless it is random."""
+    model = pretrain.initial_model(cfg.seed)
+    if cfg.init != "random":
+        load_checkpoint(model, cfg.init)
+    return model
+
+
+def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train and score the probe into the new run folder `out`; returns the record `probe.json` holds."""
+    out = Path(out)
+    claim_run_folder(out, run_files=("probe.json",), resume_hint=None)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    device = require_device(cfg.device)
+    model = probe_model(cfg).to(device).train()
+    loss_cfg = LossConfig(
+        use_seganymo_mask=False, use_depth=False, use_point=False, rotation_target="canonical",
+        cam_w_rotation=cfg.w_rotation,
+    )  # fmt: skip
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    base = HELDOUT_SEED_BASE
+    heldout = make_batch(range(base, base + cfg.heldout_clips), cfg)
+    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": []}
+    start = time.perf_counter()
+    for step in range(cfg.steps + 1):
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            _evaluate(model, heldout, device, step, time.perf_counter() - start, record, out, progress)
+        if step == cfg.steps:
+            break
+        for group in optimiser.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / WARMUP_STEPS)
+        first = cfg.seed * 1_000_000 + step * cfg.batch
+        batch = {k: v.to(device) for k, v in make_batch(range(first, first + cfg.batch), cfg).items()}
+        losses = compute_total_loss(
+            model(batch["images"]), {**batch, "masks": None, "mask_valid": None}, loss_cfg
+        )
+        optimiser.zero_grad()
+        losses["loss"].backward()
+        optimiser.step()
+    record["train_seconds"] = time.perf_counter() - start
+    write_json(out / "probe.json", record)
+    mark_finished(out, "camera_probe", final=record["evaluations"][-1])
+    return record
+
+
+def _evaluate(model, heldout, device, step, seconds, record, out, progress) -> None:
+    model.eval()
+    with torch.no_grad():
+        pose = model(heldout["images"].to(device))["pose_enc"]
+    model.train()
+    result = {"step": step, "seconds": round(seconds, 1), **score(pose, heldout["extrinsics"])}
+    record["evaluations"].append(result)
+    write_json(out / "probe.json", record)
+    if progress:
+        print(
+            f"step {step}: rotation error {result['rot_deg_median']:.2f} deg (median), identity floor "
+            f"{result['identity_floor_deg']:.2f}, skill {result['skill']:+.3f} [{seconds:.0f} s]",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m page4d.experiments.camera_probe",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="new run folder")
+    add_options(parser, ProbeConfig)
+    args = parser.parse_args(argv)
+    run_probe(from_args(ProbeConfig, args), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
