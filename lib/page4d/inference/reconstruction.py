@@ -33,6 +33,7 @@ from page4d.geometry import (
     pose_encoding_to_extrinsics_intrinsics,
     rotation_matrix_to_quaternion,
 )
+from page4d.records import atomic_write_bytes
 
 __all__ = [
     "Reconstruction",
@@ -40,7 +41,9 @@ __all__ = [
     "source_intrinsics",
     "source_depth",
     "static_map",
+    "time_step",
     "write_ply",
+    "write_step_points",
     "write_tum",
 ]
 
@@ -144,7 +147,8 @@ _PLY_TYPES = {"f4": "float", "u1": "uchar"}
 
 
 def write_ply(path: str | Path, xyz, rgb, confidence, p_dynamic) -> Path:
-    """Binary little-endian PLY of N points (see the module docstring for the properties)."""
+    """Binary little-endian PLY of N points (see the module docstring for the properties), written
+    atomically: an interrupted run leaves no half-written file."""
     xyz, rgb = np.asarray(xyz, np.float32).reshape(-1, 3), np.asarray(rgb, np.uint8).reshape(-1, 3)
     n = len(xyz)
     conf, p_dyn = (
@@ -164,11 +168,29 @@ def write_ply(path: str | Path, xyz, rgb, confidence, p_dynamic) -> Path:
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
     header += [f"property {_PLY_TYPES[t]} {name}" for name, t in PLY_PROPERTIES]
     header.append("end_header")
-    path = Path(path)
-    with open(path, "wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vertex.tobytes())
-    return path
+    return atomic_write_bytes(path, ("\n".join(header) + "\n").encode("ascii") + vertex.tobytes())
+
+
+def time_step(rec: Reconstruction, k: int) -> Reconstruction:
+    """Time step k of a reconstruction, as a one-step reconstruction (views and pixels unchanged)."""
+    pick = slice(k, k + 1)
+    return Reconstruction(
+        rec.extrinsics[pick],
+        rec.intrinsics[pick],
+        rec.depth[pick],
+        rec.depth_conf[pick],
+        rec.points[pick],
+        rec.colors[pick],
+        None if rec.p_dynamic is None else rec.p_dynamic[pick],
+    )
+
+
+def write_step_points(path: str | Path, rec: Reconstruction, k: int) -> int:
+    """Every valid point (depth > 0) of time step k, all views, as one PLY; returns how many. The one
+    definition of a `points` file, shared by `page4d.predict`'s writer and the notebooks' export."""
+    points = static_map(time_step(rec, k), conf_quantile=0.0, use_mask=False)
+    write_ply(path, points["xyz"], points["rgb"], points["confidence"], points["p_dynamic"])
+    return len(points["xyz"])
 
 
 def write_tum(path: str | Path, timestamps, extrinsics: torch.Tensor) -> Path:

@@ -18,7 +18,9 @@ from page4d.inference.reconstruction import (
     source_depth,
     source_intrinsics,
     static_map,
+    time_step,
     write_ply,
+    write_step_points,
     write_tum,
 )
 from page4d.records import write_json
@@ -77,18 +79,10 @@ class ReconstructionWriter:
             for vi in range(rec.points.shape[1]):
                 self._frame(rec, k, ti, vi, k_src[k, vi])
             if self.points:
-                one = _step(rec, k)
-                frame = static_map(one, conf_quantile=0.0, use_mask=False)
                 self.out.joinpath("points").mkdir(parents=True, exist_ok=True)
-                write_ply(
-                    self.out / "points" / f"t_{ti:05d}.ply",
-                    frame["xyz"],
-                    frame["rgb"],
-                    frame["confidence"],
-                    frame["p_dynamic"],
-                )
+                write_step_points(self.out / "points" / f"t_{ti:05d}.ply", rec, k)
             for name, use_mask in (("static", True), ("unfiltered", False)):
-                kept = static_map(_step(rec, k), self.threshold, self.conf_quantile, use_mask)
+                kept = static_map(time_step(rec, k), self.threshold, self.conf_quantile, use_mask)
                 self.kept[name] += len(kept["xyz"])
                 self.maps[name].append(self._sample(kept))
 
@@ -181,17 +175,3 @@ CAMERA_CONVENTION = (
     "forward); the world is the first frame's camera (time 0, view 0), in the model's scale-free units. "
     "intrinsics are for the original input's pixels, pixel centres at integer coordinates."
 )
-
-
-def _step(rec: Reconstruction, k: int) -> Reconstruction:
-    """Time step k of a reconstruction, as a one-step reconstruction."""
-    pick = slice(k, k + 1)
-    return Reconstruction(
-        rec.extrinsics[pick],
-        rec.intrinsics[pick],
-        rec.depth[pick],
-        rec.depth_conf[pick],
-        rec.points[pick],
-        rec.colors[pick],
-        None if rec.p_dynamic is None else rec.p_dynamic[pick],
-    )

@@ -32,7 +32,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
 from page4d.geometry import closed_form_inverse_se3
-from page4d.inference.reconstruction import Reconstruction, static_map, write_ply
+from page4d.inference.reconstruction import Reconstruction, static_map, write_ply, write_step_points
 from page4d.report.viz import new_figure
 
 __all__ = ["export_points", "figure_4d", "frustum_lines", "picture_4d", "save_html"]
@@ -224,24 +224,13 @@ def picture_4d(
 def export_points(
     rec: Reconstruction, folder: str | Path, threshold: float = 0.5, conf_quantile: float = 0.3
 ) -> dict:
-    """Write `points_t<t>.ply` (every valid point of time step t, all views) and `static_map.ply`
-    (`static_map(rec, threshold, conf_quantile)`) into `folder`; return what a metrics.json records:
-    `points_per_time`, `points`, `static_map_points`, `static_map_kept_share` and the file names."""
+    """Write `points_t<t>.ply` (every valid point of time step t, all views: `write_step_points`, the
+    same files `page4d.predict` writes) and `static_map.ply` (`static_map(rec, threshold,
+    conf_quantile)`) into `folder`; return what a metrics.json records: `points_per_time`, `points`,
+    `static_map_points`, `static_map_kept_share` and the file names."""
     folder = Path(folder)
-    counts, files = [], []
-    p_dyn = rec.p_dynamic if rec.p_dynamic is not None else torch.zeros_like(rec.depth)
-    for t in range(rec.points.shape[0]):
-        keep = (rec.depth[t] > 0).reshape(-1)
-        name = f"points_t{t:02d}.ply"
-        write_ply(
-            folder / name,
-            rec.points[t].reshape(-1, 3)[keep].numpy(),
-            rec.colors[t].reshape(-1, 3)[keep].numpy(),
-            rec.depth_conf[t].reshape(-1)[keep].numpy(),
-            p_dyn[t].reshape(-1)[keep].numpy(),
-        )
-        counts.append(int(keep.sum()))
-        files.append(name)
+    files = [f"points_t{t:02d}.ply" for t in range(rec.points.shape[0])]
+    counts = [write_step_points(folder / name, rec, t) for t, name in enumerate(files)]
     smap = static_map(rec, threshold=threshold, conf_quantile=conf_quantile)
     write_ply(folder / "static_map.ply", smap["xyz"], smap["rgb"], smap["confidence"], smap["p_dynamic"])
     return {
