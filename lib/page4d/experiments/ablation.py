@@ -57,7 +57,8 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,10 +312,32 @@ def initial_model(cfg: TrainConfig, setup: ArmSetup | None = None) -> torch.nn.M
     settings (`set_bias_reach`, every query row)."""
     torch.manual_seed(cfg.seed)
     model = build_training_model(cfg)
-    if setup is not None and setup.bias_reach is not None:
+    if setup is not None:
+        apply_bias_settings(model, setup)
+    return model
+
+
+def apply_bias_settings(model: torch.nn.Module, setup: ArmSetup) -> None:
+    """An arm's bias settings on `model`'s mask head: its reach (`set_bias_reach`, when the arm sets
+    one) and whether the bias applies on every query row."""
+    if setup.bias_reach is not None:
         set_bias_reach(model, setup.bias_reach)
         model.aggregator.spatial_mask_head.all_rows = setup.all_rows
-    return model
+
+
+@contextmanager
+def bias_settings(model: torch.nn.Module, setup: ArmSetup) -> Iterator[torch.nn.Module]:
+    """`apply_bias_settings` for the block's duration, the head's own settings restored after (an
+    analysis that runs several oracle arms through one model, e.g. `phenomenon.mover_influence`)."""
+    head = model.aggregator.spatial_mask_head
+    saved = (getattr(head, "soft_mask_bias", None), head.all_rows)
+    try:
+        apply_bias_settings(model, setup)
+        yield model
+    finally:
+        if saved[0] is not None:
+            head.soft_mask_bias = saved[0]
+        head.all_rows = saved[1]
 
 
 def set_bias_reach(model: torch.nn.Module, reach: float) -> None:

@@ -27,7 +27,7 @@ import torch
 
 from page4d.data import SyntheticSceneConfig, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
-from page4d.experiments.ablation import HARD_REACH
+from page4d.experiments.ablation import ORACLES, arm_setup, bias_settings
 from page4d.experiments.ablation_stats import mean_ci95
 from page4d.experiments.scene_stream import HELDOUT_SEED_BASE
 from page4d.scoring.evaluate import evaluate
@@ -139,7 +139,7 @@ def _with_ci(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "ci": ci, "n": n}
 
 
-INFLUENCE_ARMS = ("movers", "oracle", "oracle_hard", "oracle_hard_all")
+INFLUENCE_ARMS = ("movers", *ORACLES)
 
 
 @torch.no_grad()
@@ -161,7 +161,6 @@ def mover_influence(
     from page4d.scoring.metrics import camera_errors_per_frame
 
     study = study or StudyConfig()
-    head = model.aggregator.spatial_mask_head
     model.eval()
     rows = []
     for room in range(rooms):
@@ -173,15 +172,9 @@ def mover_influence(
         clean_batch, moving = batches
         logits = oracle_logits(moving, model.cfg.patch_size)
         outputs = {"clean": model(clean_batch.images), "movers": model(moving.images)}
-        saved = (head.soft_mask_bias, head.all_rows)
-        try:
-            outputs["oracle"] = model(moving.images, given_mask_logits=logits)
-            head.set_reach(HARD_REACH)
-            outputs["oracle_hard"] = model(moving.images, given_mask_logits=logits)
-            head.all_rows = True
-            outputs["oracle_hard_all"] = model(moving.images, given_mask_logits=logits)
-        finally:
-            head.soft_mask_bias, head.all_rows = saved
+        for arm in ORACLES:  # each as the ablation's arm of that name sets the head
+            with bias_settings(model, arm_setup(arm)):
+                outputs[arm] = model(moving.images, given_mask_logits=logits)
         h, w = moving.masks.shape[-2:]
         static = (moving.masks[0].reshape(-1, h, w) < 0.5) & (clean_batch.depths[0].reshape(-1, h, w) > 0)
         clean_pose = pose_encoding_to_extrinsics(outputs["clean"]["pose_enc"][0].reshape(-1, 9))
