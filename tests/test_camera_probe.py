@@ -12,9 +12,11 @@ from page4d.experiments.camera_probe import (
     ProbeConfig,
     make_batch,
     pan_clip,
+    probe_model,
     run_probe,
     score,
     shift_clip,
+    training_seeds,
     yaw_extrinsics,
 )
 from page4d.geometry import extrinsics_intrinsics_to_pose_encoding, rotation_angle
@@ -86,3 +88,37 @@ def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path)
     with pytest.raises(RunFolderTaken, match="never overwritten"):
         run_probe(cfg, tmp_path / "probe", progress=False)
     assert (tmp_path / "probe" / "probe.json").read_bytes() == before
+
+
+def test_whole_patch_shifts_move_the_patch_tokens_exactly():
+    cfg = ProbeConfig(whole_patches=True)
+    model = probe_model(cfg).eval()
+    moved = 0
+    for seed in range(4):
+        clip = shift_clip(seed, cfg)
+        yaw = float(rotation_angle(clip["extrinsics"][1, :, :3].double()))
+        shift = round(float(clip["intrinsics"][0, 0, 0]) * math.tan(yaw)) * (
+            1 if clip["extrinsics"][1, 0, 2] < 0 else -1
+        )
+        assert shift % 14 == 0 and abs(shift) <= 42
+        k = shift // 14
+        with torch.no_grad():
+            tokens = model.aggregator.patch_embed(clip["images"]).reshape(2, 8, 11, -1)
+        lo, hi = max(0, -k), min(11, 11 - k)
+        assert torch.allclose(tokens[1, :, lo:hi], tokens[0, :, lo + k : hi + k], atol=1e-5)
+        moved += k != 0
+    assert moved >= 2  # not every draw rounds to no shift
+    with pytest.raises(ValueError, match="whole_patches needs"):
+        ProbeConfig(whole_patches=True, max_shift_px=10)
+
+
+def test_the_control_trains_on_the_same_clips_every_step_and_scores_them(tmp_path):
+    cfg = ProbeConfig(fixed_clips=2, steps=2, heldout_clips=2, eval_every=2)
+    assert training_seeds(cfg, 0) == training_seeds(cfg, 5) == range(0, 2)
+    assert training_seeds(ProbeConfig(batch=3), 1) == range(3, 6)
+    record = run_probe(cfg, tmp_path / "control", progress=False)
+    last = record["evaluations"][-1]
+    assert {"skill", "train_skill", "train_identity_floor_deg"} <= set(last)
+    fixed = make_batch(range(0, 2), cfg)
+    floor = score(_encode(torch.stack([yaw_extrinsics(0.0)] * 2)), fixed["extrinsics"])
+    assert last["train_identity_floor_deg"] == pytest.approx(floor["identity_floor_deg"])

@@ -13,6 +13,11 @@ held-out clips against the identity floor (predicting "frame 1 is frame 0"):
 - ``task="pan"``: a rendered camera panning in place by +-`min_deg`..`max_deg` (exact label; fixed
   field of view, no jitter, no movers): the same cue with perspective.
 
+Two options isolate what could make it hard: `whole_patches` (shifts by whole 14-px patches, so frame 1's
+patch tokens are exactly frame 0's moved sideways: nothing to match but identical tokens) and
+`fixed_clips` (the control: the same few clips every step, also scored as `train_*`: can the network
+fit them at all?).
+
 Training: AdamW at `lr` (linear warm-up over 50 steps), `batch` clips per step, camera loss only with
 the rotation term weighted `w_rotation` (the translation of a pan or crop is zero; the field of view is
 fixed, so nothing else competes with the rotation's gradient). Every `eval_every` steps the held-out
@@ -57,6 +62,7 @@ from page4d.scoring.metrics import camera_errors_per_frame
 HELDOUT_SEED_BASE = 700_000_000  # held-out clips; training clip k of a run draws seed `seed * 10^6 + k`
 IMAGE_SIZE = (112, 154)
 WARMUP_STEPS = 50
+PATCH = 14  # the tiny preset's patch size
 
 
 @dataclass
@@ -74,6 +80,12 @@ class ProbeConfig:
     max_shift_px: int = knob(42, "shift task: largest crop offset in pixels (3 patches)")
     min_deg: float = knob(5.0, "pan task: smallest pan per clip (degrees)")
     max_deg: float = knob(20.0, "pan task: largest pan per clip (degrees)")
+    whole_patches: bool = knob(
+        False, "shift task: offsets in whole patches, so frame 1's patch tokens are frame 0's moved sideways"
+    )
+    fixed_clips: int = knob(
+        0, "train on these many fixed clips instead of new rooms (0: new rooms; the control)"
+    )
     fov_deg: float = knob(65.0, "horizontal field of view of every rendering")
     heldout_clips: int = knob(32, "held-out clips scored at every evaluation")
     eval_every: int = knob(50, "evaluate every N steps (and after the last)")
@@ -86,6 +98,10 @@ class ProbeConfig:
             raise ValueError(f"bad probe sizes: {self}")
         if not 0 < self.max_shift_px < IMAGE_SIZE[1] // 2:
             raise ValueError(f"max_shift_px {self.max_shift_px} outside 1..{IMAGE_SIZE[1] // 2 - 1}")
+        if self.whole_patches and self.max_shift_px < PATCH:
+            raise ValueError(f"whole_patches needs max_shift_px >= {PATCH}, got {self.max_shift_px}")
+        if self.fixed_clips < 0:
+            raise ValueError(f"fixed_clips must be >= 0, got {self.fixed_clips}")
         if not 0 <= self.min_deg <= self.max_deg < 90:
             raise ValueError(f"need 0 <= min_deg <= max_deg < 90, got {self.min_deg}, {self.max_deg}")
 
@@ -133,6 +149,8 @@ def shift_clip(seed: int, cfg: ProbeConfig) -> dict[str, torch.Tensor]:
     width = IMAGE_SIZE[1]
     scene = scene_in_memory(render_synthetic_scene(_room(seed, width + 2 * cfg.max_shift_px, cfg.fov_deg)))
     shift = int(np.random.default_rng([seed, 5]).integers(-cfg.max_shift_px, cfg.max_shift_px + 1))
+    if cfg.whole_patches:
+        shift = int(np.trunc(shift / PATCH)) * PATCH
     x0, x1 = cfg.max_shift_px, cfg.max_shift_px + shift
     image, depth, k = scene.images[0, 0], scene.depths[0, 0], scene.intrinsics[0, 0].clone()
     k[0, 2] -= x0  # both crops keep the wide rendering's focal length, centred on their own window
@@ -179,6 +197,15 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
     return {"rot_deg_median": error, "identity_floor_deg": identity, "skill": 1.0 - error / identity}
 
 
+def training_seeds(cfg: ProbeConfig, step: int) -> range:
+    """The clips of a step: `batch` new rooms (seeds `seed * 10^6 + step * batch ...`), or with
+    `fixed_clips` the same first `fixed_clips` rooms every step (the control: can it fit them?)."""
+    first = cfg.seed * 1_000_000
+    if cfg.fixed_clips:
+        return range(first, first + cfg.fixed_clips)
+    return range(first + step * cfg.batch, first + (step + 1) * cfg.batch)
+
+
 def probe_model(cfg: ProbeConfig) -> torch.nn.Module:
     """The pretraining's seeded initialisation, with `cfg.init`'s weights loaded unless it is random."""
     model = pretrain.initial_model(cfg.seed)
@@ -201,18 +228,26 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     )  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     base = HELDOUT_SEED_BASE
-    heldout = make_batch(range(base, base + cfg.heldout_clips), cfg)
+    scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
+    fixed = make_batch(training_seeds(cfg, 0), cfg) if cfg.fixed_clips else None
+    if fixed is not None:
+        scored["train_"] = fixed  # the control also scores the clips it trains on
     record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": []}
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            _evaluate(model, heldout, device, step, time.perf_counter() - start, record, out, progress)
+            result = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
+            result.update(_evaluate(model, scored, device))
+            record["evaluations"].append(result)
+            write_json(out / "probe.json", record)
+            if progress:
+                print(_progress_line(result), flush=True)
         if step == cfg.steps:
             break
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / WARMUP_STEPS)
-        first = cfg.seed * 1_000_000 + step * cfg.batch
-        batch = {k: v.to(device) for k, v in make_batch(range(first, first + cfg.batch), cfg).items()}
+        clips = fixed if fixed is not None else make_batch(training_seeds(cfg, step), cfg)
+        batch = {k: v.to(device) for k, v in clips.items()}
         losses = compute_total_loss(
             model(batch["images"]), {**batch, "masks": None, "mask_valid": None}, loss_cfg
         )
@@ -225,20 +260,26 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     return record
 
 
-def _evaluate(model, heldout, device, step, seconds, record, out, progress) -> None:
+def _evaluate(model: torch.nn.Module, scored: dict[str, dict], device: torch.device) -> dict[str, float]:
+    """`score` of every set of clips in `scored`, its keys prefixed with the set's name."""
     model.eval()
+    result = {}
     with torch.no_grad():
-        pose = model(heldout["images"].to(device))["pose_enc"]
+        for prefix, clips in scored.items():
+            pose = model(clips["images"].to(device))["pose_enc"]
+            result.update({prefix + k: v for k, v in score(pose, clips["extrinsics"]).items()})
     model.train()
-    result = {"step": step, "seconds": round(seconds, 1), **score(pose, heldout["extrinsics"])}
-    record["evaluations"].append(result)
-    write_json(out / "probe.json", record)
-    if progress:
-        print(
-            f"step {step}: rotation error {result['rot_deg_median']:.2f} deg (median), identity floor "
-            f"{result['identity_floor_deg']:.2f}, skill {result['skill']:+.3f} [{seconds:.0f} s]",
-            flush=True,
-        )
+    return result
+
+
+def _progress_line(result: dict[str, Any]) -> str:
+    line = (
+        f"step {result['step']}: rotation error {result['rot_deg_median']:.2f} deg (median), identity "
+        f"floor {result['identity_floor_deg']:.2f}, skill {result['skill']:+.3f}"
+    )
+    if "train_skill" in result:
+        line += f"; on the clips it trains on: skill {result['train_skill']:+.3f}"
+    return line + f" [{result['seconds']:.0f} s]"
 
 
 def main(argv: list[str] | None = None) -> int:
