@@ -113,7 +113,7 @@ def test_whole_patch_shifts_move_the_patch_tokens_exactly():
 
 
 def test_the_control_trains_on_the_same_clips_every_step_and_scores_them(tmp_path):
-    cfg = ProbeConfig(fixed_clips=2, steps=2, heldout_clips=2, eval_every=2)
+    cfg = ProbeConfig(fixed_clips=2, steps=2, heldout_clips=2, eval_every=2, save_weights=True)
     assert training_seeds(cfg, 0) == training_seeds(cfg, 5) == range(0, 2)
     assert training_seeds(ProbeConfig(batch=3), 1) == range(3, 6)
     record = run_probe(cfg, tmp_path / "control", progress=False)
@@ -122,3 +122,7 @@ def test_the_control_trains_on_the_same_clips_every_step_and_scores_them(tmp_pat
     fixed = make_batch(range(0, 2), cfg)
     floor = score(_encode(torch.stack([yaw_extrinsics(0.0)] * 2)), fixed["extrinsics"])
     assert last["train_identity_floor_deg"] == pytest.approx(floor["identity_floor_deg"])
+    trained = probe_model(ProbeConfig(init=str(tmp_path / "control" / "weights.pt")))
+    start = probe_model(ProbeConfig())
+    moved = [not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters(), strict=True)]
+    assert any(moved)  # the saved weights are the trained ones, and they load into the preset

@@ -27,8 +27,9 @@ floor (the median GT rotation) and the `skill` ``1 - error / floor``: 0 is "lear
     python -m page4d.experiments.camera_probe --out outputs/probe_shift --task shift --steps 400
     python -m page4d.experiments.camera_probe --out outputs/probe_pan --task pan --init tiny-stream
 
-The run folder holds `probe.json` (the config and every evaluation, written atomically after each one)
-and `DONE.json` once finished; a folder that holds a run is refused, never overwritten.
+The run folder holds `probe.json` (the config and every evaluation, written atomically after each one),
+`weights.pt` with `save_weights`, and `DONE.json` once finished; a folder that holds a run is refused,
+never overwritten.
 Shapes: a clip is images `[2, 3, H, W]`, extrinsics `[2, 3, 4]` (frame 0 the identity), intrinsics
 `[2, 3, 3]`, depths `[2, H, W]`; a batch stacks `batch` clips in front.
 """
@@ -55,7 +56,7 @@ from page4d.experiments.scene_stream import first_placeable
 from page4d.geometry import relative_to_first_camera, rotation_angle
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.model import load_checkpoint
-from page4d.records import claim_run_folder, mark_finished, write_json
+from page4d.records import atomic_torch_save, claim_run_folder, mark_finished, write_json
 from page4d.scoring.evaluate import pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
 
@@ -92,6 +93,7 @@ class ProbeConfig:
     seed: int = knob(0, "seeds the initialisation and the training clips")
     threads: int = knob(1, "torch CPU threads")
     device: str = knob("cpu", "cpu or cuda")
+    save_weights: bool = knob(False, "also write the trained model's weights (weights.pt, float32)")
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch < 1 or self.heldout_clips < 1 or self.eval_every < 1:
@@ -255,6 +257,8 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         losses["loss"].backward()
         optimiser.step()
     record["train_seconds"] = time.perf_counter() - start
+    if cfg.save_weights:  # the whole model (load_checkpoint reads it): a camera-trained backbone to score
+        atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
     write_json(out / "probe.json", record)
     mark_finished(out, "camera_probe", final=record["evaluations"][-1])
     return record
