@@ -493,7 +493,9 @@ def interrupt_when(proc: subprocess.Popen, path: Path, sig: signal.Signals) -> N
 
 
 def test_ctrl_c_then_sigkill_then_resume_ends_with_the_uninterrupted_weights(scene_dir, tmp_path):
-    steps = 16
+    # 48 steps, checkpoints every 4: after the first checkpoint appears, the run has ~40 more steps in
+    # which the signal must land. With 16 it finished first on a loaded machine (3 jobs on 2 cores).
+    steps = 48
     scene = load_scene(scene_dir, image_size=(56, 70))
     uninterrupted, _ = train(small(steps=steps), scene, output_dir=tmp_path / "whole", progress=False)
     out = tmp_path / "killed"
