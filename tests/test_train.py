@@ -483,6 +483,13 @@ def test_resume_refuses_changed_settings(scene, tmp_path):
         train(dataclasses.replace(cfg, lr=0.1), scene, output_dir=tmp_path / "r", progress=False, resume=True)
 
 
+def like_a_terminal() -> None:
+    """Ctrl-C's SIGINT as a terminal's foreground job gets it: a shell runs background jobs (`cmd &`,
+    nohup, a CI runner's) with SIGINT ignored, the child inherits that, and Python then installs no
+    KeyboardInterrupt handler, so the test's "Ctrl-C" would do nothing and the run would finish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(proc: subprocess.Popen, path: Path, sig: signal.Signals) -> None:
     deadline = time.monotonic() + 120
     while not path.exists():
@@ -493,9 +500,7 @@ def interrupt_when(proc: subprocess.Popen, path: Path, sig: signal.Signals) -> N
 
 
 def test_ctrl_c_then_sigkill_then_resume_ends_with_the_uninterrupted_weights(scene_dir, tmp_path):
-    # 48 steps, checkpoints every 4: after the first checkpoint appears, the run has ~40 more steps in
-    # which the signal must land. With 16 it finished first on a loaded machine (3 jobs on 2 cores).
-    steps = 48
+    steps = 16
     scene = load_scene(scene_dir, image_size=(56, 70))
     uninterrupted, _ = train(small(steps=steps), scene, output_dir=tmp_path / "whole", progress=False)
     out = tmp_path / "killed"
@@ -504,7 +509,14 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_the_uninterrupted_weights(sce
     env = cpu_env()
 
     # Ctrl-C: a checkpoint at the step it reached, and the history up to it
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        preexec_fn=like_a_terminal,
+    )
     interrupt_when(proc, out / "checkpoint_4.pt", signal.SIGINT)
     assert proc.returncode != 0 and "continue with --resume" in proc.stderr.read()
     done = len(json.loads((out / "history.json").read_text()))
