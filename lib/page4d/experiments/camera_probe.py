@@ -52,7 +52,7 @@ from page4d.data import SyntheticSceneConfig, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
 from page4d.devices import require_device
 from page4d.experiments import pretrain
-from page4d.experiments.scene_stream import first_placeable
+from page4d.experiments.scene_stream import StreamRecipe, first_placeable
 from page4d.geometry import relative_to_first_camera, rotation_angle
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.model import load_checkpoint
@@ -61,9 +61,9 @@ from page4d.scoring.evaluate import pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
 
 HELDOUT_SEED_BASE = 700_000_000  # held-out clips; training clip k of a run draws seed `seed * 10^6 + k`
-IMAGE_SIZE = (112, 154)
+IMAGE_SIZE = StreamRecipe().image_size  # the pretraining stream's renderings
 WARMUP_STEPS = 50
-PATCH = 14  # the tiny preset's patch size
+PATCH = pretrain.model_config().patch_size  # the network the probe trains
 
 
 @dataclass
