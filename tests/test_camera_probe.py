@@ -28,14 +28,20 @@ def _project(k: torch.Tensor, e: torch.Tensor, point: torch.Tensor) -> torch.Ten
     return (k @ cam)[:2] / cam[2]
 
 
+def _shift_of(clip: dict) -> int:
+    """The crop offset in pixels a shift clip's label encodes: f tan(yaw), signed by the turn."""
+    e, k = clip["extrinsics"], clip["intrinsics"][0]
+    yaw = float(rotation_angle(e[1, :, :3].double()))
+    return round(float(k[0, 0]) * math.tan(yaw)) * (1 if e[1, 0, 2] < 0 else -1)
+
+
 def test_a_shift_clip_is_two_crops_and_its_yaw_moves_the_centre_by_the_shift():
     cfg = ProbeConfig(max_shift_px=28)
     for seed in range(3):
         clip = shift_clip(seed, cfg)
         images, k, e = clip["images"], clip["intrinsics"][0], clip["extrinsics"]
         assert images.shape == (2, 3, 112, 154) and clip["depths"].shape == (2, 112, 154)
-        yaw = float(rotation_angle(e[1, :, :3].double()))
-        shift = round(float(k[0, 0]) * math.tan(yaw)) * (1 if e[1, 0, 2] < 0 else -1)
+        shift = _shift_of(clip)
         assert abs(shift) <= 28 and torch.allclose(e[0], torch.eye(3, 4))
         # the pixels: frame 1's column u is frame 0's column u + shift (where both crops have it)
         lo, hi = max(0, -shift), min(154, 154 - shift)
@@ -96,10 +102,7 @@ def test_whole_patch_shifts_move_the_patch_tokens_exactly():
     moved = 0
     for seed in range(4):
         clip = shift_clip(seed, cfg)
-        yaw = float(rotation_angle(clip["extrinsics"][1, :, :3].double()))
-        shift = round(float(clip["intrinsics"][0, 0, 0]) * math.tan(yaw)) * (
-            1 if clip["extrinsics"][1, 0, 2] < 0 else -1
-        )
+        shift = _shift_of(clip)
         assert shift % 14 == 0 and abs(shift) <= 42
         k = shift // 14
         with torch.no_grad():
