@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from page4d.experiments.camera_probe import (
@@ -13,10 +14,12 @@ from page4d.experiments.camera_probe import (
     make_batch,
     pan_clip,
     probe_model,
+    rig_clip,
     run_probe,
     score,
     shift_clip,
     training_seeds,
+    widest_gap,
     yaw_extrinsics,
 )
 from page4d.geometry import extrinsics_intrinsics_to_pose_encoding, rotation_angle
@@ -62,6 +65,54 @@ def test_a_pan_clip_turns_in_place_by_the_drawn_angle():
     centre_1 = -e[1, :, :3].T @ e[1, :, 3]
     assert float(centre_1.norm()) < 1e-4  # a pan: the camera stays where it was
     assert not torch.equal(clip["images"][0], clip["images"][1])
+
+
+def _depth_agreement(clip: dict) -> tuple[int, float]:
+    """View 0's depth (every 4th pixel) lifted through the label's relative pose into view 1: how many
+    land inside view 1, and the share of those whose depth matches view 1's there within 2 %
+    (the rest are occluded from view 1). The renderer's pixel centres are at integer coordinates."""
+    e, k, depth = clip["extrinsics"].double(), clip["intrinsics"].double(), clip["depths"].double()
+    h, w = depth.shape[-2:]
+    v, u = torch.meshgrid(
+        torch.arange(0.0, h, 4.0).double(), torch.arange(0.0, w, 4.0).double(), indexing="ij"
+    )
+    rays = torch.linalg.inv(k[0]) @ torch.stack([u, v, torch.ones_like(u)]).reshape(3, -1)
+    cam1 = e[1, :, :3] @ (rays * depth[0, v.long(), u.long()].reshape(1, -1)) + e[1, :, 3:]
+    pix = ((k[1] @ cam1)[:2] / cam1[2]).round().long()
+    inside = (pix[0] >= 0) & (pix[0] < w) & (pix[1] >= 0) & (pix[1] < h) & (cam1[2] > 0)
+    seen = depth[1, pix[1, inside], pix[0, inside]]
+    return int(inside.sum()), float(((seen - cam1[2, inside]).abs() / seen < 0.02).double().mean())
+
+
+def test_a_rig_clip_shows_one_room_from_two_cameras_the_label_relates():
+    """The label agrees with the pixels (view 0's depth lands on view 1's); both cameras look at one
+    point; the turn is the drawn gap; both orders of the views occur."""
+    cfg = ProbeConfig(task="rig", min_deg=30.0, max_deg=120.0)
+    turns = []
+    for seed in range(4):
+        clip = rig_clip(seed, cfg)
+        e = clip["extrinsics"].double()
+        assert torch.allclose(e[0], torch.eye(3, 4, dtype=e.dtype), atol=1e-6)
+        inside, agree = _depth_agreement(clip)
+        assert inside > 200 and agree > 0.5  # a transposed rotation lands < 150 points, 5 % agreeing
+        r, t = e[1, :, :3], e[1, :, 3]
+        axis = r[:2, 2]  # view 1's optical axis through view 0's centre ... meets view 0's axis:
+        along = -(axis @ t[:2]) / (axis @ axis)
+        assert float((axis * along + t[:2]).norm()) < 0.05
+        gap = float(np.random.default_rng([seed, 5]).uniform(30.0, 120.0))
+        assert math.degrees(float(rotation_angle(r))) == pytest.approx(gap, abs=1.0)  # heights differ a bit
+        turns.append(float(r[0, 2]))
+    assert min(turns) < 0 < max(turns)
+
+
+def test_the_rig_curriculum_widens_the_gaps_to_the_full_range():
+    cfg = ProbeConfig(task="rig", min_deg=5.0, max_deg=175.0, ramp_steps=100)
+    assert widest_gap(cfg, 0) == pytest.approx(5.0 + 1.7)
+    assert widest_gap(cfg, 49) == pytest.approx(90.0) and widest_gap(cfg, 500) == 175.0
+    assert widest_gap(cfg, None) == 175.0  # held-out clips always draw the full range
+    assert widest_gap(ProbeConfig(task="rig", max_deg=60.0), 0) == 60.0  # no ramp: the full range
+    with pytest.raises(ValueError, match="max_deg"):
+        ProbeConfig(task="pan", max_deg=120.0)
 
 
 def _encode(e: torch.Tensor) -> torch.Tensor:

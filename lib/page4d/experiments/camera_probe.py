@@ -12,6 +12,12 @@ held-out clips against the identity floor (predicting "frame 1 is frame 0"):
   crop is a translation, not a homography, so elsewhere it is a small-angle approximation).
 - ``task="pan"``: a rendered camera panning in place by +-`min_deg`..`max_deg` (exact label; fixed
   field of view, no jitter, no movers): the same cue with perspective.
+- ``task="rig"``: two cameras of a static rig looking at the room centre from azimuths
+  `min_deg`..`max_deg` apart (either order) and different heights: what the pretraining card's
+  view-RPE-r scores. The views move as well as turn, so the translation term has a target too.
+  `ramp_steps` widens the training gaps from `min_deg` to `max_deg` over that many steps (a
+  curriculum from the pan-sized gaps the camera path has learnt to the rig's); held-out clips always
+  draw the full range.
 
 Two options isolate what could make it hard: `whole_patches` (shifts by whole 14-px patches, so frame 1's
 patch tokens are exactly frame 0's moved sideways: nothing to match but identical tokens) and
@@ -20,12 +26,16 @@ fit them at all?).
 
 Training: AdamW at `lr` (linear warm-up over 50 steps), `batch` clips per step, camera loss only with
 the rotation term weighted `w_rotation` (the translation of a pan or crop is zero; the field of view is
-fixed, so nothing else competes with the rotation's gradient). Every `eval_every` steps the held-out
-clips (seeds no training clip draws) give the median rotation error of frame 1 next to the identity
-floor (the median GT rotation) and the `skill` ``1 - error / floor``: 0 is "learnt nothing", 1 exact.
+fixed, so nothing else competes with the rotation's gradient). `geometry` also keeps the depth and
+point losses on: camera-only training of every weight costs depth (AbsRel 0.079 -> 0.106 measured).
+Every `eval_every` steps the held-out clips (seeds no training clip draws) give the median rotation
+error of frame 1 next to the identity floor (the median GT rotation) and the `skill`
+``1 - error / floor``: 0 is "learnt nothing", 1 exact.
 
     python -m page4d.experiments.camera_probe --out outputs/probe_shift --task shift --steps 400
     python -m page4d.experiments.camera_probe --out outputs/probe_pan --task pan --init tiny-stream
+    python -m page4d.experiments.camera_probe --out outputs/probe_rig --task rig --init tiny-stream \
+        --min-deg 5 --max-deg 175 --ramp-steps 2000 --geometry
 
 The run folder holds `probe.json` (the config and every evaluation, written atomically after each one),
 `weights.pt` with `save_weights`, and `DONE.json` once finished; a folder that holds a run is refused,
@@ -71,7 +81,9 @@ class ProbeConfig:
     """One probe run (see the module docstring); each field is an option of the command."""
 
     task: str = knob(
-        "shift", "shift: a cropped image translation; pan: a rendered pan", choices=("shift", "pan")
+        "shift",
+        "shift: a cropped image translation; pan: a rendered pan; rig: two views of a static rig",
+        choices=("shift", "pan", "rig"),
     )
     init: str = knob("random", "random (the pretraining's seeded initialisation) or a checkpoint name/path")
     steps: int = knob(400, "optimiser steps")
@@ -79,8 +91,10 @@ class ProbeConfig:
     lr: float = knob(1e-3, "peak AdamW learning rate")
     w_rotation: float = knob(10.0, "weight of the rotation term in the camera loss (translation: 1)")
     max_shift_px: int = knob(42, "shift task: largest crop offset in pixels (3 patches)")
-    min_deg: float = knob(5.0, "pan task: smallest pan per clip (degrees)")
-    max_deg: float = knob(20.0, "pan task: largest pan per clip (degrees)")
+    min_deg: float = knob(5.0, "pan / rig task: smallest pan or azimuth gap per clip (degrees)")
+    max_deg: float = knob(20.0, "pan / rig task: largest pan or azimuth gap per clip (degrees)")
+    ramp_steps: int = knob(0, "rig task: widen the training gaps from min_deg to max_deg over N steps")
+    geometry: bool = knob(False, "also train the depth and point losses (keeps depth while cameras train)")
     whole_patches: bool = knob(
         False, "shift task: offsets in whole patches, so frame 1's patch tokens are frame 0's moved sideways"
     )
@@ -104,8 +118,11 @@ class ProbeConfig:
             raise ValueError(f"whole_patches needs max_shift_px >= {PATCH}, got {self.max_shift_px}")
         if self.fixed_clips < 0:
             raise ValueError(f"fixed_clips must be >= 0, got {self.fixed_clips}")
-        if not 0 <= self.min_deg <= self.max_deg < 90:
-            raise ValueError(f"need 0 <= min_deg <= max_deg < 90, got {self.min_deg}, {self.max_deg}")
+        limit = 180 if self.task == "rig" else 90
+        if not 0 <= self.min_deg <= self.max_deg < limit:
+            raise ValueError(f"need 0 <= min_deg <= max_deg < {limit}, got {self.min_deg}, {self.max_deg}")
+        if self.ramp_steps < 0:
+            raise ValueError(f"ramp_steps must be >= 0, got {self.ramp_steps}")
 
 
 def _room(
@@ -178,10 +195,47 @@ def pan_clip(seed: int, cfg: ProbeConfig) -> dict[str, torch.Tensor]:
     }
 
 
-def make_batch(seeds: range | list[int], cfg: ProbeConfig) -> dict[str, torch.Tensor]:
-    """The clips of `seeds` stacked: every tensor gets a leading `[len(seeds)]`."""
-    make = shift_clip if cfg.task == "shift" else pan_clip
-    clips = [make(seed, cfg) for seed in seeds]
+def rig_clip(seed: int, cfg: ProbeConfig, widest: float | None = None) -> dict[str, torch.Tensor]:
+    """Two views of a static rig, their azimuths a random `min_deg`..`widest` apart (default
+    `max_deg`), in random order, at heights up to 0.5 m apart; poses relative to view 0."""
+    rng = np.random.default_rng([seed, 5])
+    gap = float(rng.uniform(cfg.min_deg, cfg.max_deg if widest is None else widest))
+    first = float(rng.uniform(0.0, 360.0))
+    azimuths = (first, first + gap) if rng.random() < 0.5 else (first + gap, first)
+    height = float(rng.uniform(1.2, 2.4))
+    room = dataclasses.replace(
+        _room(seed, IMAGE_SIZE[1], cfg.fov_deg),
+        views=2,
+        camera_motion="orbit",
+        view_azimuths_deg=azimuths,
+        view_heights=tuple(height + float(x) for x in rng.uniform(-0.25, 0.25, size=2)),
+    )
+    scene = scene_in_memory(render_synthetic_scene(room))
+    return {
+        "images": scene.images[0],
+        "depths": scene.depths[0],
+        "intrinsics": scene.intrinsics[0],
+        "extrinsics": relative_to_first_camera(scene.extrinsics[0].double()).float(),
+    }
+
+
+def widest_gap(cfg: ProbeConfig, step: int | None) -> float:
+    """The rig task's largest training gap at `step` (None: held-out clips, the full range)."""
+    if step is None or cfg.ramp_steps == 0:
+        return cfg.max_deg
+    return cfg.min_deg + (cfg.max_deg - cfg.min_deg) * min(1.0, (step + 1) / cfg.ramp_steps)
+
+
+def make_batch(
+    seeds: range | list[int], cfg: ProbeConfig, step: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The clips of `seeds` stacked: every tensor gets a leading `[len(seeds)]`. `step` sets the rig
+    curriculum's widest gap (None: held-out, the full range)."""
+    if cfg.task == "rig":
+        clips = [rig_clip(seed, cfg, widest_gap(cfg, step)) for seed in seeds]
+    else:
+        make = shift_clip if cfg.task == "shift" else pan_clip
+        clips = [make(seed, cfg) for seed in seeds]
     return {key: torch.stack([c[key] for c in clips]) for key in clips[0]}
 
 
@@ -225,8 +279,8 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     device = require_device(cfg.device)
     model = probe_model(cfg).to(device).train()
     loss_cfg = LossConfig(
-        use_seganymo_mask=False, use_depth=False, use_point=False, rotation_target="canonical",
-        cam_w_rotation=cfg.w_rotation,
+        use_seganymo_mask=False, use_depth=cfg.geometry, use_point=cfg.geometry,
+        rotation_target="canonical", cam_w_rotation=cfg.w_rotation,
     )  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     base = HELDOUT_SEED_BASE
@@ -248,7 +302,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
             break
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / WARMUP_STEPS)
-        clips = fixed if fixed is not None else make_batch(training_seeds(cfg, step), cfg)
+        clips = fixed if fixed is not None else make_batch(training_seeds(cfg, step), cfg, step)
         batch = {k: v.to(device) for k, v in clips.items()}
         losses = compute_total_loss(
             model(batch["images"]), {**batch, "masks": None, "mask_valid": None}, loss_cfg
