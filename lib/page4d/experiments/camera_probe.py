@@ -38,8 +38,9 @@ error of frame 1 next to the identity floor (the median GT rotation) and the `sk
         --min-deg 5 --max-deg 175 --ramp-steps 2000 --geometry
 
 The run folder holds `probe.json` (the config and every evaluation, written atomically after each one),
-`weights.pt` with `save_weights`, and `DONE.json` once finished; a folder that holds a run is refused,
-never overwritten.
+`weights.pt` with `save_weights` (those of the latest evaluation, so a stopped run can be scored with
+`page4d.experiments.backbone_score`), and `DONE.json` once finished; a folder that holds a run is
+refused, never overwritten.
 Shapes: a clip is images `[2, 3, H, W]`, extrinsics `[2, 3, 4]` (frame 0 the identity), intrinsics
 `[2, 3, 3]`, depths `[2, H, W]`; a batch stacks `batch` clips in front.
 """
@@ -295,6 +296,8 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
             result = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
             result.update(_evaluate(model, scored, device))
             record["evaluations"].append(result)
+            if cfg.save_weights:  # the latest evaluated weights: a long run can be stopped and scored
+                _save_weights(model, out)
             write_json(out / "probe.json", record)
             if progress:
                 print(_progress_line(result), flush=True)
@@ -311,11 +314,15 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         losses["loss"].backward()
         optimiser.step()
     record["train_seconds"] = time.perf_counter() - start
-    if cfg.save_weights:  # the whole model (load_checkpoint reads it): a camera-trained backbone to score
-        atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
     write_json(out / "probe.json", record)
     mark_finished(out, "camera_probe", final=record["evaluations"][-1])
     return record
+
+
+def _save_weights(model: torch.nn.Module, out: Path) -> None:
+    """The whole model, float32 (load_checkpoint reads it), as `weights.pt`; `probe.json`'s last
+    evaluation says which step they are (both are rewritten at every evaluation)."""
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
 
 
 def _evaluate(model: torch.nn.Module, scored: dict[str, dict], device: torch.device) -> dict[str, float]:

@@ -1,0 +1,88 @@
+"""How any backbone's weights score on a pretraining recipe's held-out static scenes, beside the identity
+floor and issue 20's targets: the card's numbers for weights that no card was written for (a probe's or
+a phase's output, a checkpoint of a long run).
+
+    python -m page4d.experiments.backbone_score outputs/probe_rig/weights.pt
+    python -m page4d.experiments.backbone_score tiny-stream --scenes 4 --out outputs/score_stream.json
+
+The scenes are the recipe's own held-out range (`tiny-stream`: 16 scenes, 13 rigs and 3 monocular
+cameras, seeds no training draws), each scored as one whole clip, exactly as its card scores them; so
+`tiny-stream` itself reproduces its card's held-out numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from page4d.experiments import pretrain
+from page4d.model import load_checkpoint
+from page4d.records import write_json
+
+FLOORED = ("rpe_rot", "rpe_view_rot")  # the camera metrics whose identity floor the scores carry
+
+
+def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, scenes: int = 0) -> dict:
+    """`pretrain.heldout_metrics` of `weights` (a checkpoint path or a packaged name) on the first
+    `scenes` (0: all) held-out scenes of the named recipe, with its targets checked and, for the
+    monocular scenes, the median camera rotation error beside its identity floor."""
+    cfg = pretrain.RECIPES[recipe]
+    if cfg.scenes != "stream":
+        raise ValueError(f"recipe {recipe!r} renders its held-out scenes to disk; score a stream recipe")
+    _, heldout = pretrain.render_scenes(cfg, Path("."))  # a stream: rendered in memory, nothing written
+    chosen = [heldout[i] for i in range(scenes or len(heldout))]
+    model = pretrain.initial_model(cfg.seed)
+    load_checkpoint(model, weights)
+    with torch.no_grad():
+        scores = pretrain.heldout_metrics(model.eval(), chosen, cfg.eval_clip_times)
+    mono = [s for s in scores["per_scene"] if s["views"] == 1]
+    return {
+        "weights": str(weights),
+        "recipe": recipe,
+        "scenes": len(chosen),
+        **scores,
+        "targets": pretrain.target_check({"heldout": {"pretrained": scores}}),
+        "monocular_rot_deg_median": [
+            {"error": s["camera_rot_deg_median"], "floor": s["camera_floor"]["camera_rot_deg_median"]}
+            for s in mono
+        ],
+    }
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The scores as the README's rows: each target's value, its bound, and the floor where it has one."""
+    lines = [f"{result['weights']} on {result['scenes']} held-out scenes of {result['recipe']}:"]
+    for key, check in result["targets"].items():
+        floor = result["camera_floor"].get(key) if key in FLOORED else None
+        lines.append(
+            f"  {key:15s} {check['value']:8.3f}  target {check['target']:7s} "
+            f"{'met' if check['met'] else 'NOT met':8s}" + (f" identity floor {floor:.2f}" if floor else "")
+        )
+    for s in result["monocular_rot_deg_median"]:
+        lines.append(
+            f"  monocular scene: rotation error {s['error']:.2f} deg (median), floor {s['floor']:.2f}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m page4d.experiments.backbone_score", description=__doc__)
+    p.add_argument("weights", help="a checkpoint file, or a packaged backbone's name (tiny-stream)")
+    p.add_argument("--recipe", default=pretrain.DEFAULT_RECIPE, help="whose held-out scenes to score")
+    p.add_argument("--scenes", type=int, default=0, help="score only the first N held-out scenes (0: all)")
+    p.add_argument("--out", help="also write the scores, per scene and per frame, to this JSON file")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = score_backbone(args.weights, args.recipe, args.scenes)
+    print("\n".join(summary_lines(result)))
+    if args.out:
+        write_json(Path(args.out), result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
