@@ -96,7 +96,9 @@ def test_a_rig_clip_shows_one_room_from_two_cameras_the_label_relates():
         inside, agree = _depth_agreement(clip)
         assert inside > 200 and agree > 0.5  # a transposed rotation lands < 150 points, 5 % agreeing
         r, t = e[1, :, :3], e[1, :, 3]
-        axis = r[:2, 2]  # view 1's optical axis through view 0's centre ... meets view 0's axis:
+        # view 0's optical axis (0, 0, d) in view 1's frame is d * r[:, 2] + t: at one depth d it lies
+        # on view 1's optical axis (x = y = 0), so both cameras look at one point
+        axis = r[:2, 2]
         along = -(axis @ t[:2]) / (axis @ axis)
         assert float((axis * along + t[:2]).norm()) < 0.05
         gap = float(np.random.default_rng([seed, 5]).uniform(30.0, 120.0))
@@ -123,6 +125,8 @@ def _encode(e: torch.Tensor) -> torch.Tensor:
 def test_the_score_puts_the_truth_at_zero_and_the_identity_at_the_floor():
     gt = torch.stack([yaw_extrinsics(math.radians(d)) for d in (-10.0, 4.0, 7.0)])
     truth = score(_encode(gt), gt)
+    assert truth["gt_deg"] == pytest.approx([10.0, 4.0, 7.0], abs=1e-3)  # every clip, for binning later
+    assert truth["error_deg"] == pytest.approx([0.0] * 3, abs=1e-3)
     assert truth["rot_deg_median"] == pytest.approx(0.0, abs=1e-3) and truth["skill"] == pytest.approx(1.0)
     assert truth["identity_floor_deg"] == pytest.approx(7.0, abs=1e-4)  # the median of 10, 4, 7
     identity = score(_encode(torch.stack([yaw_extrinsics(0.0)] * 3)), gt)

@@ -244,14 +244,21 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
     """Frame 1's rotation error against the identity floor over a batch of clips.
 
     pose_enc `[N, 2, 9]`, extrinsics `[N, 2, 3, 4]`. Returns the medians (degrees) of the predicted
-    rotation's error and of the GT rotation itself (the error of predicting the identity), and
-    `skill = 1 - error / floor`."""
+    rotation's error and of the GT rotation itself (the error of predicting the identity),
+    `skill = 1 - error / floor`, and every clip's two angles (`error_deg`, `gt_deg`: a record can then
+    be split by the size of the rotation, e.g. a rig's small and large gaps)."""
     errors, floor = [], []
     for pred, gt in zip(pose_enc.float().cpu(), extrinsics.cpu(), strict=True):
         errors.append(float(camera_errors_per_frame(pose_encoding_to_extrinsics(pred), gt)["rot_deg"][1]))
         floor.append(float(torch.rad2deg(rotation_angle(gt[1:, :3, :3].double()))[0]))
     error, identity = float(np.median(errors)), float(np.median(floor))
-    return {"rot_deg_median": error, "identity_floor_deg": identity, "skill": 1.0 - error / identity}
+    return {
+        "rot_deg_median": error,
+        "identity_floor_deg": identity,
+        "skill": 1.0 - error / identity,
+        "error_deg": [round(e, 3) for e in errors],
+        "gt_deg": [round(g, 3) for g in floor],
+    }
 
 
 def training_seeds(cfg: ProbeConfig, step: int) -> range:
