@@ -3,6 +3,7 @@ floor and the truth at zero, and a run is a record that is never overwritten."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -18,6 +19,7 @@ from page4d.experiments.camera_probe import (
     run_probe,
     score,
     shift_clip,
+    training_batches,
     training_seeds,
     widest_gap,
     yaw_extrinsics,
@@ -184,3 +186,14 @@ def test_the_control_trains_on_the_same_clips_every_step_and_scores_them(tmp_pat
     start = probe_model(ProbeConfig())
     moved = [not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters(), strict=True)]
     assert any(moved)  # the saved weights are the trained ones, and they load into the preset
+
+
+def test_worker_processes_render_exactly_the_clips_of_each_step():
+    cfg = ProbeConfig(task="rig", steps=3, batch=2, min_deg=5.0, max_deg=175.0, ramp_steps=3)
+    here = list(training_batches(cfg))
+    there = list(training_batches(dataclasses.replace(cfg, workers=2)))
+    assert len(here) == len(there) == 3
+    for step, (a, b) in enumerate(zip(here, there, strict=True)):
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+        assert torch.equal(a["images"], make_batch(training_seeds(cfg, step), cfg, step)["images"])
+    assert not torch.equal(here[0]["images"], here[1]["images"])  # a new pair of rooms every step
