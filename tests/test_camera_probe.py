@@ -12,6 +12,7 @@ import pytest
 import torch
 from page4d.experiments.camera_probe import (
     ProbeConfig,
+    by_rotation_size,
     make_batch,
     pan_clip,
     probe_model,
@@ -129,6 +130,12 @@ def test_the_score_puts_the_truth_at_zero_and_the_identity_at_the_floor():
     truth = score(_encode(gt), gt)
     assert truth["gt_deg"] == pytest.approx([10.0, 4.0, 7.0], abs=1e-3)  # every clip, for binning later
     assert truth["error_deg"] == pytest.approx([0.0] * 3, abs=1e-3)
+    bins = by_rotation_size(score(_encode(torch.stack([yaw_extrinsics(0.0)] * 3)), gt), (0.0, 5.0, 45.0))
+    assert [(b["clips"], b["floor_deg"]) for b in bins] == [
+        (1, pytest.approx(4.0, abs=1e-3)),
+        (2, pytest.approx(8.5, abs=1e-3)),
+    ]
+    assert all(b["skill"] == pytest.approx(0.0, abs=1e-3) for b in bins)  # the identity: no skill in any bin
     assert truth["rot_deg_median"] == pytest.approx(0.0, abs=1e-3) and truth["skill"] == pytest.approx(1.0)
     assert truth["identity_floor_deg"] == pytest.approx(7.0, abs=1e-4)  # the median of 10, 4, 7
     identity = score(_encode(torch.stack([yaw_extrinsics(0.0)] * 3)), gt)

@@ -296,6 +296,26 @@ def training_batches(cfg: ProbeConfig) -> Iterator[dict[str, torch.Tensor]]:
     return iter(loader)
 
 
+GAP_EDGES = (0.0, 45.0, 90.0, 135.0, 180.0)  # the rig task's rotation sizes, split for reporting
+
+
+def by_rotation_size(scores: dict[str, Any], edges: tuple[float, ...] = GAP_EDGES) -> list[dict[str, Any]]:
+    """`score`'s clips split by the size of their GT rotation (`edges`, degrees): per bin the count, the
+    median GT rotation (the identity floor there), the median error and the skill. A model that only
+    learnt the mean rotation, or only its direction, shows it here: skill below 0 on small rotations."""
+    gt, err = np.asarray(scores["gt_deg"]), np.asarray(scores["error_deg"])
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (gt >= lo) & (gt < hi)
+        if inside.any():
+            floor, error = float(np.median(gt[inside])), float(np.median(err[inside]))
+            rows.append(
+                {"from_deg": lo, "to_deg": hi, "clips": int(inside.sum()), "floor_deg": floor,
+                 "error_deg": error, "skill": 1.0 - error / floor}
+            )  # fmt: skip
+    return rows
+
+
 def training_seeds(cfg: ProbeConfig, step: int) -> range:
     """The clips of a step: `batch` new rooms (seeds `seed * 10^6 + step * batch ...`), or with
     `fixed_clips` the same first `fixed_clips` rooms every step (the control: can it fit them?)."""
@@ -385,7 +405,11 @@ def _progress_line(result: dict[str, Any]) -> str:
     )
     if "train_skill" in result:
         line += f"; on the clips it trains on: skill {result['train_skill']:+.3f}"
-    return line + f" [{result['seconds']:.0f} s]"
+    bins = "; ".join(
+        f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f}"
+        for b in by_rotation_size(result)
+    )
+    return line + f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
 
 
 def main(argv: list[str] | None = None) -> int:
