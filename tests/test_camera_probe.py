@@ -13,6 +13,7 @@ import torch
 from page4d.experiments.camera_probe import (
     ProbeConfig,
     by_rotation_size,
+    clip_kind,
     make_batch,
     pan_clip,
     probe_model,
@@ -204,3 +205,14 @@ def test_worker_processes_render_exactly_the_clips_of_each_step():
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
         assert torch.equal(a["images"], make_batch(training_seeds(cfg, step), cfg, step)["images"])
     assert not torch.equal(here[0]["images"], here[1]["images"])  # a new pair of rooms every step
+
+
+def test_rig_plus_pan_alternates_rigs_and_pans_and_scores_both(tmp_path):
+    cfg = ProbeConfig(task="rig+pan", min_deg=0.0, max_deg=175.0, steps=2, batch=1, heldout_clips=2)
+    assert [clip_kind(cfg, step) for step in (0, 1, 2, None)] == ["rig", "pan", "rig", "rig"]
+    pan = make_batch([5], cfg, step=1)["extrinsics"][0, 1]
+    assert torch.allclose(pan[:, 3], torch.zeros(3), atol=1e-5)  # a pan turns in place
+    assert 1.0 <= math.degrees(float(rotation_angle(pan[:, :3].double()))) <= 20.0
+    assert float(make_batch([5], cfg, step=0)["extrinsics"][0, 1, :, 3].norm()) > 0.1  # a rig's views move
+    record = run_probe(dataclasses.replace(cfg, eval_every=2), tmp_path / "run", progress=False)
+    assert {"skill", "pan_skill", "pan_gt_deg"} <= set(record["evaluations"][-1])

@@ -18,6 +18,8 @@ held-out clips against the identity floor (predicting "frame 1 is frame 0"):
   `ramp_steps` widens the training gaps from `min_deg` to `max_deg` over that many steps (a
   curriculum from the pan-sized gaps the camera path has learnt to the rig's); held-out clips always
   draw the full range.
+- ``task="rig+pan"``: rig clips on even steps, pans of 1-20 degrees on odd ones (both scored): the
+  card's temporal pairs are small turns, its view pairs wide gaps; rigs alone forget the small turns.
 
 Two options isolate what could make it hard: `whole_patches` (shifts by whole 14-px patches, so frame 1's
 patch tokens are exactly frame 0's moved sideways: nothing to match but identical tokens) and
@@ -84,8 +86,9 @@ class ProbeConfig:
 
     task: str = knob(
         "shift",
-        "shift: a cropped image translation; pan: a rendered pan; rig: two views of a static rig",
-        choices=("shift", "pan", "rig"),
+        "shift: a cropped image translation; pan: a rendered pan; rig: two views of a static rig; "
+        "rig+pan: rigs and pans (1-20 deg) on alternate steps",
+        choices=("shift", "pan", "rig", "rig+pan"),
     )
     init: str = knob("random", "random (the pretraining's seeded initialisation) or a checkpoint name/path")
     steps: int = knob(400, "optimiser steps")
@@ -123,7 +126,7 @@ class ProbeConfig:
             raise ValueError(f"whole_patches needs max_shift_px >= {PATCH}, got {self.max_shift_px}")
         if self.fixed_clips < 0:
             raise ValueError(f"fixed_clips must be >= 0, got {self.fixed_clips}")
-        limit = 180 if self.task == "rig" else 90
+        limit = 180 if self.task.startswith("rig") else 90
         if not 0 <= self.min_deg <= self.max_deg < limit:
             raise ValueError(f"need 0 <= min_deg <= max_deg < {limit}, got {self.min_deg}, {self.max_deg}")
         if self.workers < 0:
@@ -233,15 +236,32 @@ def widest_gap(cfg: ProbeConfig, step: int | None) -> float:
     return cfg.min_deg + (cfg.max_deg - cfg.min_deg) * min(1.0, (step + 1) / cfg.ramp_steps)
 
 
+PAN_BESIDE_RIGS = (1.0, 20.0)  # task rig+pan: its pan steps' range (min/max_deg are the rigs' gaps)
+
+
+def clip_kind(cfg: ProbeConfig, step: int | None) -> str:
+    """Which clips step `step` draws (None: the held-out clips): the task's own, or with `rig+pan` rigs
+    on even steps and pans on odd ones (a rig's views turn about the room; a pan turns in place: the
+    card's temporal pairs are small turns of both kinds, its view pairs wide rig gaps)."""
+    if cfg.task != "rig+pan":
+        return cfg.task
+    return "pan" if step is not None and step % 2 else "rig"
+
+
 def make_batch(
-    seeds: range | list[int], cfg: ProbeConfig, step: int | None = None
+    seeds: range | list[int], cfg: ProbeConfig, step: int | None = None, kind: str | None = None
 ) -> dict[str, torch.Tensor]:
     """The clips of `seeds` stacked: every tensor gets a leading `[len(seeds)]`. `step` sets the rig
-    curriculum's widest gap (None: held-out, the full range)."""
-    if cfg.task == "rig":
+    curriculum's widest gap and, for `rig+pan`, the kind of clip (None: held-out, the full range);
+    `kind` overrides the kind."""
+    kind = kind or clip_kind(cfg, step)
+    if kind == "rig":
         clips = [rig_clip(seed, cfg, widest_gap(cfg, step)) for seed in seeds]
+    elif kind == "pan" and cfg.task == "rig+pan":
+        pans = dataclasses.replace(cfg, min_deg=PAN_BESIDE_RIGS[0], max_deg=PAN_BESIDE_RIGS[1])
+        clips = [pan_clip(seed, pans) for seed in seeds]
     else:
-        make = shift_clip if cfg.task == "shift" else pan_clip
+        make = shift_clip if kind == "shift" else pan_clip
         clips = [make(seed, cfg) for seed in seeds]
     return {key: torch.stack([c[key] for c in clips]) for key in clips[0]}
 
@@ -350,6 +370,8 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
     if cfg.fixed_clips:  # the control also scores the clips it trains on
         scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)
+    if cfg.task == "rig+pan":  # and its pans, held out too
+        scored["pan_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind="pan")
     batches = training_batches(cfg)
     record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": []}
     start = time.perf_counter()
@@ -405,6 +427,8 @@ def _progress_line(result: dict[str, Any]) -> str:
     )
     if "train_skill" in result:
         line += f"; on the clips it trains on: skill {result['train_skill']:+.3f}"
+    if "pan_skill" in result:
+        line += f"; pans: {result['pan_rot_deg_median']:.2f} / {result['pan_identity_floor_deg']:.2f}"
     bins = "; ".join(
         f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f}"
         for b in by_rotation_size(result)
