@@ -154,6 +154,9 @@ def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path)
         [e["step"] for e in saved["evaluations"]] == [0, 1, 2] == [e["step"] for e in record["evaluations"]]
     )
     assert saved["config"]["steps"] == 2 and (tmp_path / "probe" / "DONE.json").is_file()
+    assert len(saved["losses"]) == 2 and all(0 < loss < 100 for loss in saved["losses"])
+    replay = run_probe(cfg, tmp_path / "replay", progress=False)  # same seed, same clips: same start
+    assert replay["losses"] == pytest.approx(saved["losses"], rel=1e-4)
     assert make_batch([0, 1], cfg)["images"].shape == (2, 2, 3, 112, 154)
     before = (tmp_path / "probe" / "probe.json").read_bytes()
     with pytest.raises(RunFolderTaken, match="never overwritten"):

@@ -39,10 +39,10 @@ error of frame 1 next to the identity floor (the median GT rotation) and the `sk
     python -m page4d.experiments.camera_probe --out outputs/probe_rig --task rig --init tiny-stream \
         --min-deg 5 --max-deg 175 --ramp-steps 2000 --geometry
 
-The run folder holds `probe.json` (the config and every evaluation, written atomically after each one),
-`weights.pt` with `save_weights` (those of the latest evaluation, so a stopped run can be scored with
-`page4d.experiments.backbone_score`), and `DONE.json` once finished; a folder that holds a run is
-refused, never overwritten.
+The run folder holds `probe.json` (the config, every evaluation and every step's training loss, written
+atomically after each evaluation), `weights.pt` with `save_weights` (those of the latest evaluation, so
+a stopped run can be scored with `page4d.experiments.backbone_score`), and `DONE.json` once finished;
+a folder that holds a run is refused, never overwritten.
 Shapes: a clip is images `[2, 3, H, W]`, extrinsics `[2, 3, 4]` (frame 0 the identity), intrinsics
 `[2, 3, 3]`, depths `[2, H, W]`; a batch stacks `batch` clips in front.
 """
@@ -373,7 +373,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     if cfg.task == "rig+pan":  # and its pans, held out too
         scored["pan_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind="pan")
     batches = training_batches(cfg)
-    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": []}
+    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": [], "losses": []}
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -396,6 +396,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         optimiser.zero_grad()
         losses["loss"].backward()
         optimiser.step()
+        record["losses"].append(round(float(losses["loss"]), 6))  # every step's, for a replay
     record["train_seconds"] = time.perf_counter() - start
     write_json(out / "probe.json", record)
     mark_finished(out, "camera_probe", final=record["evaluations"][-1])
