@@ -396,7 +396,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         optimiser.zero_grad()
         losses["loss"].backward()
         optimiser.step()
-        record["losses"].append(round(float(losses["loss"]), 6))  # every step's, for a replay
+        record["losses"].append(round(float(losses["loss"].detach()), 6))  # every step's, for a replay
     record["train_seconds"] = time.perf_counter() - start
     write_json(out / "probe.json", record)
     mark_finished(out, "camera_probe", final=record["evaluations"][-1])
