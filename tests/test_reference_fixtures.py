@@ -14,7 +14,7 @@ REL_TOL = 1e-9
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     scale = ref.abs().max().clamp(min=1e-300)
-    return float((ours.detach().to(ref.dtype) - ref).abs().max() / scale)
+    return float(((ours.to(ref.dtype) - ref).abs().max() / scale).detach())
 
 
 def ours_for(name: str, pred: dict, ref_outputs: dict):
