@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -304,10 +305,7 @@ class TrainingClips(torch.utils.data.Dataset):
 
 def training_batches(cfg: ProbeConfig) -> Iterator[dict[str, torch.Tensor]]:
     """Every step's batch in order: rendered in `cfg.workers` processes (two steps ahead each), or
-    in this one (0 workers); with `fixed_clips` the same batch every step, rendered once."""
-    if cfg.fixed_clips:
-        fixed = make_batch(training_seeds(cfg, 0), cfg)
-        return (fixed for _ in range(cfg.steps))
+    in this one (0 workers). (With `fixed_clips`, `run_probe` repeats the one batch it scores.)"""
     if cfg.workers == 0:
         return (make_batch(training_seeds(cfg, step), cfg, step) for step in range(cfg.steps))
     loader = torch.utils.data.DataLoader(
@@ -368,11 +366,13 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     base = HELDOUT_SEED_BASE
     scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
-    if cfg.fixed_clips:  # the control also scores the clips it trains on
-        scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)
     if cfg.task == "rig+pan":  # and its pans, held out too
         scored["pan_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind="pan")
-    batches = training_batches(cfg)
+    if cfg.fixed_clips:  # the control trains on the same clips every step, and scores them too
+        scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)
+        batches: Iterator[dict[str, torch.Tensor]] = itertools.repeat(scored["train_"], cfg.steps)
+    else:
+        batches = training_batches(cfg)
     record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": [], "losses": []}
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
