@@ -57,9 +57,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"{result['weights']} on {result['scenes']} held-out scenes of {result['recipe']}:"]
     for key, check in result["targets"].items():
         floor = result["camera_floor"].get(key) if key in FLOORED else None
+        floor_text = f" identity floor {floor:.2f}" if floor is not None else ""
         lines.append(
             f"  {key:15s} {check['value']:8.3f}  target {check['target']:7s} "
-            f"{'met' if check['met'] else 'NOT met':8s}" + (f" identity floor {floor:.2f}" if floor else "")
+            f"{'met' if check['met'] else 'NOT met':8s}{floor_text}"
         )
     for s in result["monocular_rot_deg_median"]:
         lines.append(
