@@ -107,6 +107,11 @@ class PretrainConfig:
     monocular_share: float = knob(0.4, "stream: share of scenes with one moving camera (the rest: rigs)")
     max_views: int = knob(4, "stream: most cameras of a rig")
     train_eval_scenes: int = knob(0, "training scenes the card scores beside the held-out ones")
+    init: str = knob(
+        "random",
+        "random (the seeded initialisation), or weights to continue from (a packaged name or a .pt): a "
+        "later phase of a recipe; the card's random-init column stays the seeded initialisation",
+    )
 
     def __post_init__(self) -> None:
         self.image_size = tuple(int(x) for x in self.image_size)
@@ -172,6 +177,14 @@ def initial_model(seed: int) -> PAGE4DModel:
     """The seeded random initialisation pretraining starts from (and the held-out comparison uses)."""
     torch.manual_seed(seed)
     return build_model(model_config())
+
+
+def starting_model(cfg: PretrainConfig) -> PAGE4DModel:
+    """What training starts from: the seeded initialisation, or `cfg.init`'s weights loaded into it."""
+    model = initial_model(cfg.seed)
+    if cfg.init != "random":
+        load_checkpoint(model, cfg.init)
+    return model
 
 
 def scene_config(cfg: PretrainConfig, index: int) -> SyntheticSceneConfig:
@@ -340,7 +353,7 @@ def pretrain(
     pool, heldout = render_scenes(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
-    model = initial_model(cfg.seed)
+    model = starting_model(cfg)
     init_digest = weights_digest(model)
     t0 = time.perf_counter()
     model, history = train(
@@ -481,7 +494,7 @@ torch {card["torch"]}, {card["threads"]} CPU thread(s) ({card["cpu_capability"]}
 {_scenes_text(r)};
 camera + depth + point losses (VGGT's{_rotation_text(r)}), everything trains, AdamW lr {r["lr"]:g}
 (warm-up {r["warmup_steps"]} steps, cosine to {r["min_lr"]:g}), weight decay {r["weight_decay"]:g},
-{r["steps"]} steps, seed {r["seed"]}: {minutes:.0f} minutes.
+{r["steps"]} steps, seed {r["seed"]}{_start_text(r)}: {minutes:.0f} minutes.
 
 ![loss curve]({card["name"]}_loss.png)
 
@@ -545,6 +558,12 @@ Targets (issue 20, held-out static scenes):
 |---|---|---|---|---|
 {rows}
 {note}"""
+
+
+def _start_text(r: dict[str, Any]) -> str:
+    """Where a later phase started (a card from the seeded initialisation says nothing)."""
+    init = r.get("init", "random")
+    return "" if init == "random" else f", continuing from `{init}` (an earlier phase's weights)"
 
 
 def _training_text(card: dict[str, Any]) -> str:
