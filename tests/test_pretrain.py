@@ -267,6 +267,16 @@ def test_a_later_phase_starts_from_the_weights_it_names_and_its_card_says_so(tmp
     )
 
 
+def test_a_camera_dominated_phase_weights_the_rotation_term_and_older_recipes_read_back_unchanged():
+    stream = RECIPES["tiny-stream"]
+    assert stream.train_config().loss_overrides == {"rotation_target": "canonical"}  # as its card ran
+    heavy = dataclasses.replace(stream, rotation_weight=10.0)
+    assert heavy.train_config().loss_overrides == {"rotation_target": "canonical", "cam_w_rotation": 10.0}
+    assert "--rotation-weight 10.0" in recipe_command(heavy) and "--rotation-weight" not in recipe_command(
+        stream
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # the shipped tiny-stream backbone (issue 20): fresh scenes every step, cameras that generalise
 # ---------------------------------------------------------------------------------------------------

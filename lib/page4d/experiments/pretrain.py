@@ -103,6 +103,9 @@ class PretrainConfig:
         "camera rotation loss: sign_invariant, or canonical (VGGT's plain L1 on w >= 0 with the rig fix)",
         choices=("sign_invariant", "canonical"),
     )
+    rotation_weight: float = knob(
+        1.0, "weight of the camera loss's rotation term (VGGT: 1); a camera-dominated phase raises it"
+    )
     static_share: float = knob(0.75, "stream: share of scenes without movers")
     monocular_share: float = knob(0.4, "stream: share of scenes with one moving camera (the rest: rigs)")
     max_views: int = knob(4, "stream: most cameras of a rig")
@@ -135,9 +138,7 @@ class PretrainConfig:
             trains="everything",
             clip_times=0 if self.scenes == "stream" else self.clip_times,
             clip_order="stream" if self.scenes == "stream" else "uniform",
-            loss_overrides={"rotation_target": self.rotation_target}
-            if self.rotation_target != "sign_invariant"
-            else {},
+            loss_overrides=self.loss_overrides(),
             seed=self.seed,
             threads=self.threads,
             device=self.device,
@@ -145,6 +146,15 @@ class PretrainConfig:
             keep_last=2,
             log_every=25,
         )
+
+    def loss_overrides(self) -> dict[str, Any]:
+        """The loss settings that differ from `LossConfig`'s (only those, so older cards read back)."""
+        overrides: dict[str, Any] = {}
+        if self.rotation_target != "sign_invariant":
+            overrides["rotation_target"] = self.rotation_target
+        if self.rotation_weight != 1.0:
+            overrides["cam_w_rotation"] = self.rotation_weight
+        return overrides
 
 
 # The named recipes. PretrainConfig's field defaults are tiny-synthetic's (so its card's recipe still
