@@ -18,6 +18,8 @@ from page4d.experiments.camera_probe import (
     pan_clip,
     probe_model,
     rig_clip,
+    rig_views,
+    rigs_clip,
     run_probe,
     score,
     shift_clip,
@@ -26,6 +28,7 @@ from page4d.experiments.camera_probe import (
     widest_gap,
     yaw_extrinsics,
 )
+from page4d.experiments.scene_stream import rig_azimuths
 from page4d.geometry import extrinsics_intrinsics_to_pose_encoding, rotation_angle
 from page4d.records import RunFolderTaken
 
@@ -219,3 +222,37 @@ def test_rig_plus_pan_alternates_rigs_and_pans_and_scores_both(tmp_path):
     assert float(make_batch([5], cfg, step=0)["extrinsics"][0, 1, :, 3].norm()) > 0.1  # a rig's views move
     record = run_probe(dataclasses.replace(cfg, eval_every=2), tmp_path / "run", progress=False)
     assert {"skill", "pan_skill", "pan_gt_deg"} <= set(record["evaluations"][-1])
+
+
+def test_the_card_s_rigs_have_its_gaps_views_and_fields_of_view_and_every_view_is_scored(tmp_path):
+    """`rigs` draws the pretraining stream's rigs: each view turned from view 0 by its azimuth
+    difference (heights differ a little), neighbouring azimuths 20-90 degrees apart, the nearest
+    view's depth landing on view 0's; the camera count cycles 2..max_views (held out: max_views)."""
+    cfg = ProbeConfig(task="rigs+pan", steps=2, batch=1, heldout_clips=2)
+    fovs = set()
+    for seed in range(3):
+        clip = rigs_clip(seed, cfg, 4)
+        rng = np.random.default_rng([seed, 5])
+        rng.uniform(1.2, 2.4)
+        rng.uniform(50.0, 80.0)
+        azimuths = np.asarray(rig_azimuths(rng, 4))
+        turn = np.abs((azimuths - azimuths[0] + 180.0) % 360.0 - 180.0)
+        e = clip["extrinsics"].double()
+        got = [math.degrees(float(rotation_angle(e[v, :, :3]))) for v in range(4)]
+        assert got == pytest.approx(turn.tolist(), abs=1.0)
+        ordered = np.sort(azimuths % 360.0)
+        gaps = sorted(np.diff(np.concatenate([ordered, ordered[:1] + 360.0])))[:3]  # the rig's own gaps
+        assert 20.0 - 1e-6 <= min(gaps) and max(gaps) <= 90.0 + 1e-6
+        nearest = int(np.argmin(turn[1:])) + 1
+        inside, agree = _depth_agreement({k: v[[0, nearest]] for k, v in clip.items()})
+        assert inside > 200 and agree > 0.5
+        fovs.add(round(float(clip["intrinsics"][0, 0, 0]), 1))
+    assert len(fovs) == 3  # a field of view per room
+    assert [rig_views(cfg, s) for s in range(4)] + [rig_views(cfg, None)] == [2, 3, 4, 2, 4]
+    assert [clip_kind(cfg, s) for s in (0, 1, None)] == ["rigs", "pan", "rigs"]
+    assert make_batch([7, 8], cfg, step=0)["images"].shape[:2] == (2, 2)
+    gt = make_batch([7], cfg, step=None)["extrinsics"]
+    scored = score(_encode(gt), gt)
+    assert len(scored["error_deg"]) == 3 and scored["rot_deg_median"] == pytest.approx(0.0, abs=1e-2)
+    record = run_probe(dataclasses.replace(cfg, eval_every=2), tmp_path / "run", progress=False)
+    assert len(record["evaluations"][-1]["gt_deg"]) == 2 * 3 and "pan_skill" in record["evaluations"][-1]

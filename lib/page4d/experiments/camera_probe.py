@@ -20,6 +20,11 @@ held-out clips against the identity floor (predicting "frame 1 is frame 0"):
   draw the full range.
 - ``task="rig+pan"``: rig clips on even steps, pans of 1-20 degrees on odd ones (both scored): the
   card's temporal pairs are small turns, its view pairs wide gaps; rigs alone forget the small turns.
+- ``task="rigs"``: the pretraining card's own rigs: 2..`max_views` cameras (the count fixed within a
+  step, cycling over steps; held-out clips have `max_views`) with neighbouring azimuth gaps of 20-90
+  degrees in random order, heights up to 1 m apart and a random field of view (50-80 degrees), as
+  `scene_stream` draws them; every view after the first is scored. ``"rigs+pan"``: with pans on
+  odd steps, as ``rig+pan``.
 
 Two options isolate what could make it hard: `whole_patches` (shifts by whole 14-px patches, so frame 1's
 patch tokens are exactly frame 0's moved sideways: nothing to match but identical tokens) and
@@ -67,7 +72,7 @@ from page4d.data import SyntheticSceneConfig, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
 from page4d.devices import require_device
 from page4d.experiments import pretrain
-from page4d.experiments.scene_stream import StreamRecipe, first_placeable
+from page4d.experiments.scene_stream import StreamRecipe, first_placeable, rig_azimuths
 from page4d.geometry import relative_to_first_camera, rotation_angle
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.model import load_checkpoint
@@ -88,8 +93,9 @@ class ProbeConfig:
     task: str = knob(
         "shift",
         "shift: a cropped image translation; pan: a rendered pan; rig: two views of a static rig; "
-        "rig+pan: rigs and pans (1-20 deg) on alternate steps",
-        choices=("shift", "pan", "rig", "rig+pan"),
+        "rig+pan: rigs and pans (1-20 deg) on alternate steps; rigs: the card's rigs of 2..max_views "
+        "cameras; rigs+pan: those and pans on alternate steps",
+        choices=("shift", "pan", "rig", "rig+pan", "rigs", "rigs+pan"),
     )
     init: str = knob("random", "random (the pretraining's seeded initialisation) or a checkpoint name/path")
     steps: int = knob(400, "optimiser steps")
@@ -99,6 +105,7 @@ class ProbeConfig:
     max_shift_px: int = knob(42, "shift task: largest crop offset in pixels (3 patches)")
     min_deg: float = knob(5.0, "pan / rig task: smallest pan or azimuth gap per clip (degrees)")
     max_deg: float = knob(20.0, "pan / rig task: largest pan or azimuth gap per clip (degrees)")
+    max_views: int = knob(4, "rigs task: most cameras of a rig (the held-out rigs have this many)")
     ramp_steps: int = knob(0, "rig task: widen the training gaps from min_deg to max_deg over N steps")
     geometry: bool = knob(False, "also train the depth and point losses (keeps depth while cameras train)")
     whole_patches: bool = knob(
@@ -132,6 +139,8 @@ class ProbeConfig:
             raise ValueError(f"need 0 <= min_deg <= max_deg < {limit}, got {self.min_deg}, {self.max_deg}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.max_views < 2:
+            raise ValueError(f"max_views must be >= 2, got {self.max_views}")
         if self.ramp_steps < 0:
             raise ValueError(f"ramp_steps must be >= 0, got {self.ramp_steps}")
 
@@ -230,6 +239,34 @@ def rig_clip(seed: int, cfg: ProbeConfig, widest: float | None = None) -> dict[s
     }
 
 
+def rigs_clip(seed: int, cfg: ProbeConfig, views: int) -> dict[str, torch.Tensor]:
+    """One static rig of `views` cameras drawn as the pretraining stream draws its rigs
+    (`scene_stream.rig_azimuths`: neighbouring gaps of 20-90 degrees, random order; heights up to
+    1 m apart; field of view 50-80 degrees), one time step; poses relative to view 0."""
+    rng = np.random.default_rng([seed, 5])
+    height = float(rng.uniform(1.2, 2.4))
+    room = dataclasses.replace(
+        _room(seed, IMAGE_SIZE[1], float(rng.uniform(50.0, 80.0))),
+        views=views,
+        camera_motion="orbit",
+        camera_height=height,
+        view_azimuths_deg=rig_azimuths(rng, views),
+        view_heights=tuple(height + float(x) for x in rng.uniform(-0.5, 0.5, size=views)),
+    )
+    scene = scene_in_memory(render_synthetic_scene(room))
+    return {
+        "images": scene.images[0],
+        "depths": scene.depths[0],
+        "intrinsics": scene.intrinsics[0],
+        "extrinsics": relative_to_first_camera(scene.extrinsics[0].double()).float(),
+    }
+
+
+def rig_views(cfg: ProbeConfig, step: int | None) -> int:
+    """The rigs task's camera count at `step`: 2..max_views in turn (None, held out: max_views)."""
+    return cfg.max_views if step is None else 2 + step % (cfg.max_views - 1)
+
+
 def widest_gap(cfg: ProbeConfig, step: int | None) -> float:
     """The rig task's largest training gap at `step` (None: held-out clips, the full range)."""
     if step is None or cfg.ramp_steps == 0:
@@ -244,9 +281,9 @@ def clip_kind(cfg: ProbeConfig, step: int | None) -> str:
     """Which clips step `step` draws (None: the held-out clips): the task's own, or with `rig+pan` rigs
     on even steps and pans on odd ones (a rig's views turn about the room; a pan turns in place: the
     card's temporal pairs are small turns of both kinds, its view pairs wide rig gaps)."""
-    if cfg.task != "rig+pan":
+    if not cfg.task.endswith("+pan"):
         return cfg.task
-    return "pan" if step is not None and step % 2 else "rig"
+    return "pan" if step is not None and step % 2 else cfg.task.removesuffix("+pan")
 
 
 def make_batch(
@@ -258,7 +295,9 @@ def make_batch(
     kind = kind or clip_kind(cfg, step)
     if kind == "rig":
         clips = [rig_clip(seed, cfg, widest_gap(cfg, step)) for seed in seeds]
-    elif kind == "pan" and cfg.task == "rig+pan":
+    elif kind == "rigs":
+        clips = [rigs_clip(seed, cfg, rig_views(cfg, step)) for seed in seeds]
+    elif kind == "pan" and cfg.task.endswith("+pan"):
         pans = dataclasses.replace(cfg, min_deg=PAN_BESIDE_RIGS[0], max_deg=PAN_BESIDE_RIGS[1])
         clips = [pan_clip(seed, pans) for seed in seeds]
     else:
@@ -268,16 +307,18 @@ def make_batch(
 
 
 def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
-    """Frame 1's rotation error against the identity floor over a batch of clips.
+    """The rotation error of every frame after the first (relative to frame 0) against the identity
+    floor, over a batch of clips.
 
-    pose_enc `[N, 2, 9]`, extrinsics `[N, 2, 3, 4]`. Returns the medians (degrees) of the predicted
-    rotation's error and of the GT rotation itself (the error of predicting the identity),
-    `skill = 1 - error / floor`, and every clip's two angles (`error_deg`, `gt_deg`: a record can then
-    be split by the size of the rotation, e.g. a rig's small and large gaps)."""
+    pose_enc `[N, S, 9]`, extrinsics `[N, S, 3, 4]` (S = 2 for the two-frame tasks, the rig's views for
+    `rigs`). Returns the medians (degrees) over all N * (S - 1) frames of the predicted rotation's
+    error and of the GT rotation itself (the error of predicting the identity), `skill = 1 - error /
+    floor`, and every frame's two angles in clip order (`error_deg`, `gt_deg`: a record can then be
+    split by the size of the rotation, e.g. a rig's small and large gaps)."""
     errors, floor = [], []
     for pred, gt in zip(pose_enc.float().cpu(), extrinsics.cpu(), strict=True):
-        errors.append(float(camera_errors_per_frame(pose_encoding_to_extrinsics(pred), gt)["rot_deg"][1]))
-        floor.append(float(torch.rad2deg(rotation_angle(gt[1:, :3, :3].double()))[0]))
+        errors += camera_errors_per_frame(pose_encoding_to_extrinsics(pred), gt)["rot_deg"][1:].tolist()
+        floor += torch.rad2deg(rotation_angle(gt[1:, :3, :3].double())).tolist()
     error, identity = float(np.median(errors)), float(np.median(floor))
     return {
         "rot_deg_median": error,
@@ -366,7 +407,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     base = HELDOUT_SEED_BASE
     scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
-    if cfg.task == "rig+pan":  # and its pans, held out too
+    if cfg.task.endswith("+pan"):  # and its pans, held out too
         scored["pan_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind="pan")
     if cfg.fixed_clips:  # the control trains on the same clips every step, and scores them too
         scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)

@@ -54,7 +54,7 @@ class StreamRecipe:
             raise ValueError(f"bad stream sizes: {self}")
 
 
-def _rig_azimuths(rng: np.random.Generator, views: int) -> tuple[float, ...]:
+def rig_azimuths(rng: np.random.Generator, views: int) -> tuple[float, ...]:
     """Azimuths (degrees) with random gaps of 20..90 degrees between neighbours, in random order."""
     gaps = rng.uniform(20.0, 90.0, size=views - 1)
     azimuths = rng.uniform(0.0, 360.0) + np.concatenate([[0.0], np.cumsum(gaps)])
@@ -130,7 +130,7 @@ def _draw(recipe: StreamRecipe, seed: int, rng: np.random.Generator) -> Syntheti
         times=recipe.rig_times,
         views=views,
         orbit_deg_per_step=0.0 if rng.random() < 0.5 else float(rng.uniform(1.0, recipe.max_orbit_deg)),
-        view_azimuths_deg=_rig_azimuths(rng, views),
+        view_azimuths_deg=rig_azimuths(rng, views),
         view_heights=tuple(float(x) for x in common["camera_height"] + rng.uniform(-0.5, 0.5, size=views)),
     )
 
