@@ -22,6 +22,27 @@ def test_the_shipped_backbone_scores_its_cards_first_heldout_scene(capsys):
     assert result["targets"]["depth_abs_rel"]["value"] == pytest.approx(got["depth_abs_rel"])
     lines = summary_lines(result)
     assert any("rpe_view_rot" in line and "identity floor" in line for line in lines)
+    # the first held-out scene is a rig: its views against view 0, GT angle and error, split by gap
+    pairs = result["rig_view_pairs"]
+    assert (
+        len(pairs["gt_deg"]) == got["views"] - 1
+        and pairs["error_deg"] == expected["camera_frames"][0]["rot_deg"][1 : got["views"]]
+    )
+    assert sum(b["clips"] for b in result["rig_view_pairs_by_gap"]) == got["views"] - 1
+    assert any("by gap" in line for line in lines)
+
+
+def test_the_rig_view_pairs_gt_angles_are_the_scene_s_and_agree_with_the_card_s_identity_floor():
+    """The pairs' GT angles are read from the rendered scene, not assumed: their RMSE is the identity
+    floor the evaluation computes independently (from the batch's extrinsics)."""
+    result = score_backbone("tiny-stream", "tiny-stream", scenes=1)
+    scene = result["per_scene"][0]
+    floor = scene["camera_floor"]["rpe_view_rot"]
+    gt = result["rig_view_pairs"]["gt_deg"]
+    assert all(20.0 - 1.0 <= g <= 180.0 for g in gt)  # neighbouring gaps are at least 20 degrees
+    # the card's identity floor is the RMSE over the view pairs of both time steps; at t = 0 they are
+    # these angles (a static or slowly orbiting rig keeps them), so their RMSE lies near it
+    assert (sum(g * g for g in gt) / len(gt)) ** 0.5 == pytest.approx(floor, rel=0.1)
 
 
 def test_a_pool_recipe_is_refused_by_name():

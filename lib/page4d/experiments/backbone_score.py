@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from page4d.experiments import pretrain
+from page4d.experiments.camera_probe import by_rotation_size
+from page4d.geometry import relative_to_first_camera, rotation_angle
 from page4d.model import load_checkpoint
 from page4d.records import write_json
 
@@ -39,17 +41,37 @@ def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, s
     with torch.no_grad():
         scores = pretrain.heldout_metrics(model.eval(), chosen, cfg.eval_clip_times)
     mono = [s for s in scores["per_scene"] if s["views"] == 1]
+    pairs = rig_view_pairs(chosen, scores["per_scene"])
     return {
         "weights": str(weights),
         "recipe": recipe,
         "scenes": len(chosen),
         **scores,
         "targets": pretrain.target_check({"heldout": {"pretrained": scores}}),
+        "rig_view_pairs": pairs,
+        "rig_view_pairs_by_gap": by_rotation_size(pairs) if pairs["gt_deg"] else [],
         "monocular_rot_deg_median": [
             {"error": s["camera_rot_deg_median"], "floor": s["camera_floor"]["camera_rot_deg_median"]}
             for s in mono
         ],
     }
+
+
+def rig_view_pairs(scenes: list[Any], per_scene: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Every rig's views at the first time step against its view 0: the GT angle between them (the
+    identity's error) and the predicted relative rotation's error (degrees), in scene order.
+
+    These are the view-RPE-r's pairs at t = 0. The card has few (13 rigs: 25 pairs), and its RMSE is
+    ruled by the widest; split by gap, they say where a camera has skill."""
+    gt, err = [], []
+    for scene, scored in zip(scenes, per_scene, strict=True):
+        if scored["views"] == 1:
+            continue
+        scene = scene.load() if hasattr(scene, "load") else scene
+        rig = relative_to_first_camera(torch.as_tensor(scene.extrinsics[0]).double())
+        gt += torch.rad2deg(rotation_angle(rig[1:, :3, :3])).tolist()
+        err += scored["camera_frames"][0]["rot_deg"][1 : scored["views"]]
+    return {"gt_deg": [round(g, 3) for g in gt], "error_deg": err}
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -62,6 +84,13 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"  {key:15s} {check['value']:8.3f}  target {check['target']:7s} "
             f"{'met' if check['met'] else 'NOT met':8s}{floor_text}"
         )
+    if result["rig_view_pairs_by_gap"]:
+        bins = "; ".join(
+            f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg ({b['clips']}): "
+            f"{b['error_deg']:.1f} / {b['floor_deg']:.1f}"
+            for b in result["rig_view_pairs_by_gap"]
+        )
+        lines.append(f"  rig views at t=0 against view 0, by gap (pairs): median error / floor: {bins}")
     for s in result["monocular_rot_deg_median"]:
         lines.append(
             f"  monocular scene: rotation error {s['error']:.2f} deg (median), floor {s['floor']:.2f}"
