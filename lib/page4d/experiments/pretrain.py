@@ -9,6 +9,8 @@ an untouched head, and it loads strictly into the `tiny` preset (whose bias is o
 
     python -m page4d.experiments.pretrain --out outputs/pretrain           # the shipped recipe
     python -m page4d.experiments.pretrain --out outputs/pretrain --resume  # continue an interrupted run
+    python -m page4d.experiments.pretrain --recipe tiny-stream --out outputs/phase --init W.pt --lr 3e-4 \
+        --seed 7 --rotation-weight 10   # a later phase: the stream again, from an earlier phase's weights
 
 Run folder (`--out`): `scenes/pool_NNN`, `scenes/heldout_NNN` (rendered once; the same recipe renders
 the same bytes), `train/` (a `page4d.train` run: checkpoints, history, resumable), and once finished
