@@ -1,4 +1,4 @@
-"""Can the camera path learn a relative rotation at all? A two-frame probe with known answers.
+"""Can the camera path learn a relative rotation at all? A probe with known answers (two frames; rigs).
 
 `tiny-stream`'s camera head predicts the identity (issue 20): the question this answers is whether that
 is the data and recipe, or whether the network at this size and budget cannot pick up the cue. The
