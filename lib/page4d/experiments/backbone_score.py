@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from page4d.data import Scene
 from page4d.experiments import pretrain
 from page4d.experiments.camera_probe import by_rotation_size
 from page4d.geometry import relative_to_first_camera, rotation_angle
@@ -35,7 +36,8 @@ def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, s
     if cfg.scenes != "stream":
         raise ValueError(f"recipe {recipe!r} renders its held-out scenes to disk; score a stream recipe")
     _, heldout = pretrain.render_scenes(cfg, Path("."))  # a stream: rendered in memory, nothing written
-    chosen = [heldout[i] for i in range(scenes or len(heldout))]
+    # rendered once here: the stream keeps only its last few scenes, and the pairs below read them again
+    chosen = [heldout[i].load() for i in range(scenes or len(heldout))]
     model = pretrain.initial_model(cfg.seed)
     load_checkpoint(model, weights)
     with torch.no_grad():
@@ -57,7 +59,7 @@ def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, s
     }
 
 
-def rig_view_pairs(scenes: list[Any], per_scene: list[dict[str, Any]]) -> dict[str, list[float]]:
+def rig_view_pairs(scenes: list[Scene], per_scene: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Every rig's views at the first time step against its view 0: the GT angle between them (the
     identity's error) and the predicted relative rotation's error (degrees), in scene order.
 
@@ -67,7 +69,6 @@ def rig_view_pairs(scenes: list[Any], per_scene: list[dict[str, Any]]) -> dict[s
     for scene, scored in zip(scenes, per_scene, strict=True):
         if scored["views"] == 1:
             continue
-        scene = scene.load() if hasattr(scene, "load") else scene
         rig = relative_to_first_camera(torch.as_tensor(scene.extrinsics[0]).double())
         gt += torch.rad2deg(rotation_angle(rig[1:, :3, :3])).tolist()
         err += scored["camera_frames"][0]["rot_deg"][1 : scored["views"]]

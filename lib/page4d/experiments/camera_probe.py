@@ -215,6 +215,18 @@ def pan_clip(seed: int, cfg: ProbeConfig) -> dict[str, torch.Tensor]:
     }
 
 
+def rig_frames(room: SyntheticSceneConfig) -> dict[str, torch.Tensor]:
+    """A rig's views at its first time step, rendered: `[V, ...]` images, depths, intrinsics, and the
+    extrinsics relative to view 0 (the clip the rig tasks train and score on)."""
+    scene = scene_in_memory(render_synthetic_scene(room))
+    return {
+        "images": scene.images[0],
+        "depths": scene.depths[0],
+        "intrinsics": scene.intrinsics[0],
+        "extrinsics": relative_to_first_camera(scene.extrinsics[0].double()).float(),
+    }
+
+
 def rig_clip(seed: int, cfg: ProbeConfig, widest: float | None = None) -> dict[str, torch.Tensor]:
     """Two views of a static rig, their azimuths a random `min_deg`..`widest` apart (default
     `max_deg`), in random order, at heights up to 0.5 m apart; poses relative to view 0."""
@@ -230,13 +242,7 @@ def rig_clip(seed: int, cfg: ProbeConfig, widest: float | None = None) -> dict[s
         view_azimuths_deg=azimuths,
         view_heights=tuple(height + float(x) for x in rng.uniform(-0.25, 0.25, size=2)),
     )
-    scene = scene_in_memory(render_synthetic_scene(room))
-    return {
-        "images": scene.images[0],
-        "depths": scene.depths[0],
-        "intrinsics": scene.intrinsics[0],
-        "extrinsics": relative_to_first_camera(scene.extrinsics[0].double()).float(),
-    }
+    return rig_frames(room)
 
 
 def rigs_clip(seed: int, cfg: ProbeConfig, views: int) -> dict[str, torch.Tensor]:
@@ -253,13 +259,7 @@ def rigs_clip(seed: int, cfg: ProbeConfig, views: int) -> dict[str, torch.Tensor
         view_azimuths_deg=rig_azimuths(rng, views),
         view_heights=tuple(height + float(x) for x in rng.uniform(-0.5, 0.5, size=views)),
     )
-    scene = scene_in_memory(render_synthetic_scene(room))
-    return {
-        "images": scene.images[0],
-        "depths": scene.depths[0],
-        "intrinsics": scene.intrinsics[0],
-        "extrinsics": relative_to_first_camera(scene.extrinsics[0].double()).float(),
-    }
+    return rig_frames(room)
 
 
 def rig_views(cfg: ProbeConfig, step: int | None) -> int:
