@@ -75,7 +75,6 @@ from page4d.experiments import pretrain
 from page4d.experiments.scene_stream import StreamRecipe, first_placeable, rig_azimuths
 from page4d.geometry import relative_to_first_camera, rotation_angle
 from page4d.losses import LossConfig, compute_total_loss
-from page4d.model import load_checkpoint
 from page4d.records import atomic_torch_save, claim_run_folder, mark_finished, write_json
 from page4d.scoring.evaluate import pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
@@ -386,10 +385,7 @@ def training_seeds(cfg: ProbeConfig, step: int) -> range:
 
 def probe_model(cfg: ProbeConfig) -> torch.nn.Module:
     """The pretraining's seeded initialisation, with `cfg.init`'s weights loaded unless it is random."""
-    model = pretrain.initial_model(cfg.seed)
-    if cfg.init != "random":
-        load_checkpoint(model, cfg.init)
-    return model
+    return pretrain.starting_model(cfg.seed, cfg.init)
 
 
 def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:

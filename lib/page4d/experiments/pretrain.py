@@ -191,11 +191,12 @@ def initial_model(seed: int) -> PAGE4DModel:
     return build_model(model_config())
 
 
-def starting_model(cfg: PretrainConfig) -> PAGE4DModel:
-    """What training starts from: the seeded initialisation, or `cfg.init`'s weights loaded into it."""
-    model = initial_model(cfg.seed)
-    if cfg.init != "random":
-        load_checkpoint(model, cfg.init)
+def starting_model(seed: int, init: str = "random") -> PAGE4DModel:
+    """What a phase starts from (a pretraining recipe or a camera probe): the seeded initialisation,
+    or unless `init` is "random" that checkpoint's weights (a packaged name or a path) loaded into it."""
+    model = initial_model(seed)
+    if init != "random":
+        load_checkpoint(model, init)
     return model
 
 
@@ -365,7 +366,7 @@ def pretrain(
     pool, heldout = render_scenes(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
-    model = starting_model(cfg)
+    model = starting_model(cfg.seed, cfg.init)
     init_digest = weights_digest(model)
     t0 = time.perf_counter()
     model, history = train(
