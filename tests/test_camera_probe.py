@@ -13,7 +13,9 @@ import torch
 from page4d.experiments.camera_probe import (
     ProbeConfig,
     by_rotation_size,
+    camera_predictions,
     clip_kind,
+    geometry_step,
     make_batch,
     pan_clip,
     probe_model,
@@ -256,3 +258,46 @@ def test_the_card_s_rigs_have_its_gaps_views_and_fields_of_view_and_every_view_i
     assert len(scored["error_deg"]) == 3 and scored["rot_deg_median"] == pytest.approx(0.0, abs=1e-2)
     record = run_probe(dataclasses.replace(cfg, eval_every=2), tmp_path / "run", progress=False)
     assert len(record["evaluations"][-1]["gt_deg"]) == 2 * 3 and "pan_skill" in record["evaluations"][-1]
+
+
+def test_camera_only_steps_skip_the_dpt_heads_and_give_the_full_model_s_cameras(tmp_path, monkeypatch):
+    """`camera_predictions` is the full forward's camera output without the depth and point heads;
+    `geometry_every` N runs those heads (and their losses) on every N-th training step only, and the
+    evaluations never do."""
+    from page4d.experiments import camera_probe
+
+    cfg = ProbeConfig(task="rigs", steps=4, batch=1, heldout_clips=2, eval_every=2, geometry=True)
+    model = probe_model(cfg).eval()
+    images = make_batch([3], cfg, step=2)["images"]  # a rig of 4 views
+    with torch.no_grad():
+        full = model(images)["pose_enc_list"]
+        alone = camera_predictions(model, images)
+    assert set(alone) == {"pose_enc_list"} and len(alone["pose_enc_list"]) == len(full)
+    for a, b in zip(alone["pose_enc_list"], full, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert [geometry_step(dataclasses.replace(cfg, geometry_every=2), s) for s in range(4)] == [
+        True, False, True, False,
+    ]  # fmt: skip
+    assert not any(geometry_step(dataclasses.replace(cfg, geometry=False), s) for s in range(4))
+
+    calls = []
+
+    def counted(cfg: ProbeConfig) -> torch.nn.Module:
+        built = probe_model(cfg)
+        built.depth_head.register_forward_hook(lambda *_: calls.append("depth"))
+        built.point_head.register_forward_hook(lambda *_: calls.append("point"))
+        return built
+
+    monkeypatch.setattr(camera_probe, "probe_model", counted)
+    runs = {}
+    for every in (1, 2, 4):
+        calls.clear()
+        runs[every] = run_probe(
+            dataclasses.replace(cfg, geometry_every=every), tmp_path / f"every{every}", progress=False
+        )
+        assert calls.count("depth") == calls.count("point") == 4 // every  # training steps 0, every, ...
+    # Same start and clips: step 0 (geometry in every run) agrees; step 1 has no depth term with N > 1.
+    assert runs[2]["losses"][0] == pytest.approx(runs[1]["losses"][0], rel=1e-4)
+    assert runs[2]["losses"][1] != pytest.approx(runs[1]["losses"][1], rel=1e-3)
+    with pytest.raises(ValueError, match="geometry_every"):
+        ProbeConfig(geometry_every=0)
