@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 from page4d.experiments.camera_probe import (
+    MONO_MOVES,
     ProbeConfig,
     by_rotation_size,
     camera_predictions,
     clip_kind,
     geometry_step,
     make_batch,
+    mono_clip,
     pan_clip,
     probe_model,
     rig_clip,
@@ -30,7 +32,7 @@ from page4d.experiments.camera_probe import (
     widest_gap,
     yaw_extrinsics,
 )
-from page4d.experiments.scene_stream import rig_azimuths
+from page4d.experiments.scene_stream import draw_scene_config, rig_azimuths
 from page4d.geometry import extrinsics_intrinsics_to_pose_encoding, rotation_angle
 from page4d.records import RunFolderTaken
 
@@ -301,3 +303,28 @@ def test_camera_only_steps_skip_the_dpt_heads_and_give_the_full_model_s_cameras(
     assert runs[2]["losses"][1] != pytest.approx(runs[1]["losses"][1], rel=1e-3)
     with pytest.raises(ValueError, match="geometry_every"):
         ProbeConfig(geometry_every=0)
+
+
+def test_rigs_plus_mono_alternates_the_card_s_rigs_and_its_static_monocular_moves(tmp_path):
+    """`rigs+mono`'s odd steps are the pretraining stream's static monocular moves: one camera, no
+    movers, 4 frames, small turns per step, the label agreeing with the pixels (frame 0's depth lands
+    on frame 3's); the held-out moves are scored beside the held-out rigs."""
+    cfg = ProbeConfig(task="rigs+mono", steps=2, batch=1, heldout_clips=2)
+    assert [clip_kind(cfg, s) for s in (0, 1, 2, None)] == ["rigs", "mono", "rigs", "rigs"]
+    motions = set()
+    for seed in range(4):
+        room = draw_scene_config(MONO_MOVES, seed)
+        assert (room.views, room.times, room.num_movers) == (1, 4, 0)
+        motions.add(room.camera_motion)
+        clip = mono_clip(seed)
+        assert clip["images"].shape == (4, 3, 112, 154)
+        e = clip["extrinsics"].double()
+        steps = [math.degrees(float(rotation_angle(e[t, :, :3] @ e[t - 1, :, :3].T))) for t in (1, 2, 3)]
+        assert max(steps) < 6.0 + 6 * 1.5  # <= 6 degrees per step plus the hand-held walk (6 sigma)
+        inside, agree = _depth_agreement({k: v[[0, 3]] for k, v in clip.items()})
+        assert inside > 200 and agree > 0.5
+    assert len(motions) >= 2
+    assert make_batch([7, 8], cfg, step=1)["images"].shape[:2] == (2, 4)
+    record = run_probe(dataclasses.replace(cfg, eval_every=2), tmp_path / "run", progress=False)
+    last = record["evaluations"][-1]
+    assert len(last["gt_deg"]) == 2 * 3 and len(last["mono_gt_deg"]) == 2 * 3 and "mono_skill" in last

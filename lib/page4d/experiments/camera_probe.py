@@ -25,6 +25,9 @@ held-out clips against the identity floor (predicting "frame 1 is frame 0"):
   degrees in random order, heights up to 1 m apart and a random field of view (50-80 degrees), as
   `scene_stream` draws them; every view after the first is scored. ``"rigs+pan"``: with pans on
   odd steps, as ``rig+pan``.
+- ``task="rigs+mono"``: the card's rigs on even steps and, on odd ones, its static monocular moves
+  (`mono_clip`: orbit, pan or dolly of up to 6 degrees per step with hand-held jitter, 4 frames, drawn
+  by `scene_stream`): the card's temporal pairs are these moves, which pans alone do not stand for.
 
 Two options isolate what could make it hard: `whole_patches` (shifts by whole 14-px patches, so frame 1's
 patch tokens are exactly frame 0's moved sideways: nothing to match but identical tokens) and
@@ -75,7 +78,7 @@ from page4d.data import SyntheticSceneConfig, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
 from page4d.devices import require_device
 from page4d.experiments import pretrain
-from page4d.experiments.scene_stream import StreamRecipe, first_placeable, rig_azimuths
+from page4d.experiments.scene_stream import StreamRecipe, draw_scene_config, first_placeable, rig_azimuths
 from page4d.geometry import relative_to_first_camera, rotation_angle
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.records import atomic_torch_save, claim_run_folder, mark_finished, write_json
@@ -96,8 +99,9 @@ class ProbeConfig:
         "shift",
         "shift: a cropped image translation; pan: a rendered pan; rig: two views of a static rig; "
         "rig+pan: rigs and pans (1-20 deg) on alternate steps; rigs: the card's rigs of 2..max_views "
-        "cameras; rigs+pan: those and pans on alternate steps",
-        choices=("shift", "pan", "rig", "rig+pan", "rigs", "rigs+pan"),
+        "cameras; rigs+pan: those and pans on alternate steps; rigs+mono: those and the card's static "
+        "monocular moves on alternate steps",
+        choices=("shift", "pan", "rig", "rig+pan", "rigs", "rigs+pan", "rigs+mono"),
     )
     init: str = knob("random", "random (the pretraining's seeded initialisation) or a checkpoint name/path")
     steps: int = knob(400, "optimiser steps")
@@ -271,6 +275,22 @@ def rigs_clip(seed: int, cfg: ProbeConfig, views: int) -> dict[str, torch.Tensor
     return rig_frames(room)
 
 
+MONO_MOVES = StreamRecipe(static_share=1.0, monocular_share=1.0, mono_times=(4, 4))  # rigs+mono's odd steps
+
+
+def mono_clip(seed: int) -> dict[str, torch.Tensor]:
+    """A static monocular move of 4 frames drawn as the pretraining stream draws them (orbit, pan or
+    dolly, up to 6 degrees per step, hand-held jitter, field of view 50-80: `MONO_MOVES`, scene `seed`
+    of that recipe); poses relative to frame 0."""
+    scene = scene_in_memory(render_synthetic_scene(draw_scene_config(MONO_MOVES, seed)))
+    return {
+        "images": scene.images[:, 0],
+        "depths": scene.depths[:, 0],
+        "intrinsics": scene.intrinsics[:, 0],
+        "extrinsics": relative_to_first_camera(scene.extrinsics[:, 0].double()).float(),
+    }
+
+
 def rig_views(cfg: ProbeConfig, step: int | None) -> int:
     """The rigs task's camera count at `step`: 2..max_views in turn (None, held out: max_views)."""
     return cfg.max_views if step is None else 2 + step % (cfg.max_views - 1)
@@ -287,12 +307,14 @@ PAN_BESIDE_RIGS = (1.0, 20.0)  # task rig+pan: its pan steps' range (min/max_deg
 
 
 def clip_kind(cfg: ProbeConfig, step: int | None) -> str:
-    """Which clips step `step` draws (None: the held-out clips): the task's own, or with `rig+pan` rigs
-    on even steps and pans on odd ones (a rig's views turn about the room; a pan turns in place: the
-    card's temporal pairs are small turns of both kinds, its view pairs wide rig gaps)."""
-    if not cfg.task.endswith("+pan"):
+    """Which clips step `step` draws (None: the held-out clips): the task's own, or for `A+B` tasks A on
+    even steps and B on odd ones (`rig+pan`: a rig's views turn about the room, a pan turns in place;
+    `rigs+mono`: the card's rigs and its monocular moves; its temporal pairs are small moves, its view
+    pairs wide rig gaps)."""
+    if "+" not in cfg.task:
         return cfg.task
-    return "pan" if step is not None and step % 2 else cfg.task.removesuffix("+pan")
+    even, odd = cfg.task.split("+")
+    return odd if step is not None and step % 2 else even
 
 
 def make_batch(
@@ -306,6 +328,8 @@ def make_batch(
         clips = [rig_clip(seed, cfg, widest_gap(cfg, step)) for seed in seeds]
     elif kind == "rigs":
         clips = [rigs_clip(seed, cfg, rig_views(cfg, step)) for seed in seeds]
+    elif kind == "mono":
+        clips = [mono_clip(seed) for seed in seeds]
     elif kind == "pan" and cfg.task.endswith("+pan"):
         pans = dataclasses.replace(cfg, min_deg=PAN_BESIDE_RIGS[0], max_deg=PAN_BESIDE_RIGS[1])
         clips = [pan_clip(seed, pans) for seed in seeds]
@@ -414,8 +438,9 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     base = HELDOUT_SEED_BASE
     scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
-    if cfg.task.endswith("+pan"):  # and its pans, held out too
-        scored["pan_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind="pan")
+    if "+" in cfg.task:  # and its pans or moves, held out too
+        odd = cfg.task.split("+")[1]
+        scored[odd + "_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind=odd)
     if cfg.fixed_clips:  # the control trains on the same clips every step, and scores them too
         scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)
         batches: Iterator[dict[str, torch.Tensor]] = itertools.repeat(scored["train_"], cfg.steps)
@@ -496,8 +521,11 @@ def _progress_line(result: dict[str, Any]) -> str:
     )
     if "train_skill" in result:
         line += f"; on the clips it trains on: skill {result['train_skill']:+.3f}"
-    if "pan_skill" in result:
-        line += f"; pans: {result['pan_rot_deg_median']:.2f} / {result['pan_identity_floor_deg']:.2f}"
+    for odd, name in (("pan", "pans"), ("mono", "monocular moves")):
+        if f"{odd}_skill" in result:
+            line += (
+                f"; {name}: {result[f'{odd}_rot_deg_median']:.2f} / {result[f'{odd}_identity_floor_deg']:.2f}"
+            )
     bins = "; ".join(
         f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f}"
         for b in by_rotation_size(result)
