@@ -4,6 +4,7 @@ floor and the truth at zero, and a run is a record that is never overwritten."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -328,3 +329,26 @@ def test_rigs_plus_mono_alternates_the_card_s_rigs_and_its_static_monocular_move
     record = run_probe(dataclasses.replace(cfg, eval_every=2), tmp_path / "run", progress=False)
     last = record["evaluations"][-1]
     assert len(last["gt_deg"]) == 2 * 3 and len(last["mono_gt_deg"]) == 2 * 3 and "mono_skill" in last
+
+
+def test_a_time_budget_stops_the_run_at_the_first_evaluation_past_it(tmp_path, monkeypatch):
+    """`minutes`: the run ends (finished, its record complete) at the first evaluation whose clock is
+    past the budget. A fake clock that advances 30 s per reading makes this independent of the machine."""
+    from page4d.experiments import camera_probe
+
+    readings = itertools.count()
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            return 30.0 * next(readings)
+
+    monkeypatch.setattr(camera_probe, "time", Clock)
+    cfg = ProbeConfig(steps=10, batch=1, heldout_clips=2, eval_every=2, minutes=1.0)
+    record = run_probe(cfg, tmp_path / "budget", progress=False)
+    assert [e["step"] for e in record["evaluations"]] == [0, 2] and record["stopped_by_minutes"] == 2
+    assert len(record["losses"]) == 2 and (tmp_path / "budget" / "DONE.json").is_file()
+    saved = json.loads((tmp_path / "budget" / "probe.json").read_text())
+    assert saved["stopped_by_minutes"] == 2
+    with pytest.raises(ValueError, match="minutes"):
+        ProbeConfig(minutes=-1.0)

@@ -53,7 +53,9 @@ error of frame 1 next to the identity floor (the median GT rotation) and the `sk
 The run folder holds `probe.json` (the config, every evaluation and every step's training loss, written
 atomically after each evaluation), `weights.pt` with `save_weights` (those of the latest evaluation, so
 a stopped run can be scored with `page4d.experiments.backbone_score`), and `DONE.json` once finished;
-a folder that holds a run is refused, never overwritten.
+a folder that holds a run is refused, never overwritten. With `minutes` the run stops at the first
+evaluation past that budget (`stopped_by_minutes` names its step), so arms compared at equal time get
+equal time.
 Shapes: a clip is images `[2, 3, H, W]`, extrinsics `[2, 3, 4]` (frame 0 the identity), intrinsics
 `[2, 3, 3]`, depths `[2, H, W]`; a batch stacks `batch` clips in front.
 """
@@ -135,6 +137,11 @@ class ProbeConfig:
     workers: int = knob(
         0, "render the training clips in N worker processes, ahead of the step (0: in the training process)"
     )
+    minutes: float = knob(
+        0.0,
+        "stop at the first evaluation after this many minutes of training (0: run all the steps); "
+        "runs compared at equal time get equal budgets",
+    )
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch < 1 or self.heldout_clips < 1 or self.eval_every < 1:
@@ -154,6 +161,8 @@ class ProbeConfig:
             raise ValueError(f"max_views must be >= 2, got {self.max_views}")
         if self.ramp_steps < 0:
             raise ValueError(f"ramp_steps must be >= 0, got {self.ramp_steps}")
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be >= 0, got {self.minutes}")
         if self.geometry_every < 1:
             raise ValueError(f"geometry_every must be >= 1, got {self.geometry_every}")
 
@@ -458,6 +467,9 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
             write_json(out / "probe.json", record)
             if progress:
                 print(_progress_line(result), flush=True)
+            if cfg.minutes and result["seconds"] >= 60 * cfg.minutes and step < cfg.steps:
+                record["stopped_by_minutes"] = step  # the budget ran out: this evaluation is the last
+                break
         if step == cfg.steps:
             break
         for group in optimiser.param_groups:
