@@ -56,8 +56,9 @@ a stopped run can be scored with `page4d.experiments.backbone_score`), and `DONE
 a folder that holds a run is refused, never overwritten. With `minutes` the run stops at the first
 evaluation past that budget (`stopped_by_minutes` names its step), so arms compared at equal time get
 equal time.
-Shapes: a clip is images `[2, 3, H, W]`, extrinsics `[2, 3, 4]` (frame 0 the identity), intrinsics
-`[2, 3, 3]`, depths `[2, H, W]`; a batch stacks `batch` clips in front.
+Shapes: a clip is images `[S, 3, H, W]`, extrinsics `[S, 3, 4]` (frame 0 the identity), intrinsics
+`[S, 3, 3]`, depths `[S, H, W]` (S = 2; a rig's views for `rigs`; 4 for a monocular move); a batch
+stacks `batch` clips of one kind in front.
 """
 
 from __future__ import annotations
