@@ -229,7 +229,13 @@ def pan_clip(seed: int, cfg: ProbeConfig) -> dict[str, torch.Tensor]:
     expressed relative to frame 0)."""
     rng = np.random.default_rng([seed, 5])
     deg = float(rng.uniform(cfg.min_deg, cfg.max_deg)) * float(rng.choice([-1.0, 1.0]))
-    scene = scene_in_memory(render_synthetic_scene(_room(seed, IMAGE_SIZE[1], cfg.fov_deg, 2, deg)))
+    return camera_frames(_room(seed, IMAGE_SIZE[1], cfg.fov_deg, 2, deg))
+
+
+def camera_frames(room: SyntheticSceneConfig) -> dict[str, torch.Tensor]:
+    """One camera (view 0) over the room's time steps, rendered: `[T, ...]` images, depths, intrinsics,
+    and the extrinsics relative to frame 0 (the clip of the pan and monocular-move tasks)."""
+    scene = scene_in_memory(render_synthetic_scene(room))
     return {
         "images": scene.images[:, 0],
         "depths": scene.depths[:, 0],
@@ -292,13 +298,7 @@ def mono_clip(seed: int) -> dict[str, torch.Tensor]:
     """A static monocular move of 4 frames drawn as the pretraining stream draws them (orbit, pan or
     dolly, up to 6 degrees per step, hand-held jitter, field of view 50-80: `MONO_MOVES`, scene `seed`
     of that recipe); poses relative to frame 0."""
-    scene = scene_in_memory(render_synthetic_scene(draw_scene_config(MONO_MOVES, seed)))
-    return {
-        "images": scene.images[:, 0],
-        "depths": scene.depths[:, 0],
-        "intrinsics": scene.intrinsics[:, 0],
-        "extrinsics": relative_to_first_camera(scene.extrinsics[:, 0].double()).float(),
-    }
+    return camera_frames(draw_scene_config(MONO_MOVES, seed))
 
 
 def rig_views(cfg: ProbeConfig, step: int | None) -> int:
