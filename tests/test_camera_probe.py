@@ -152,6 +152,19 @@ def test_the_score_puts_the_truth_at_zero_and_the_identity_at_the_floor():
     assert identity["skill"] == pytest.approx(0.0, abs=1e-4)
     mirrored = score(_encode(torch.stack([yaw_extrinsics(-math.radians(d)) for d in (-10, 4, 7)])), gt)
     assert mirrored["skill"] == pytest.approx(-1.0, abs=1e-4)  # the wrong way round: worse than nothing
+    assert truth["same_turn"] == [True] * 3 and mirrored["same_turn"] == [False] * 3
+    assert identity["same_turn"] == [False] * 3  # no turn is to no side
+    half = score(_encode(torch.stack([yaw_extrinsics(math.radians(d)) for d in (-9, -4, 7)])), gt)
+    assert [b["same_turn_share"] for b in by_rotation_size(half, (0.0, 5.0, 45.0))] == [0.0, 1.0]
+
+
+def test_a_wide_turn_to_the_wrong_side_is_told_apart_from_one_to_the_right_side():
+    """160 degrees left vs right: the error is 40 degrees either way round, the side tells them apart."""
+    gt = torch.stack([yaw_extrinsics(math.radians(160.0))] * 2)
+    pred = torch.stack([yaw_extrinsics(math.radians(d)) for d in (120.0, -160.0)])
+    scored = score(_encode(pred), gt)
+    assert scored["error_deg"] == pytest.approx([40.0, 40.0], abs=1e-3)
+    assert scored["same_turn"] == [True, False]
 
 
 def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path):
@@ -170,6 +183,18 @@ def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path)
     with pytest.raises(RunFolderTaken, match="never overwritten"):
         run_probe(cfg, tmp_path / "probe", progress=False)
     assert (tmp_path / "probe" / "probe.json").read_bytes() == before
+
+
+def test_the_probe_s_rotation_target_reaches_the_camera_loss(tmp_path):
+    """Same start, same clips: the chordal target's first loss differs from the canonical one's, and the
+    run records which it trained."""
+    cfg = ProbeConfig(task="rigs", steps=1, batch=1, heldout_clips=1, max_views=2)
+    canonical = run_probe(cfg, tmp_path / "canonical", progress=False)
+    chordal = run_probe(
+        dataclasses.replace(cfg, rotation_target="chordal"), tmp_path / "chordal", progress=False
+    )
+    assert chordal["config"]["rotation_target"] == "chordal"
+    assert chordal["losses"][0] != pytest.approx(canonical["losses"][0], rel=1e-3)
 
 
 def test_whole_patch_shifts_move_the_patch_tokens_exactly():

@@ -600,6 +600,45 @@ def test_the_canonical_rotation_target_is_vggts_except_near_180_degrees():
         LossConfig(rotation_target="matrix")
 
 
+def _yaw_quaternion(deg: float) -> torch.Tensor:
+    """(x, y, z, w) of a turn about the camera's y axis, w >= 0 as the GT encoding has it."""
+    half = math.radians(deg) / 2
+    q = torch.tensor([0.0, math.sin(half), 0.0, math.cos(half)], dtype=torch.float64)
+    return -q if q[3] < 0 else q
+
+
+def test_the_chordal_rotation_target_has_no_cut_and_hedges_a_wide_turn_towards_180_degrees():
+    """Chordal: -q costs what q costs (zero); GT just either side of 180 degrees costs the same for a
+    180-degree prediction; the error grows with the angle; a doubled quaternion costs its norm term.
+    And the reason it exists: for GT turns of +150 and -150 degrees (a head that cannot tell left from
+    right), the quaternion L1 is as low at (0, 0, 0, w) -- the identity once normalised, 150 degrees
+    off -- as at the right answer; the chordal target costs the identity over 3x a 180-degree turn."""
+    from page4d.losses.geometry_terms import _rotation_error
+
+    chordal = LossConfig(rotation_target="chordal")
+    gt = torch.stack([_yaw_quaternion(d) for d in (11.0, 169.0)])
+    assert torch.allclose(_rotation_error(-gt, gt, chordal), torch.zeros(2, dtype=gt.dtype), atol=1e-12)
+    near_cut = torch.stack([_yaw_quaternion(179.0), _yaw_quaternion(-179.0)])
+    at_180 = _yaw_quaternion(180.0).expand(2, 4)
+    err = _rotation_error(at_180, near_cut, chordal)
+    assert err[0] == pytest.approx(float(err[1]), rel=1e-9) and 0 < err[0] < 0.01
+    costs = [
+        float(_rotation_error(_yaw_quaternion(d)[None], _yaw_quaternion(0.0)[None], chordal))
+        for d in (5, 30, 90)
+    ]
+    assert costs[0] < costs[1] < costs[2]
+    assert float(_rotation_error(2 * gt[:1], gt[:1], chordal)) == pytest.approx(1.0)
+    pair = torch.stack([_yaw_quaternion(150.0), _yaw_quaternion(-150.0)])
+    canonical = LossConfig(rotation_target="canonical", rig_cut_w=0.2)
+    shrunk = torch.tensor([0.0, 0.0, 0.0, math.cos(math.radians(75))], dtype=torch.float64)  # the identity
+
+    def mean_cost(pred: torch.Tensor, cfg: LossConfig) -> float:
+        return float(_rotation_error(pred.expand(2, 4), pair, cfg).mean())
+
+    assert mean_cost(shrunk, canonical) == pytest.approx(mean_cost(pair[0], canonical))  # a flat optimum
+    assert mean_cost(_yaw_quaternion(180.0), chordal) < mean_cost(shrunk, chordal) / 3
+
+
 def test_attention_forcing_measures_the_camera_rows_attention_on_movers():
     """The mass equals the dense softmax written out; a key bias that suppresses the dynamic keys lowers
     it; the gradient reaches q and k; a clip without movers costs nothing."""

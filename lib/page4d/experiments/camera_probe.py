@@ -116,6 +116,12 @@ class ProbeConfig:
     max_deg: float = knob(20.0, "pan / rig task: largest pan or azimuth gap per clip (degrees)")
     max_views: int = knob(4, "rigs task: most cameras of a rig (the held-out rigs have this many)")
     ramp_steps: int = knob(0, "rig task: widen the training gaps from min_deg to max_deg over N steps")
+    rotation_target: str = knob(
+        "canonical",
+        "the camera loss's rotation term: canonical (VGGT's quaternion L1 with the rig fix) or chordal "
+        "(rotation matrices, no double-cover cut; tiny preset only, LossConfig.rotation_target)",
+        choices=("canonical", "chordal"),
+    )
     geometry: bool = knob(False, "also train the depth and point losses (keeps depth while cameras train)")
     geometry_every: int = knob(
         1,
@@ -357,11 +363,14 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
     `rigs`). Returns the medians (degrees) over all N * (S - 1) frames of the predicted rotation's
     error and of the GT rotation itself (the error of predicting the identity), `skill = 1 - error /
     floor`, and every frame's two angles in clip order (`error_deg`, `gt_deg`: a record can then be
-    split by the size of the rotation, e.g. a rig's small and large gaps)."""
-    errors, floor = [], []
+    split by the size of the rotation, e.g. a rig's small and large gaps) with whether it turned to
+    the right side (`same_turn`, `turns_agree`)."""
+    errors, floor, same_turn = [], [], []
     for pred, gt in zip(pose_enc.float().cpu(), extrinsics.cpu(), strict=True):
-        errors += camera_errors_per_frame(pose_encoding_to_extrinsics(pred), gt)["rot_deg"][1:].tolist()
+        pred_ext = pose_encoding_to_extrinsics(pred)
+        errors += camera_errors_per_frame(pred_ext, gt)["rot_deg"][1:].tolist()
         floor += torch.rad2deg(rotation_angle(gt[1:, :3, :3].double())).tolist()
+        same_turn += turns_agree(pred_ext, gt)[1:].tolist()
     error, identity = float(np.median(errors)), float(np.median(floor))
     return {
         "rot_deg_median": error,
@@ -369,7 +378,24 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
         "skill": 1.0 - error / identity,
         "error_deg": [round(e, 3) for e in errors],
         "gt_deg": [round(g, 3) for g in floor],
+        "same_turn": same_turn,
     }
+
+
+def turns_agree(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Whether each frame's predicted turn away from frame 0 is to the same side as the GT's: the two
+    rotations' axes (scaled by the sine of their angles) point into the same half-space. A head that
+    cannot tell a wide left turn from a right one is right half the time; its error then says nothing
+    about why. pred, gt: world-to-camera extrinsics `[S, 3, 4]`; returns bool `[S]` (frame 0: False,
+    it does not turn)."""
+
+    def axis_sine(ext: torch.Tensor) -> torch.Tensor:
+        r = relative_to_first_camera(ext.double())[..., :3, :3]
+        return torch.stack(
+            (r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]), -1
+        )
+
+    return (axis_sine(pred) * axis_sine(gt)).sum(-1) > 0
 
 
 class TrainingClips(torch.utils.data.Dataset):
@@ -404,7 +430,8 @@ GAP_EDGES = (0.0, 45.0, 90.0, 135.0, 180.0)  # the rig task's rotation sizes, sp
 def by_rotation_size(scores: dict[str, Any], edges: tuple[float, ...] = GAP_EDGES) -> list[dict[str, Any]]:
     """`score`'s clips split by the size of their GT rotation (`edges`, degrees): per bin the count, the
     median GT rotation (the identity floor there), the median error and the skill. A model that only
-    learnt the mean rotation, or only its direction, shows it here: skill below 0 on small rotations."""
+    learnt the mean rotation, or only its direction, shows it here: skill below 0 on small rotations.
+    With `same_turn` scored, also the share of turns to the right side (0.5: it cannot tell)."""
     gt, err = np.asarray(scores["gt_deg"]), np.asarray(scores["error_deg"])
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -415,6 +442,8 @@ def by_rotation_size(scores: dict[str, Any], edges: tuple[float, ...] = GAP_EDGE
                 {"from_deg": lo, "to_deg": hi, "clips": int(inside.sum()), "floor_deg": floor,
                  "error_deg": error, "skill": 1.0 - error / floor}
             )  # fmt: skip
+            if "same_turn" in scores:  # records before the turn sides were scored lack it
+                rows[-1]["same_turn_share"] = float(np.asarray(scores["same_turn"])[inside].mean())
     return rows
 
 
@@ -442,7 +471,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     model = probe_model(cfg).to(device).train()
     geometry_cfg = LossConfig(
         use_seganymo_mask=False, use_depth=cfg.geometry, use_point=cfg.geometry,
-        rotation_target="canonical", cam_w_rotation=cfg.w_rotation,
+        rotation_target=cfg.rotation_target, cam_w_rotation=cfg.w_rotation,
     )  # fmt: skip
     camera_cfg = dataclasses.replace(geometry_cfg, use_depth=False, use_point=False)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -540,7 +569,8 @@ def _progress_line(result: dict[str, Any]) -> str:
                 f"; {name}: {result[f'{odd}_rot_deg_median']:.2f} / {result[f'{odd}_identity_floor_deg']:.2f}"
             )
     bins = "; ".join(
-        f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f}"
+        f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f} "
+        f"(side right {b['same_turn_share']:.0%})"
         for b in by_rotation_size(result)
     )
     return line + f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"

@@ -15,6 +15,9 @@ _ALIGNMENTS = ("upsample_logits", "pool_gt")
 _TEMPORAL_WARPS = ("auto", "identity", "depth")
 
 
+ROTATION_TARGETS = ("sign_invariant", "canonical", "chordal")
+
+
 @dataclass
 class LossConfig:
     """Which loss terms run and how much each weighs. Presets: :meth:`for_arm`.
@@ -60,7 +63,12 @@ class LossConfig:
         VGGT's plain L1 against the GT quaternion with ``w >= 0`` (the cut at 180 degrees, far from the
         small relative rotations of a video), sign-invariant only where ``|w_gt| < rig_cut_w``: the
         GT of a rig camera facing away from the reference (~180 degrees) flips sign between nearly
-        equal rotations, so there either sign is right ("the rig fix").
+        equal rotations, so there either sign is right ("the rig fix"). ``"chordal"`` (tiny preset
+        only, never VGGT's 1B recipe): the elementwise distance between the rotation matrices of the
+        normalised prediction and the GT, plus ``| ||q|| - 1 |`` so the raw quaternion stays usable.
+        ``R(q) = R(-q)``, so it has no cut at all: a head unsure whether a wide view pair turned +150 or
+        -150 degrees is pulled towards 180 (30 degrees off either way), where the quaternion L1's
+        midpoint of the two w >= 0 targets is the identity (150 degrees off).
         use_attention_forcing / w_attention_forcing: MoRe's term, the attention mass the camera/register
         rows of the masked global blocks put on GT-dynamic patches (`losses.attention_forcing`; the
         trainer computes it from the blocks' own q/k).
@@ -152,10 +160,9 @@ class LossConfig:
             raise ValueError(
                 f"LossConfig.boundary_width_px must be an int >= 1, got {self.boundary_width_px!r}"
             )
-        if self.rotation_target not in ("sign_invariant", "canonical"):
+        if self.rotation_target not in ROTATION_TARGETS:
             raise ValueError(
-                "LossConfig.rotation_target must be 'sign_invariant' or 'canonical', "
-                f"got {self.rotation_target!r}"
+                f"LossConfig.rotation_target must be one of {ROTATION_TARGETS}, got {self.rotation_target!r}"
             )
         if not 0.0 <= self.rig_cut_w < 1.0:
             raise ValueError(f"LossConfig.rig_cut_w must lie in [0, 1), got {self.rig_cut_w!r}")

@@ -20,6 +20,7 @@ from page4d.geometry import (
     camera_centers,
     depth_to_world_points,
     extrinsics_intrinsics_to_pose_encoding,
+    quaternion_to_rotation_matrix,
     relative_to_first_camera,
 )
 from page4d.losses.config import LossConfig
@@ -128,7 +129,8 @@ def camera_loss(
 
     Terms (mean over valid frames): ``T`` -- translation of the world-to-camera transform (frame 0's
     world); ``R`` -- quaternion per ``config.rotation_target`` (sign-invariant, or
-    VGGT's canonical ``w >= 0`` with the rig fix; the prediction is not normalised, as in VGGT);
+    VGGT's canonical ``w >= 0`` with the rig fix; the prediction is not normalised, as in VGGT; or,
+    for the tiny preset, the chordal distance of the rotation matrices);
     ``fov`` -- vertical/horizontal FoV in radians. L1 or Huber per ``config.camera_loss_type``.
     Returns ``camera_loss`` (``w_T T + w_R R + w_fov fov``) and
     ``camera_T_loss``, ``camera_R_loss``, ``camera_fov_loss``.
@@ -178,6 +180,9 @@ def camera_loss(
 
 def _rotation_error(q_pred: torch.Tensor, q_gt: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     """Per-frame quaternion error ``[...]`` (see `LossConfig.rotation_target`); q_gt has ``w >= 0``."""
+    if cfg.rotation_target == "chordal":  # R(q) = R(-q): no double cover, no cut
+        chord = _elementwise(quaternion_to_rotation_matrix(q_pred) - quaternion_to_rotation_matrix(q_gt), cfg)
+        return chord.flatten(-2).mean(-1) + _elementwise(q_pred.norm(dim=-1) - 1.0, cfg)
     same = _elementwise(q_pred - q_gt, cfg).mean(-1)
     flipped = _elementwise(q_pred + q_gt, cfg).mean(-1)
     if cfg.rotation_target == "sign_invariant":
