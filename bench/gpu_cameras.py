@@ -50,6 +50,9 @@ def main() -> int:
     parser.add_argument(
         "--eval-every", type=int, default=250, help="held-out evaluation (and budget check) every N"
     )
+    parser.add_argument(
+        "--rotation-target", default="canonical", choices=("canonical", "chordal"), help="see camera_probe"
+    )
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -60,6 +63,7 @@ def main() -> int:
         "--task", "rigs+mono", "--init", args.init, "--lr", str(args.lr), "--batch", str(args.batch),
         "--steps", "1000000", "--minutes", str(args.minutes), "--eval-every", str(args.eval_every),
         "--geometry", "--geometry-every", str(args.geometry_every), "--seed", str(args.seed),
+        "--rotation-target", args.rotation_target,
         "--device", args.device, "--workers", str(workers), "--save-weights", "--threads", "4",
     ]  # fmt: skip
     probe_s = run(probe, out / "probe.log")
@@ -73,6 +77,7 @@ def main() -> int:
     card = json.loads((out / "card.json").read_text())
     summary = {
         "device": args.device,
+        "rotation_target": args.rotation_target,
         "workers": workers,
         "probe_wall_s": probe_s,
         "steps": last["step"],

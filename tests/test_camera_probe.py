@@ -164,7 +164,10 @@ def test_a_wide_turn_to_the_wrong_side_is_told_apart_from_one_to_the_right_side(
     pred = torch.stack([yaw_extrinsics(math.radians(d)) for d in (120.0, -160.0)])
     scored = score(_encode(pred), gt)
     assert scored["error_deg"] == pytest.approx([40.0, 40.0], abs=1e-3)
-    assert scored["same_turn"] == [True, False]
+    assert scored["same_turn"] == [True, False] and scored["pred_deg"] == pytest.approx(
+        [120.0, 160.0], abs=1e-3
+    )
+    assert by_rotation_size(scored)[0]["pred_deg_median"] == pytest.approx(140.0, abs=1e-3)
 
 
 def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path):

@@ -364,13 +364,16 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
     error and of the GT rotation itself (the error of predicting the identity), `skill = 1 - error /
     floor`, and every frame's two angles in clip order (`error_deg`, `gt_deg`: a record can then be
     split by the size of the rotation, e.g. a rig's small and large gaps) with whether it turned to
-    the right side (`same_turn`, `turns_agree`)."""
-    errors, floor, same_turn = [], [], []
+    the right side (`same_turn`, `turns_agree`) and how far the prediction turned (`pred_deg`: a head
+    that cannot tell a wide pair from a narrow one turns both by the same amount)."""
+    errors, floor, same_turn, predicted = [], [], [], []
     for pred, gt in zip(pose_enc.float().cpu(), extrinsics.cpu(), strict=True):
         pred_ext = pose_encoding_to_extrinsics(pred)
         errors += camera_errors_per_frame(pred_ext, gt)["rot_deg"][1:].tolist()
         floor += torch.rad2deg(rotation_angle(gt[1:, :3, :3].double())).tolist()
         same_turn += turns_agree(pred_ext, gt)[1:].tolist()
+        turned = relative_to_first_camera(pred_ext.double())[1:, :3, :3]
+        predicted += torch.rad2deg(rotation_angle(turned)).tolist()
     error, identity = float(np.median(errors)), float(np.median(floor))
     return {
         "rot_deg_median": error,
@@ -379,6 +382,7 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
         "error_deg": [round(e, 3) for e in errors],
         "gt_deg": [round(g, 3) for g in floor],
         "same_turn": same_turn,
+        "pred_deg": [round(p, 3) for p in predicted],
     }
 
 
@@ -431,7 +435,8 @@ def by_rotation_size(scores: dict[str, Any], edges: tuple[float, ...] = GAP_EDGE
     """`score`'s clips split by the size of their GT rotation (`edges`, degrees): per bin the count, the
     median GT rotation (the identity floor there), the median error and the skill. A model that only
     learnt the mean rotation, or only its direction, shows it here: skill below 0 on small rotations.
-    With `same_turn` scored, also the share of turns to the right side (0.5: it cannot tell)."""
+    With `same_turn` scored, also the share of turns to the right side (0.5: it cannot tell) and the
+    median predicted turn (`pred_deg_median`; against the floor, the GT's median)."""
     gt, err = np.asarray(scores["gt_deg"]), np.asarray(scores["error_deg"])
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -442,8 +447,9 @@ def by_rotation_size(scores: dict[str, Any], edges: tuple[float, ...] = GAP_EDGE
                 {"from_deg": lo, "to_deg": hi, "clips": int(inside.sum()), "floor_deg": floor,
                  "error_deg": error, "skill": 1.0 - error / floor}
             )  # fmt: skip
-            if "same_turn" in scores:  # records before the turn sides were scored lack it
+            if "same_turn" in scores:  # records before the turn sides were scored lack them
                 rows[-1]["same_turn_share"] = float(np.asarray(scores["same_turn"])[inside].mean())
+                rows[-1]["pred_deg_median"] = float(np.median(np.asarray(scores["pred_deg"])[inside]))
     return rows
 
 
@@ -570,7 +576,7 @@ def _progress_line(result: dict[str, Any]) -> str:
             )
     bins = "; ".join(
         f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f} "
-        f"(side right {b['same_turn_share']:.0%})"
+        f"(turned {b['pred_deg_median']:.0f}, side right {b['same_turn_share']:.0%})"
         for b in by_rotation_size(result)
     )
     return line + f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
