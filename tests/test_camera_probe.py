@@ -25,6 +25,7 @@ from page4d.experiments.camera_probe import (
     rig_clip,
     rig_views,
     rigs_clip,
+    rmse_by_side,
     run_probe,
     score,
     shift_clip,
@@ -168,6 +169,11 @@ def test_a_wide_turn_to_the_wrong_side_is_told_apart_from_one_to_the_right_side(
         [120.0, 160.0], abs=1e-3
     )
     assert by_rotation_size(scored)[0]["pred_deg_median"] == pytest.approx(140.0, abs=1e-3)
+    sides = rmse_by_side({"error_deg": [3.0, 4.0, 120.0], "same_turn": [True, True, False]})
+    assert sides["all"] == {"pairs": 3, "rmse_deg": pytest.approx(math.sqrt((9 + 16 + 14400) / 3))}
+    assert sides["right_side"] == {"pairs": 2, "rmse_deg": pytest.approx(math.sqrt(12.5))}
+    assert sides["wrong_side"] == {"pairs": 1, "rmse_deg": pytest.approx(120.0)}
+    assert math.isnan(rmse_by_side({"error_deg": [1.0], "same_turn": [True]})["wrong_side"]["rmse_deg"])
 
 
 def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path):

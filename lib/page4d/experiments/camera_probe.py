@@ -447,10 +447,25 @@ def by_rotation_size(scores: dict[str, Any], edges: tuple[float, ...] = GAP_EDGE
                 {"from_deg": lo, "to_deg": hi, "clips": int(inside.sum()), "floor_deg": floor,
                  "error_deg": error, "skill": 1.0 - error / floor}
             )  # fmt: skip
-            if "same_turn" in scores:  # records before the turn sides were scored lack them
+            if "same_turn" in scores:  # older records lack one or both
                 rows[-1]["same_turn_share"] = float(np.asarray(scores["same_turn"])[inside].mean())
+            if "pred_deg" in scores:
                 rows[-1]["pred_deg_median"] = float(np.median(np.asarray(scores["pred_deg"])[inside]))
     return rows
+
+
+def rmse_by_side(scores: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The RMSE of `score`'s rotation errors (degrees) over all frames and split by whether the turn
+    went to the right side (`same_turn`). The card's view-RPE-r is an RMSE: a few pairs turned the wrong
+    way (100+ degrees off) rule it however precise the rest are, and this says which of the two is
+    missing. Returns {"all" | "right_side" | "wrong_side": {"pairs", "rmse_deg"}} (NaN for no pair)."""
+    err, same = np.asarray(scores["error_deg"], dtype=float), np.asarray(scores["same_turn"], dtype=bool)
+    out = {}
+    for name, chosen in (("all", np.ones_like(same)), ("right_side", same), ("wrong_side", ~same)):
+        picked = err[chosen]
+        rmse = float(np.sqrt(np.mean(picked**2))) if picked.size else math.nan
+        out[name] = {"pairs": int(picked.size), "rmse_deg": rmse}
+    return out
 
 
 def training_seeds(cfg: ProbeConfig, step: int) -> range:
@@ -576,10 +591,18 @@ def _progress_line(result: dict[str, Any]) -> str:
             )
     bins = "; ".join(
         f"{b['from_deg']:.0f}-{b['to_deg']:.0f} deg: {b['error_deg']:.1f} / {b['floor_deg']:.1f} "
-        f"(turned {b['pred_deg_median']:.0f}, side right {b['same_turn_share']:.0%})"
+        f"(turned {b.get('pred_deg_median', math.nan):.0f}, "
+        f"side right {b.get('same_turn_share', math.nan):.0%})"
         for b in by_rotation_size(result)
     )
-    return line + f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
+    line += f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
+    if "same_turn" in result:
+        all_, right, wrong = rmse_by_side(result).values()
+        line += (
+            f"\n  RMSE {all_['rmse_deg']:.1f} deg; turned the right way {right['pairs']} "
+            f"(RMSE {right['rmse_deg']:.1f}), the wrong way {wrong['pairs']} (RMSE {wrong['rmse_deg']:.1f})"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
