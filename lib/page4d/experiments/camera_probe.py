@@ -41,9 +41,12 @@ point losses on: camera-only training of every weight costs depth (AbsRel 0.079 
 The two DPT heads are two thirds of a step on CPU, so `geometry_every` N keeps them on every N-th step
 only; the steps between run the aggregator and the camera head alone (`camera_predictions`, about 3x
 cheaper), as does every evaluation.
+`rotation_target` "chordal" compares rotation matrices in place of VGGT's quaternions (no double-cover
+cut; `LossConfig.rotation_target`).
 Every `eval_every` steps the held-out clips (seeds no training clip draws) give the median rotation
 error of frame 1 next to the identity floor (the median GT rotation) and the `skill`
-``1 - error / floor``: 0 is "learnt nothing", 1 exact.
+``1 - error / floor``: 0 is "learnt nothing", 1 exact; per frame also whether it turned to the right
+side and how far (`turns_agree`, `rmse_by_side`: a wrong-side pair is 100+ degrees off).
 
     python -m page4d.experiments.camera_probe --out outputs/probe_shift --task shift --steps 400
     python -m page4d.experiments.camera_probe --out outputs/probe_pan --task pan --init tiny-stream
