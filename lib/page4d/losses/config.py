@@ -63,12 +63,13 @@ class LossConfig:
         VGGT's plain L1 against the GT quaternion with ``w >= 0`` (the cut at 180 degrees, far from the
         small relative rotations of a video), sign-invariant only where ``|w_gt| < rig_cut_w``: the
         GT of a rig camera facing away from the reference (~180 degrees) flips sign between nearly
-        equal rotations, so there either sign is right ("the rig fix"). ``"chordal"`` (tiny preset
-        only, never VGGT's 1B recipe): the elementwise distance between the rotation matrices of the
-        normalised prediction and the GT, plus ``| ||q|| - 1 |`` so the raw quaternion stays usable.
-        ``R(q) = R(-q)``, so it has no cut at all: a head unsure whether a wide view pair turned +150 or
-        -150 degrees is pulled towards 180 (30 degrees off either way), where the quaternion L1's
-        midpoint of the two w >= 0 targets is the identity (150 degrees off).
+        equal rotations, so there either sign is right ("the rig fix"). ``"chordal"`` (for the tiny
+        preset; no 1B recipe uses it, they keep VGGT's): the elementwise distance between the rotation
+        matrices of the normalised prediction and the GT, plus ``| ||q|| - 1 |`` so the raw quaternion
+        stays usable. ``R(q) = R(-q)``, so it has no cut at all: a head unsure whether a wide view pair
+        turned +150 or -150 degrees is pulled towards 180 (30 degrees off either way), where the
+        quaternion L1 is as low at the two w >= 0 targets' midpoint -- the identity once normalised,
+        150 degrees off -- as at either answer (README: on the card's mix it made no difference).
         use_attention_forcing / w_attention_forcing: MoRe's term, the attention mass the camera/register
         rows of the masked global blocks put on GT-dynamic patches (`losses.attention_forcing`; the
         trainer computes it from the blocks' own q/k).
