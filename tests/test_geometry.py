@@ -17,6 +17,7 @@ from page4d.geometry import (
     quaternion_to_rotation_matrix,
     relative_to_first_camera,
     rotation_angle,
+    rotation_axis_sine,
     rotation_matrix_to_quaternion,
     sample_nearest,
     trajectory_is_degenerate,
@@ -75,6 +76,14 @@ def test_rotation_angle_small_and_large():
     for angle in (1e-6, 0.5, 3.0):
         got = rotation_angle(_axis_angle((1.0, 2.0, -0.5), angle))
         assert abs(float(got) - angle) < 1e-12
+
+
+def test_rotation_axis_sine_is_the_axis_times_the_sine_and_flips_with_the_turn():
+    axis = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
+    unit = axis / axis.norm()
+    for angle in (0.5, 2.8):
+        assert_close(rotation_axis_sine(_axis_angle(tuple(axis.tolist()), angle)), unit * math.sin(angle))
+        assert_close(rotation_axis_sine(_axis_angle(tuple(axis.tolist()), -angle)), -unit * math.sin(angle))
 
 
 def test_pose_encoding_known_values_and_round_trip():

@@ -42,6 +42,7 @@ __all__ = [
     "quaternion_to_rotation_matrix",
     "relative_to_first_camera",
     "rotation_angle",
+    "rotation_axis_sine",
     "rotation_matrix_to_quaternion",
     "sample_nearest",
     "trajectory_is_degenerate",
@@ -164,11 +165,19 @@ def rotation_angle(rotation: torch.Tensor) -> torch.Tensor:
     _check_trailing(r, "rotation", (3, 3))
     require_finite(r, "rotation")
     cos = (r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
+    return torch.atan2(rotation_axis_sine(r).norm(dim=-1), cos)
+
+
+def rotation_axis_sine(rotation: torch.Tensor) -> torch.Tensor:
+    """The rotation axis scaled by the sine of the angle, ``[..., 3]``, of rotation matrices ``[..., 3, 3]``:
+    half the vee of ``R - R^T``. Its norm is ``sin(angle)``; its direction says which way the rotation
+    turns (two turns to the same side have a positive dot product), undefined at 0 and 180 degrees."""
+    r = require_tensor(rotation, "rotation")
+    _check_trailing(r, "rotation", (3, 3))
     vee = torch.stack(
         (r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]), dim=-1
     )
-    sin = vee.norm(dim=-1) / 2.0
-    return torch.atan2(sin, cos)
+    return vee / 2.0
 
 
 # --------------------------------------------------------------------------------------------------

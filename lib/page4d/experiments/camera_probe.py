@@ -85,7 +85,7 @@ from page4d.data.synthetic import scene_in_memory
 from page4d.devices import require_device
 from page4d.experiments import pretrain
 from page4d.experiments.scene_stream import StreamRecipe, draw_scene_config, first_placeable, rig_azimuths
-from page4d.geometry import relative_to_first_camera, rotation_angle
+from page4d.geometry import relative_to_first_camera, rotation_angle, rotation_axis_sine
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.records import atomic_torch_save, claim_run_folder, mark_finished, write_json
 from page4d.scoring.evaluate import pose_encoding_to_extrinsics
@@ -374,8 +374,8 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
         pred_ext = pose_encoding_to_extrinsics(pred)
         errors += camera_errors_per_frame(pred_ext, gt)["rot_deg"][1:].tolist()
         floor += torch.rad2deg(rotation_angle(gt[1:, :3, :3].double())).tolist()
-        same_turn += turns_agree(pred_ext, gt)[1:].tolist()
         turned = relative_to_first_camera(pred_ext.double())[1:, :3, :3]
+        same_turn += turns_agree(turned, relative_to_first_camera(gt.double())[1:, :3, :3]).tolist()
         predicted += torch.rad2deg(rotation_angle(turned)).tolist()
     error, identity = float(np.median(errors)), float(np.median(floor))
     return {
@@ -390,19 +390,12 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
 
 
 def turns_agree(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Whether each frame's predicted turn away from frame 0 is to the same side as the GT's: the two
-    rotations' axes (scaled by the sine of their angles) point into the same half-space. A head that
-    cannot tell a wide left turn from a right one is right half the time; its error then says nothing
-    about why. pred, gt: world-to-camera extrinsics `[S, 3, 4]`; returns bool `[S]` (frame 0: False,
-    it does not turn)."""
-
-    def axis_sine(ext: torch.Tensor) -> torch.Tensor:
-        r = relative_to_first_camera(ext.double())[..., :3, :3]
-        return torch.stack(
-            (r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]), -1
-        )
-
-    return (axis_sine(pred) * axis_sine(gt)).sum(-1) > 0
+    """Whether each predicted turn away from frame 0 goes to the same side as the GT's: the two
+    rotations' axes (scaled by the sine of their angles, `rotation_axis_sine`) point into the same
+    half-space. A head that cannot tell a wide left turn from a right one is right half the time; its
+    error then says nothing about why. pred, gt: rotations relative to frame 0 `[..., 3, 3]`; returns
+    bool `[...]` (False for no turn: it is to no side)."""
+    return (rotation_axis_sine(pred) * rotation_axis_sine(gt)).sum(-1) > 0
 
 
 class TrainingClips(torch.utils.data.Dataset):
