@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+HELDOUT_KEYS = ("rot_deg_median", "identity_floor_deg", "skill", "match_top1")
+
 
 def run(cmd: list[str], log: Path) -> float:
     """Run `cmd`, its output into `log`; raises on a non-zero exit, naming the log. Returns seconds."""
@@ -53,6 +55,12 @@ def main() -> int:
     parser.add_argument(
         "--rotation-target", default="canonical", choices=("canonical", "chordal"), help="see camera_probe"
     )
+    parser.add_argument(
+        "--w-correspondence",
+        type=float,
+        default=0.0,
+        help="the cross-view patch-matching term (camera_probe)",
+    )
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -63,7 +71,7 @@ def main() -> int:
         "--task", "rigs+mono", "--init", args.init, "--lr", str(args.lr), "--batch", str(args.batch),
         "--steps", "1000000", "--minutes", str(args.minutes), "--eval-every", str(args.eval_every),
         "--geometry", "--geometry-every", str(args.geometry_every), "--seed", str(args.seed),
-        "--rotation-target", args.rotation_target,
+        "--rotation-target", args.rotation_target, "--w-correspondence", str(args.w_correspondence),
         "--device", args.device, "--workers", str(workers), "--save-weights", "--threads", "4",
     ]  # fmt: skip
     probe_s = run(probe, out / "probe.log")
@@ -78,12 +86,13 @@ def main() -> int:
     summary = {
         "device": args.device,
         "rotation_target": args.rotation_target,
+        "w_correspondence": args.w_correspondence,
         "workers": workers,
         "probe_wall_s": probe_s,
         "steps": last["step"],
         "steps_per_s": last["step"] / max(last["seconds"], 1e-9),
-        "heldout_first": {k: first[k] for k in ("rot_deg_median", "identity_floor_deg", "skill")},
-        "heldout_last": {k: last[k] for k in ("rot_deg_median", "identity_floor_deg", "skill")},
+        "heldout_first": {k: first[k] for k in HELDOUT_KEYS},
+        "heldout_last": {k: last[k] for k in HELDOUT_KEYS},
         "card_targets": card["targets"],
         "card_rig_pairs_by_gap": card["rig_view_pairs_by_gap"],
     }

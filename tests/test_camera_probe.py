@@ -206,6 +206,25 @@ def test_the_probe_s_rotation_target_reaches_the_camera_loss(tmp_path):
     assert chordal["losses"][0] != pytest.approx(canonical["losses"][0], rel=1e-3)
 
 
+def test_the_matching_term_adds_its_weighted_value_to_the_loss_and_evaluations_score_matching(tmp_path):
+    """Same start, same clips: with `w_correspondence` the first loss is the plain one plus the weight
+    times the recorded matching term (an InfoNCE over 88 patches: near log 88 for untrained tokens);
+    every evaluation scores how well the patch tokens find their matches, with or without the term."""
+    cfg = ProbeConfig(task="rigs", steps=1, batch=1, heldout_clips=1, max_views=3)
+    plain = run_probe(cfg, tmp_path / "plain", progress=False)
+    matched = run_probe(dataclasses.replace(cfg, w_correspondence=0.5), tmp_path / "matched", progress=False)
+    assert "correspondence" not in plain and len(matched["correspondence"]) == 1
+    term = matched["correspondence"][0]
+    assert 1.0 < term < 2 * math.log(88)
+    assert matched["losses"][0] == pytest.approx(plain["losses"][0] + 0.5 * term, rel=1e-4)
+    for record in (plain, matched):
+        assert all(0.0 <= e["match_top1"] <= 1.0 for e in record["evaluations"])
+    with pytest.raises(ValueError, match="correspondence_layer"):
+        ProbeConfig(correspondence_layer=6)
+    with pytest.raises(ValueError, match="w_correspondence"):
+        ProbeConfig(w_correspondence=-1.0)
+
+
 def test_whole_patch_shifts_move_the_patch_tokens_exactly():
     cfg = ProbeConfig(whole_patches=True)
     model = probe_model(cfg).eval()
@@ -307,11 +326,21 @@ def test_camera_only_steps_skip_the_dpt_heads_and_give_the_full_model_s_cameras(
     model = probe_model(cfg).eval()
     images = make_batch([3], cfg, step=2)["images"]  # a rig of 4 views
     with torch.no_grad():
-        full = model(images)["pose_enc_list"]
+        internals = model(images, return_internals=True)
+        full = internals["pose_enc_list"]
         alone = camera_predictions(model, images)
-    assert set(alone) == {"pose_enc_list"} and len(alone["pose_enc_list"]) == len(full)
+        with_middle = camera_predictions(model, images, frozenset({2}))
+    assert len(alone["pose_enc_list"]) == len(full)
     for a, b in zip(alone["pose_enc_list"], full, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+    kept = [i for i, t in enumerate(alone["aggregated_tokens_list"]) if t is not None]
+    assert kept == [5] and [
+        i for i, t in enumerate(with_middle["aggregated_tokens_list"]) if t is not None
+    ] == [2, 5]
+    assert torch.allclose(
+        with_middle["aggregated_tokens_list"][2], internals["aggregated_tokens_list"][2], atol=1e-6
+    )
+    assert alone["patch_start_idx"] == internals["patch_start_idx"]
     assert [geometry_step(dataclasses.replace(cfg, geometry_every=2), s) for s in range(4)] == [
         True, False, True, False,
     ]  # fmt: skip

@@ -87,6 +87,7 @@ from page4d.experiments import pretrain
 from page4d.experiments.scene_stream import StreamRecipe, draw_scene_config, first_placeable, rig_azimuths
 from page4d.geometry import relative_to_first_camera, rotation_angle, rotation_axis_sine
 from page4d.losses import LossConfig, compute_total_loss
+from page4d.losses.correspondence import correspondence_loss, match_accuracy, patch_matches
 from page4d.records import atomic_torch_save, claim_run_folder, mark_finished, write_json
 from page4d.scoring.evaluate import pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
@@ -95,6 +96,7 @@ HELDOUT_SEED_BASE = 700_000_000  # held-out clips; training clip k of a run draw
 IMAGE_SIZE = StreamRecipe().image_size  # the pretraining stream's renderings
 WARMUP_STEPS = 50
 PATCH = pretrain.model_config().patch_size  # the network the probe trains
+DEPTH = pretrain.model_config().depth
 
 
 @dataclass
@@ -124,6 +126,14 @@ class ProbeConfig:
         "the camera loss's rotation term: canonical (VGGT's quaternion L1 with the rig fix) or chordal "
         "(rotation matrices, no double-cover cut; tiny preset only, LossConfig.rotation_target)",
         choices=("canonical", "chordal"),
+    )
+    w_correspondence: float = knob(
+        0.0,
+        "weight of the cross-view patch-matching term (losses.correspondence: InfoNCE of each patch token "
+        "against the other frames' at its GT match; 0: off)",
+    )
+    correspondence_layer: int = knob(
+        2, "the aggregator block pair whose patch tokens the matching term trains and evaluations score"
     )
     geometry: bool = knob(False, "also train the depth and point losses (keeps depth while cameras train)")
     geometry_every: int = knob(
@@ -175,6 +185,10 @@ class ProbeConfig:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
         if self.geometry_every < 1:
             raise ValueError(f"geometry_every must be >= 1, got {self.geometry_every}")
+        if self.w_correspondence < 0:
+            raise ValueError(f"w_correspondence must be >= 0, got {self.w_correspondence}")
+        if not 0 <= self.correspondence_layer < DEPTH:
+            raise ValueError(f"correspondence_layer {self.correspondence_layer} outside 0..{DEPTH - 1}")
 
 
 def _room(
@@ -490,7 +504,6 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         use_seganymo_mask=False, use_depth=cfg.geometry, use_point=cfg.geometry,
         rotation_target=cfg.rotation_target, cam_w_rotation=cfg.w_rotation,
     )  # fmt: skip
-    camera_cfg = dataclasses.replace(geometry_cfg, use_depth=False, use_point=False)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     base = HELDOUT_SEED_BASE
     scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
@@ -507,7 +520,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     for step in range(cfg.steps + 1):
         if step % cfg.eval_every == 0 or step == cfg.steps:
             result = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
-            result.update(_evaluate(model, scored, device))
+            result.update(_evaluate(model, scored, device, cfg.correspondence_layer))
             record["evaluations"].append(result)
             if cfg.save_weights:  # the latest evaluated weights: a long run can be stopped and scored
                 _save_weights(model, out)
@@ -522,16 +535,13 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / WARMUP_STEPS)
         batch = {k: v.to(device) for k, v in next(batches).items()}
-        if geometry_step(cfg, step):
-            losses = compute_total_loss(model(batch["images"]), {**batch, **NO_MASKS}, geometry_cfg)
-        else:
-            losses = compute_total_loss(
-                camera_predictions(model, batch["images"]), {**batch, **NO_MASKS}, camera_cfg
-            )
+        loss, matching = training_loss(model, batch, cfg, step, geometry_cfg)
         optimiser.zero_grad()
-        losses["loss"].backward()
+        loss.backward()
         optimiser.step()
-        record["losses"].append(round(float(losses["loss"].detach()), 6))  # every step's, for a replay
+        record["losses"].append(round(float(loss.detach()), 6))  # every step's, for a replay
+        if matching is not None:
+            record.setdefault("correspondence", []).append(matching)
     record["train_seconds"] = time.perf_counter() - start
     write_json(out / "probe.json", record)
     mark_finished(out, "camera_probe", final=record["evaluations"][-1])
@@ -546,13 +556,54 @@ def geometry_step(cfg: ProbeConfig, step: int) -> bool:
     return cfg.geometry and step % cfg.geometry_every == 0
 
 
-def camera_predictions(model: torch.nn.Module, images: torch.Tensor) -> dict[str, Any]:
+def camera_predictions(
+    model: torch.nn.Module, images: torch.Tensor, token_layers: frozenset[int] = frozenset()
+) -> dict[str, Any]:
     """The camera head's `pose_enc_list` alone: the aggregator keeps only the last layer (the one the
-    camera head reads) and the depth and point heads do not run. They are two thirds of a training
-    step on CPU (their convolutions), so a camera-only step is about 3x cheaper than `model(images)`.
-    images: `[B, S, 3, H, W]`; returns {"pose_enc_list": list of `[B, S, 9]`}."""
-    last = frozenset({model.cfg.depth - 1})
-    return {"pose_enc_list": model.camera_head(model.aggregator(images, keep_layers=last).tokens)}
+    camera head reads) and those of `token_layers`, and the depth and point heads do not run. They are
+    two thirds of a training step on CPU (their convolutions), so a camera-only step is about 3x
+    cheaper than `model(images)`. images: `[B, S, 3, H, W]`; returns {"pose_enc_list": list of
+    `[B, S, 9]`, "aggregated_tokens_list": `[B, S, P, 2C]` per block pair (None where not kept),
+    "patch_start_idx"}, the keys `model(images, return_internals=True)` uses."""
+    out = model.aggregator(images, keep_layers=token_layers | {model.cfg.depth - 1})
+    return {
+        "pose_enc_list": model.camera_head(out.tokens),
+        "aggregated_tokens_list": out.tokens,
+        "patch_start_idx": out.patch_start_idx,
+    }
+
+
+def training_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    cfg: ProbeConfig,
+    step: int,
+    geometry_cfg: LossConfig,
+) -> tuple[torch.Tensor, float | None]:
+    """Step `step`'s loss: the camera loss (with depth and points on geometry steps) plus, with
+    `w_correspondence`, the patch-matching term on layer `correspondence_layer`'s tokens. Returns the
+    loss and the matching term's value (None when off; NaN for a batch without a match)."""
+    layers = frozenset({cfg.correspondence_layer}) if cfg.w_correspondence else frozenset()
+    if geometry_step(cfg, step):
+        predictions = model(batch["images"], return_internals=True)
+        loss_cfg = geometry_cfg
+    else:
+        predictions = camera_predictions(model, batch["images"], layers)
+        loss_cfg = dataclasses.replace(geometry_cfg, use_depth=False, use_point=False)
+    loss = compute_total_loss(predictions, {**batch, **NO_MASKS}, loss_cfg)["loss"]
+    if not cfg.w_correspondence:
+        return loss, None
+    matching, count = correspondence_loss(
+        patch_tokens(predictions, cfg.correspondence_layer), patch_matches(
+            batch["depths"], batch["intrinsics"], batch["extrinsics"], PATCH
+        )
+    )  # fmt: skip
+    return loss + cfg.w_correspondence * matching, round(float(matching.detach()), 6) if count else math.nan
+
+
+def patch_tokens(predictions: dict[str, Any], layer: int) -> torch.Tensor:
+    """The patch tokens `[B, S, P, 2C]` of block pair `layer` (camera and register tokens dropped)."""
+    return predictions["aggregated_tokens_list"][layer][:, :, predictions["patch_start_idx"] :]
 
 
 def _save_weights(model: torch.nn.Module, out: Path) -> None:
@@ -561,14 +612,25 @@ def _save_weights(model: torch.nn.Module, out: Path) -> None:
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
 
 
-def _evaluate(model: torch.nn.Module, scored: dict[str, dict], device: torch.device) -> dict[str, float]:
-    """`score` of every set of clips in `scored`, its keys prefixed with the set's name."""
+def _evaluate(
+    model: torch.nn.Module, scored: dict[str, dict], device: torch.device, layer: int
+) -> dict[str, float]:
+    """`score` of every set of clips in `scored`, its keys prefixed with the set's name, and how well
+    layer `layer`'s patch tokens find their GT matches in the other frames (`match_top1`)."""
     model.eval()
     result = {}
     with torch.no_grad():
         for prefix, clips in scored.items():
-            pose = camera_predictions(model, clips["images"].to(device))["pose_enc_list"][-1]
-            result.update({prefix + k: v for k, v in score(pose, clips["extrinsics"]).items()})
+            clips = {k: v.to(device) for k, v in clips.items()}
+            predictions = camera_predictions(model, clips["images"], frozenset({layer}))
+            result.update(
+                {
+                    prefix + k: v
+                    for k, v in score(predictions["pose_enc_list"][-1], clips["extrinsics"]).items()
+                }
+            )
+            matches = patch_matches(clips["depths"], clips["intrinsics"], clips["extrinsics"], PATCH)
+            result[prefix + "match_top1"] = match_accuracy(patch_tokens(predictions, layer), matches)
     model.train()
     return result
 
@@ -591,6 +653,8 @@ def _progress_line(result: dict[str, Any]) -> str:
         f"side right {b.get('same_turn_share', math.nan):.0%})"
         for b in by_rotation_size(result)
     )
+    if "match_top1" in result:  # older records lack it
+        line += f"; patches matched across views {result['match_top1']:.0%}"
     line += f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
     if "same_turn" in result:
         all_, right, wrong = rmse_by_side(result).values()
