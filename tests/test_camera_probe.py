@@ -22,6 +22,7 @@ from page4d.experiments.camera_probe import (
     mono_clip,
     pan_clip,
     probe_model,
+    rescore,
     rig_clip,
     rig_views,
     rigs_clip,
@@ -212,13 +213,20 @@ def test_the_matching_term_adds_its_weighted_value_to_the_loss_and_evaluations_s
     every evaluation scores how well the patch tokens find their matches, with or without the term."""
     cfg = ProbeConfig(task="rigs", steps=1, batch=1, heldout_clips=1, max_views=3)
     plain = run_probe(cfg, tmp_path / "plain", progress=False)
-    matched = run_probe(dataclasses.replace(cfg, w_correspondence=0.5), tmp_path / "matched", progress=False)
+    matched_cfg = dataclasses.replace(cfg, w_correspondence=0.5, save_weights=True)
+    matched = run_probe(matched_cfg, tmp_path / "matched", progress=False)
     assert "correspondence" not in plain and len(matched["correspondence"]) == 1
     term = matched["correspondence"][0]
     assert 1.0 < term < 2 * math.log(88)
     assert matched["losses"][0] == pytest.approx(plain["losses"][0] + 0.5 * term, rel=1e-4)
     for record in (plain, matched):
         assert all(0.0 <= e["match_top1"] <= 1.0 for e in record["evaluations"])
+    again = rescore(matched_cfg, [tmp_path / "matched" / "weights.pt"])[0]  # the last evaluation's weights
+    last = matched["evaluations"][-1]
+    assert (
+        again["match_top1"] == pytest.approx(last["match_top1"]) and again["same_turn"] == last["same_turn"]
+    )
+    assert again["error_deg"] == pytest.approx(last["error_deg"], abs=1e-2)
     with pytest.raises(ValueError, match="correspondence_layer"):
         ProbeConfig(correspondence_layer=6)
     with pytest.raises(ValueError, match="w_correspondence"):

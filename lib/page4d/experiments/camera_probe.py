@@ -505,11 +505,7 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         rotation_target=cfg.rotation_target, cam_w_rotation=cfg.w_rotation,
     )  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    base = HELDOUT_SEED_BASE
-    scored = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}  # held-out: plain keys
-    if "+" in cfg.task:  # and its pans or moves, held out too
-        odd = cfg.task.split("+")[1]
-        scored[odd + "_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind=odd)
+    scored = heldout_sets(cfg)
     if cfg.fixed_clips:  # the control trains on the same clips every step, and scores them too
         scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)
         batches: Iterator[dict[str, torch.Tensor]] = itertools.repeat(scored["train_"], cfg.steps)
@@ -549,6 +545,33 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
 
 
 NO_MASKS = {"masks": None, "mask_valid": None}  # the probe supervises no mask
+
+
+def heldout_sets(cfg: ProbeConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """The clips every evaluation scores, by key prefix: the task's own ("", seeds no training clip
+    draws) and, for `A+B` tasks, B's held out too ("pan_" or "mono_")."""
+    base = HELDOUT_SEED_BASE
+    sets = {"": make_batch(range(base, base + cfg.heldout_clips), cfg)}
+    if "+" in cfg.task:
+        odd = cfg.task.split("+")[1]
+        sets[odd + "_"] = make_batch(range(base, base + cfg.heldout_clips), cfg, kind=odd)
+    return sets
+
+
+def rescore(cfg: ProbeConfig, weights: list[str | Path]) -> list[dict[str, Any]]:
+    """A recorded run's checkpoints scored again with today's evaluation (e.g. `match_top1`, which
+    older records lack): `cfg` is the run's config (its task, held-out clips and layer), `weights` its
+    checkpoints; one evaluation per checkpoint, as `probe.json` holds them (the held-out clips are
+    rendered once)."""
+    torch.set_num_threads(cfg.threads)
+    sets = heldout_sets(cfg)
+    results = []
+    for path in weights:
+        model = pretrain.starting_model(cfg.seed, str(path))
+        results.append(
+            {"weights": str(path), **_evaluate(model, sets, torch.device("cpu"), cfg.correspondence_layer)}
+        )
+    return results
 
 
 def geometry_step(cfg: ProbeConfig, step: int) -> bool:
