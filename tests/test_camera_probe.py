@@ -221,6 +221,7 @@ def test_the_matching_term_adds_its_weighted_value_to_the_loss_and_evaluations_s
     assert matched["losses"][0] == pytest.approx(plain["losses"][0] + 0.5 * term, rel=1e-4)
     for record in (plain, matched):
         assert all(0.0 <= e["match_top1"] <= 1.0 for e in record["evaluations"])
+        assert all(len(e["match_top1_by_gap"]) == 4 for e in record["evaluations"])
     again = rescore(matched_cfg, [tmp_path / "matched" / "weights.pt"])[0]  # the last evaluation's weights
     last = matched["evaluations"][-1]
     assert (

@@ -85,6 +85,13 @@ def test_tokens_that_carry_their_surface_find_their_matches_and_shuffled_ones_do
     assert count == 2 * 4 * 3 and match_accuracy(tokens, m) == 1.0 and float(loss.detach()) < 0.05
     loss.backward()
     assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+    forward_only = torch.tensor([[[False, True], [False, False]]])  # frame 0 into frame 1 alone
+    wrong_back = tokens.detach().clone()
+    wrong_back[0, 1] = wrong_back[0, 1].roll(1, dims=0)  # frame 1's tokens moved: both ways break ...
+    assert match_accuracy(wrong_back, m) < 0.5
+    assert match_accuracy(wrong_back, m, forward_only) < 0.5  # ... and so does the forward direction
+    assert match_accuracy(tokens, m, forward_only) == 1.0
+    assert math.isnan(match_accuracy(tokens, m, torch.zeros(1, 2, 2, dtype=torch.bool)))
     shuffled = tokens.detach()[:, :, torch.randperm(20, generator=torch.Generator().manual_seed(1))]
     assert match_accuracy(shuffled, m) < 0.5 and float(correspondence_loss(shuffled, m)[0]) > 1.0
 

@@ -652,10 +652,26 @@ def _evaluate(
                     for k, v in score(predictions["pose_enc_list"][-1], clips["extrinsics"]).items()
                 }
             )
-            matches = patch_matches(clips["depths"], clips["intrinsics"], clips["extrinsics"], PATCH)
-            result[prefix + "match_top1"] = match_accuracy(patch_tokens(predictions, layer), matches)
+            result.update({prefix + k: v for k, v in matching_scores(predictions, clips, layer).items()})
     model.train()
     return result
+
+
+def matching_scores(
+    predictions: dict[str, Any], clips: dict[str, torch.Tensor], layer: int
+) -> dict[str, Any]:
+    """How well layer `layer`'s patch tokens find their GT matches in the other frames of `clips`:
+    `match_top1` over all ordered frame pairs, and `match_top1_by_gap` split by how far the two frames
+    turned from each other (`GAP_EDGES`; NaN for a bin without pairs). Chance is 1 in 88."""
+    tokens = patch_tokens(predictions, layer)
+    matches = patch_matches(clips["depths"], clips["intrinsics"], clips["extrinsics"], PATCH)
+    rot = clips["extrinsics"][..., :3, :3].double()
+    gap = torch.rad2deg(rotation_angle(rot[:, None] @ rot[:, :, None].transpose(-1, -2)))  # [N, S, S]
+    by_gap = [
+        match_accuracy(tokens, matches, (gap >= lo) & (gap < hi))
+        for lo, hi in zip(GAP_EDGES[:-1], GAP_EDGES[1:], strict=True)
+    ]
+    return {"match_top1": match_accuracy(tokens, matches), "match_top1_by_gap": [round(a, 4) for a in by_gap]}
 
 
 def _progress_line(result: dict[str, Any]) -> str:
@@ -678,6 +694,8 @@ def _progress_line(result: dict[str, Any]) -> str:
     )
     if "match_top1" in result:  # older records lack it
         line += f"; patches matched across views {result['match_top1']:.0%}"
+        if "match_top1_by_gap" in result:
+            line += " (by gap " + " / ".join(f"{a:.0%}" for a in result["match_top1_by_gap"]) + ")"
     line += f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
     if "same_turn" in result:
         all_, right, wrong = rmse_by_side(result).values()

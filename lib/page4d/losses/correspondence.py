@@ -102,10 +102,13 @@ def correspondence_loss(
     return loss / count, count
 
 
-def match_accuracy(tokens: torch.Tensor, matches: torch.Tensor) -> float:
+def match_accuracy(tokens: torch.Tensor, matches: torch.Tensor, pairs: torch.Tensor | None = None) -> float:
     """Share of matched patches whose most similar patch in the other frame (cosine) is the GT match:
-    how well the tokens already find each other (NaN without a match). Shapes as `correspondence_loss`."""
+    how well the tokens already find each other (NaN without a match). Shapes as `correspondence_loss`;
+    `pairs` (bool `[B, S, S]`) counts only those ordered frame pairs (e.g. the wide ones)."""
     unit = F.normalize(tokens.float(), dim=-1)
     best = torch.einsum("bsic,btjc->bstij", unit, unit).argmax(-1)  # [B, S, S, P]
     chosen = matches >= 0
+    if pairs is not None:
+        chosen = chosen & pairs[..., None]
     return float((best[chosen] == matches[chosen]).float().mean()) if chosen.any() else float("nan")
