@@ -42,7 +42,10 @@ The two DPT heads are two thirds of a step on CPU, so `geometry_every` N keeps t
 only; the steps between run the aggregator and the camera head alone (`camera_predictions`, about 3x
 cheaper), as does every evaluation.
 `rotation_target` "chordal" compares rotation matrices in place of VGGT's quaternions (no double-cover
-cut; `LossConfig.rotation_target`).
+cut; `LossConfig.rotation_target`). `w_correspondence` adds the cross-view patch-matching term
+(`losses.correspondence`) on block pair `correspondence_layer`'s patch tokens, and every evaluation
+scores how well those tokens find their GT matches (`match_top1`, also by gap: `matching_scores`);
+`rescore` scores a recorded run's checkpoints again with today's evaluation.
 Every `eval_every` steps the held-out clips (seeds no training clip draws) give the median rotation
 error of frame 1 next to the identity floor (the median GT rotation) and the `skill`
 ``1 - error / floor``: 0 is "learnt nothing", 1 exact; per frame also whether it turned to the right
