@@ -565,12 +565,12 @@ def rescore(cfg: ProbeConfig, weights: list[str | Path]) -> list[dict[str, Any]]
     """A recorded run's checkpoints scored again with today's evaluation (e.g. `match_top1`, which
     older records lack): `cfg` is the run's config (its task, held-out clips and layer), `weights` its
     checkpoints; one evaluation per checkpoint, as `probe.json` holds them (the held-out clips are
-    rendered once)."""
+    rendered once; scored on the CPU, whatever device the run trained on)."""
     torch.set_num_threads(cfg.threads)
     sets = heldout_sets(cfg)
     results = []
     for path in weights:
-        model = pretrain.starting_model(cfg.seed, str(path))
+        model = probe_model(dataclasses.replace(cfg, init=str(path)))
         results.append(
             {"weights": str(path), **_evaluate(model, sets, torch.device("cpu"), cfg.correspondence_layer)}
         )

@@ -61,8 +61,12 @@ def patch_matches(
     gh, gw = h // patch, w // patch
     rows = torch.arange(gh, device=d.device) * patch + patch // 2
     cols = torch.arange(gw, device=d.device) * patch + patch // 2
-    world = depth_to_world_points(d, intrinsics, extrinsics)[:, :, rows][:, :, :, cols]  # [B, S, gh, gw, 3]
-    valid_src = (d[:, :, rows][:, :, :, cols] > 0).reshape(b, 1, s * gh * gw)
+
+    def centres(x: torch.Tensor) -> torch.Tensor:  # [B, S, H, W, ...] -> [B, S, gh, gw, ...]
+        return x[:, :, rows][:, :, :, cols]
+
+    world = centres(depth_to_world_points(d, intrinsics, extrinsics))  # [B, S, gh, gw, 3]
+    valid_src = (centres(d) > 0).reshape(b, 1, s * gh * gw)
     points = world.reshape(b, 1, s * gh * gw, 3).expand(b, s, s * gh * gw, 3)  # every target sees all
     uv, z = project_points(points, intrinsics, extrinsics)  # [B, S_t, S_s * P, 2], [B, S_t, S_s * P]
     seen_depth, inside = sample_nearest(d, uv)
@@ -86,19 +90,12 @@ def correspondence_loss(
     Returns the mean loss over matched patches and their count. A batch with no match at all (no
     frame sees another's surface) returns a zero that keeps the graph and count 0: the caller records
     the count, so the state is explicit rather than a silent zero."""
-    t = require_tensor(tokens, "tokens")
-    if t.ndim != 4 or tuple(matches.shape) != (t.shape[0], t.shape[1], t.shape[1], t.shape[2]):
-        raise ValueError(
-            f"tokens must be [B, S, P, C] and matches [B, S, S, P] of the same B, S, P; got "
-            f"{tuple(t.shape)} and {tuple(matches.shape)}"
-        )
-    unit = F.normalize(t.float(), dim=-1)
-    logits = torch.einsum("bsic,btjc->bstij", unit, unit) / temperature  # [B, S, S, P, P]
+    logits = _cosines(tokens, matches) / temperature  # [B, S, S, P, P]
     target = matches.reshape(-1)
     count = int((target >= 0).sum())
     if count == 0:
         return logits.sum() * 0.0, 0
-    loss = F.cross_entropy(logits.reshape(-1, t.shape[2]), target, ignore_index=-1, reduction="sum")
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target, ignore_index=-1, reduction="sum")
     return loss / count, count
 
 
@@ -106,9 +103,21 @@ def match_accuracy(tokens: torch.Tensor, matches: torch.Tensor, pairs: torch.Ten
     """Share of matched patches whose most similar patch in the other frame (cosine) is the GT match:
     how well the tokens already find each other (NaN without a match). Shapes as `correspondence_loss`;
     `pairs` (bool `[B, S, S]`) counts only those ordered frame pairs (e.g. the wide ones)."""
-    unit = F.normalize(tokens.float(), dim=-1)
-    best = torch.einsum("bsic,btjc->bstij", unit, unit).argmax(-1)  # [B, S, S, P]
+    best = _cosines(tokens, matches).argmax(-1)  # [B, S, S, P]
     chosen = matches >= 0
     if pairs is not None:
         chosen = chosen & pairs[..., None]
     return float((best[chosen] == matches[chosen]).float().mean()) if chosen.any() else float("nan")
+
+
+def _cosines(tokens: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
+    """The cosine of every patch token of frame s to every patch token of frame t, `[B, S, S, P, P]`
+    (tokens `[B, S, P, C]`), once `matches` is checked to be the `[B, S, S, P]` that goes with them."""
+    t = require_tensor(tokens, "tokens")
+    if t.ndim != 4 or tuple(matches.shape) != (t.shape[0], t.shape[1], t.shape[1], t.shape[2]):
+        raise ValueError(
+            f"tokens must be [B, S, P, C] and matches [B, S, S, P] of the same B, S, P; got "
+            f"{tuple(t.shape)} and {tuple(matches.shape)}"
+        )
+    unit = F.normalize(t.float(), dim=-1)
+    return torch.einsum("bsic,btjc->bstij", unit, unit)
