@@ -7,7 +7,11 @@ import json
 from importlib import resources
 
 import pytest
+import torch
 from page4d.experiments.backbone_score import main, score_backbone, summary_lines
+from page4d.experiments.camera_probe import ProbeConfig, probe_model
+from page4d.experiments.pretrain import initial_model
+from page4d.model import CheckpointError
 
 
 def test_the_shipped_backbone_scores_its_cards_first_heldout_scene(capsys):
@@ -54,3 +58,17 @@ def test_the_command_writes_the_scores(tmp_path, capsys):
     assert main(["tiny-stream", "--scenes", "1", "--out", str(tmp_path / "s.json")]) == 0
     assert "depth_abs_rel" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())["scenes"] == 1
+
+
+def test_weights_of_the_conv_stem_are_scored_with_it_and_refused_without(tmp_path):
+    path = tmp_path / "stem.pt"
+    torch.save({"model": initial_model(3, "conv_stem").state_dict()}, path)
+    result = score_backbone(path, scenes=1, patch_embed="conv_stem")
+    assert result["patch_embed"] == "conv_stem" and result["scenes"] == 1
+    with pytest.raises(CheckpointError, match="aggregator.patch_embed.stem"):
+        score_backbone(path, scenes=1)
+    probe = probe_model(ProbeConfig(init=str(path), patch_embed="conv_stem"))
+    assert torch.equal(
+        probe.state_dict()["aggregator.patch_embed.stem.0.weight"],
+        initial_model(3, "conv_stem").state_dict()["aggregator.patch_embed.stem.0.weight"],
+    )

@@ -23,6 +23,7 @@ from page4d.model.attention import (
     masked_sdpa,
 )
 from page4d.model.checkpoint import compare_state_dict
+from page4d.model.config import with_tiny_patch_embed
 
 MANIFESTS = {
     "vggt_1b": "vggt_1b_state_dict_manifest.json",
@@ -264,3 +265,45 @@ def test_given_mask_logits_drive_the_bias_exactly_as_the_heads_own(variant):
         model(images, given_mask_logits=torch.zeros(1, 4, 3, 5))
     with pytest.raises(ValueError, match="needs a model with a mask head"):
         build_model(cfg.replace(mask_head=None))(images, given_mask_logits=logits)
+
+
+def test_the_conv_stem_is_a_tiny_only_patch_embedding_with_its_own_keys():
+    """`patch_embed="conv_stem"` gives `[N, h*w, C]` tokens shaped as the 14x14 patchify's, each reading
+    its own 14x14 pixel block and a few pixels of its neighbours' (the 3x3 convolutions' overlap), under
+    its own keys, so neither embedding's checkpoint loads into the other."""
+    conv = build_model(preset("tiny")).eval()
+    stem = build_model(preset("tiny", patch_embed="conv_stem")).eval()
+    x = torch.rand(2, 3, 112, 154)
+    tokens = stem.aggregator.patch_embed(x)
+    assert tokens.shape == conv.aggregator.patch_embed(x).shape == (2, 8 * 11, 64)
+    moved = x.clone()
+    moved[:, :, 56:70, 70:84] += 1.0  # one patch's pixels (row 4, column 5)
+    changed = (stem.aggregator.patch_embed(moved) - tokens).abs().amax(dim=(0, 2)).reshape(8, 11) > 0
+    assert changed[4, 5] and changed.sum() <= 9  # itself and at most its 8 neighbours (3x3 convs' overlap)
+    keys = {k for k in stem.state_dict() if k.startswith("aggregator.patch_embed.")}
+    assert keys == {
+        f"aggregator.patch_embed.{m}.{p}" for m in ("stem.0", "stem.2", "proj") for p in ("weight", "bias")
+    }
+    with pytest.raises(CheckpointError, match="missing from checkpoint: aggregator.patch_embed.stem"):
+        load_checkpoint(stem, conv.state_dict())
+    with pytest.raises(ValueError, match="patch_embed must be conv, conv_stem or dinov2"):
+        preset("tiny", patch_embed="stem")
+
+
+def test_tiny_patch_embeddings_conv_pos_tells_patches_apart_by_position_and_conv_does_not():
+    """A uniform image has identical patches. The preset's patchify gives them identical tokens (their
+    positions reach the network only through RoPE on queries and keys); `conv_pos`, DINOv2's embedding
+    without blocks, adds its learned position table, resized to the image's grid, so they differ."""
+    tiny = preset("tiny")
+    grey = torch.full((1, 3, 112, 154), 0.5)
+    conv = build_model(with_tiny_patch_embed(tiny, "conv")).aggregator.patch_embed(grey)
+    assert torch.allclose(conv, conv[:, :1].expand_as(conv))
+    pos_cfg = with_tiny_patch_embed(tiny, "conv_pos")
+    assert pos_cfg.patch_embed == "dinov2" and pos_cfg.dino.depth == 0 and preset("tiny").dino is None
+    embed = build_model(pos_cfg).aggregator.patch_embed
+    tokens = embed(grey)
+    assert tokens.shape == conv.shape == (1, 88, 64)
+    assert torch.cdist(tokens[0], tokens[0]).add(torch.eye(88) * 1e3).min() > 1e-3  # all 88 tokens differ
+    assert embed(torch.full((1, 3, 154, 154), 0.5)).shape == (1, 121, 64)  # the stored 11x11 grid as is
+    with pytest.raises(ValueError, match="tiny patch embedding must be one of"):
+        with_tiny_patch_embed(tiny, "dinov2")

@@ -22,9 +22,11 @@ from page4d.experiments.pretrain import (
     initial_model,
     main,
     model_config,
+    model_config_changes,
     pretrain,
     recipe_command,
     scene_config,
+    starting_model,
 )
 from page4d.inference.loading import load_model
 from page4d.model import SHIPPED_CHECKPOINTS, CheckpointError, build_model, load_checkpoint, preset
@@ -331,3 +333,20 @@ def test_the_tiny_stream_recipe_replays_its_card_s_first_losses(tmp_path):
         for key, value in logged.items():
             if key.endswith("loss") and value is not None:
                 assert replayed[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_the_patch_embedding_variants_are_a_recipe_knob_the_card_and_command_record():
+    """`--patch-embed conv_stem` (or conv_pos) builds that embedding wherever a phase builds its network,
+    the card names the change against the `tiny` preset, and weights of another embedding are refused
+    by name."""
+    cfg = dataclasses.replace(RECIPES["tiny-stream"], patch_embed="conv_stem")
+    assert model_config("conv_stem").patch_embed == "conv_stem" and model_config().patch_embed == "conv"
+    assert "stem.0.weight" in dict(initial_model(0, "conv_stem").aggregator.patch_embed.named_parameters())
+    assert model_config_changes(cfg)["patch_embed"] == "conv_stem"
+    assert "patch_embed" not in model_config_changes(RECIPES["tiny-stream"])
+    assert "--patch-embed conv_stem" in recipe_command(cfg)
+    with pytest.raises(CheckpointError, match="aggregator.patch_embed.stem"):
+        starting_model(0, "tiny-stream", "conv_stem")
+    assert "pos_embed" in dict(initial_model(0, "conv_pos").aggregator.patch_embed.named_parameters())
+    with pytest.raises(CheckpointError, match="aggregator.patch_embed.pos_embed"):
+        starting_model(0, "tiny-stream", "conv_pos")

@@ -28,7 +28,9 @@ from page4d.records import write_json
 FLOORED = ("rpe_rot", "rpe_view_rot")  # the camera metrics whose identity floor the scores carry
 
 
-def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, scenes: int = 0) -> dict:
+def score_backbone(
+    weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, scenes: int = 0, patch_embed: str = "conv"
+) -> dict:
     """`pretrain.heldout_metrics` of `weights` (a checkpoint path or a packaged name) on the first
     `scenes` (0: all) held-out scenes of the named recipe, with its targets checked and, for the
     monocular scenes, the median camera rotation error beside its identity floor."""
@@ -38,7 +40,7 @@ def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, s
     _, heldout = pretrain.render_scenes(cfg, Path("."))  # a stream: rendered in memory, nothing written
     # rendered once here: the stream keeps only its last few scenes, and the pairs below read them again
     chosen = [heldout[i].load() for i in range(scenes or len(heldout))]
-    model = pretrain.initial_model(cfg.seed)
+    model = pretrain.initial_model(cfg.seed, patch_embed)
     load_checkpoint(model, weights)
     with torch.no_grad():
         scores = pretrain.heldout_metrics(model.eval(), chosen, cfg.eval_clip_times)
@@ -46,6 +48,7 @@ def score_backbone(weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, s
     pairs = rig_view_pairs(chosen, scores["per_scene"])
     return {
         "weights": str(weights),
+        "patch_embed": patch_embed,
         "recipe": recipe,
         "scenes": len(chosen),
         **scores,
@@ -106,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=0, help="score only the first N held-out scenes (0: all)")
     p.add_argument("--out", help="also write the scores, per scene and per frame, to this JSON file")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--patch-embed",
+        default="conv",
+        choices=pretrain.TINY_PATCH_EMBEDS,
+        help="the weights' patch embedding",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = score_backbone(args.weights, args.recipe, args.scenes)
+    result = score_backbone(args.weights, args.recipe, args.scenes, args.patch_embed)
     print("\n".join(summary_lines(result)))
     if args.out:
         write_json(Path(args.out), result)

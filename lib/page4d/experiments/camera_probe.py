@@ -115,6 +115,11 @@ class ProbeConfig:
         choices=("shift", "pan", "rig", "rig+pan", "rigs", "rigs+pan", "rigs+mono"),
     )
     init: str = knob("random", "random (the pretraining's seeded initialisation) or a checkpoint name/path")
+    patch_embed: str = knob(
+        "conv",
+        "the network's patch embedding (pretrain's --patch-embed): conv, or a tiny-only conv_stem / conv_pos",
+        choices=pretrain.TINY_PATCH_EMBEDS,
+    )
     steps: int = knob(400, "optimiser steps")
     batch: int = knob(8, "clips per step, each from a new room")
     lr: float = knob(1e-3, "peak AdamW learning rate")
@@ -492,7 +497,7 @@ def training_seeds(cfg: ProbeConfig, step: int) -> range:
 
 def probe_model(cfg: ProbeConfig) -> torch.nn.Module:
     """The pretraining's seeded initialisation, with `cfg.init`'s weights loaded unless it is random."""
-    return pretrain.starting_model(cfg.seed, cfg.init)
+    return pretrain.starting_model(cfg.seed, cfg.init, cfg.patch_embed)
 
 
 def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.scene_stream import LazyScene, SceneStream, StreamRecipe, draw_scene_config
 from page4d.model import build_model, load_checkpoint, preset
-from page4d.model.config import ModelConfig
+from page4d.model.config import TINY_PATCH_EMBEDS, ModelConfig, with_tiny_patch_embed
 from page4d.model.network import PAGE4DModel
 from page4d.records import (
     atomic_torch_save,
@@ -112,6 +112,13 @@ class PretrainConfig:
     monocular_share: float = knob(0.4, "stream: share of scenes with one moving camera (the rest: rigs)")
     max_views: int = knob(4, "stream: most cameras of a rig")
     train_eval_scenes: int = knob(0, "training scenes the card scores beside the held-out ones")
+    patch_embed: str = knob(
+        "conv",
+        "the tiny network's patch embedding: conv (the preset's one 14x14 patchify), conv_stem (two 3x3 "
+        "convolutions in front of it) or conv_pos (with a learned position table, as DINOv2's): "
+        "tiny-only variants, issue 20 (model.config.with_tiny_patch_embed)",
+        choices=TINY_PATCH_EMBEDS,
+    )
     init: str = knob(
         "random",
         "random (the seeded initialisation), or weights to continue from (a packaged name or a .pt): a "
@@ -179,22 +186,24 @@ RECIPES: dict[str, PretrainConfig] = {
 DEFAULT_RECIPE = "tiny-stream"
 
 
-def model_config() -> ModelConfig:
-    """The tiny preset with the mask head's attention bias off (PAGE-4D's `checkpoint_nomask`)."""
-    cfg = preset("tiny").replace(track_head=None)
+def model_config(patch_embed: str = "conv") -> ModelConfig:
+    """The tiny preset with the mask head's attention bias off (PAGE-4D's `checkpoint_nomask`), with one
+    of the tiny-only patch embeddings (`model.config.with_tiny_patch_embed`; "conv" is the preset's)."""
+    cfg = with_tiny_patch_embed(preset("tiny").replace(track_head=None), patch_embed)
     return cfg.replace(mask_head=dataclasses.replace(cfg.mask_head, masked_global_blocks=()))
 
 
-def initial_model(seed: int) -> PAGE4DModel:
+def initial_model(seed: int, patch_embed: str = "conv") -> PAGE4DModel:
     """The seeded random initialisation pretraining starts from (and the held-out comparison uses)."""
     torch.manual_seed(seed)
-    return build_model(model_config())
+    return build_model(model_config(patch_embed))
 
 
-def starting_model(seed: int, init: str = "random") -> PAGE4DModel:
+def starting_model(seed: int, init: str = "random", patch_embed: str = "conv") -> PAGE4DModel:
     """What a phase starts from (a pretraining recipe or a camera probe): the seeded initialisation,
-    or unless `init` is "random" that checkpoint's weights (a packaged name or a path) loaded into it."""
-    model = initial_model(seed)
+    or unless `init` is "random" that checkpoint's weights (a packaged name or a path) loaded into it.
+    A checkpoint of the other patch embedding does not load: its missing keys are named."""
+    model = initial_model(seed, patch_embed)
     if init != "random":
         load_checkpoint(model, init)
     return model
@@ -366,7 +375,7 @@ def pretrain(
     pool, heldout = render_scenes(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pretrain_config.json", dataclasses.asdict(cfg))
-    model = starting_model(cfg.seed, cfg.init)
+    model = starting_model(cfg.seed, cfg.init, cfg.patch_embed)
     init_digest = weights_digest(model)
     t0 = time.perf_counter()
     model, history = train(
@@ -384,15 +393,17 @@ def pretrain(
     name = cfg.name
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     weights_path = atomic_torch_save({"model": state}, out / f"{name}.pt")
-    shipped = build_model(model_config()).eval()  # the card scores exactly the float16 weights it ships
+    shipped = build_model(
+        model_config(cfg.patch_embed)
+    ).eval()  # the card scores exactly the float16 weights it ships
     load_checkpoint(shipped, weights_path)
     pretrained = heldout_metrics(shipped, heldout, cfg.eval_clip_times)
-    random_init = heldout_metrics(initial_model(cfg.seed), heldout, cfg.eval_clip_times)
+    random_init = heldout_metrics(initial_model(cfg.seed, cfg.patch_embed), heldout, cfg.eval_clip_times)
     trained_on = [pool[i] for i in range(min(cfg.train_eval_scenes, len(pool)))]
     card = {
         "name": name,
         "preset": "tiny",
-        "model_config_changes": {"mask_head.masked_global_blocks": [], "track_head": None},
+        "model_config_changes": model_config_changes(cfg),
         "recipe": dataclasses.asdict(cfg),
         "train_config": dataclasses.asdict(cfg.train_config()),
         "command": recipe_command(cfg),
@@ -419,6 +430,14 @@ def pretrain(
     write_json(out / f"{name}.json", card)
     mark_finished(out, "pretrain", card=f"{name}.json")  # last: its presence marks the run finished
     return card
+
+
+def model_config_changes(cfg: PretrainConfig) -> dict[str, Any]:
+    """How the card's network differs from the `tiny` preset (the patch embedding only when changed)."""
+    changes: dict[str, Any] = {"mask_head.masked_global_blocks": [], "track_head": None}
+    if cfg.patch_embed != "conv":
+        changes["patch_embed"] = cfg.patch_embed
+    return changes
 
 
 # Issue 20's bar for a backbone whose cameras generalise (held-out static scenes).

@@ -17,7 +17,7 @@ from .attention import RowGatedKeyBias
 from .block import Block
 from .config import ModelConfig
 from .mask_heads import MaskHeadOutput, build_mask_head
-from .patch_embed import ConvPatchEmbed, DinoV2
+from .patch_embed import ConvPatchEmbed, ConvStemPatchEmbed, DinoV2
 from .rope import RotaryPositionEmbedding2D, patch_positions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +45,8 @@ class Aggregator(nn.Module):
         c = cfg.embed_dim
         if cfg.patch_embed == "conv":
             self.patch_embed = ConvPatchEmbed(cfg.patch_size, c)
+        elif cfg.patch_embed == "conv_stem":
+            self.patch_embed = ConvStemPatchEmbed(cfg.patch_size, c)
         else:
             d = cfg.dino
             if d.embed_dim != c:

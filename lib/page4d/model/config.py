@@ -114,7 +114,7 @@ class ModelConfig:
     init_values: float = 0.01
     aa_order: tuple[str, ...] = ("frame", "global")
     aa_block_size: int = 1
-    patch_embed: Literal["conv", "dinov2"] = "dinov2"
+    patch_embed: Literal["conv", "conv_stem", "dinov2"] = "dinov2"
     dino: DinoConfig | None = field(default_factory=DinoConfig)
     camera_head: CameraHeadConfig | None = field(default_factory=CameraHeadConfig)
     dpt: DPTConfig | None = field(default_factory=DPTConfig)
@@ -128,6 +128,8 @@ class ModelConfig:
             raise ValueError(f"depth {self.depth} not divisible by aa_block_size {self.aa_block_size}")
         if set(self.aa_order) - {"frame", "global"}:
             raise ValueError(f"aa_order may only contain 'frame' and 'global', got {self.aa_order}")
+        if self.patch_embed not in ("conv", "conv_stem", "dinov2"):
+            raise ValueError(f"patch_embed must be conv, conv_stem or dinov2, got {self.patch_embed!r}")
         if self.patch_embed == "dinov2" and self.dino is None:
             raise ValueError("patch_embed='dinov2' needs a DinoConfig in `dino`")
         if self.mask_head is not None:
@@ -189,6 +191,36 @@ def _tiny() -> ModelConfig:
         track_head=None,
         mask_head=MaskHeadConfig(variant="fin10", mask_after_block=2, masked_global_blocks=(3, 4, 5)),
     )
+
+
+# The tiny preset's patch embeddings (issue 20). Tiny-only: the 1B presets keep DINOv2 ViT-L/14.
+TINY_PATCH_EMBEDS = ("conv", "conv_stem", "conv_pos")
+
+
+def with_tiny_patch_embed(cfg: ModelConfig, name: str) -> ModelConfig:
+    """`cfg` (a tiny-sized config) with the named patch embedding.
+
+    - `conv`: the preset's one 14x14 linear patchify. Its tokens carry no position: the aggregator's
+      RoPE acts on queries and keys only, so what a token receives from its match in another view
+      does not say where that match was.
+    - `conv_stem`: two 3x3 convolutions in front of the patchify (`ConvStemPatchEmbed`): local,
+      nonlinear features to match with.
+    - `conv_pos`: DINOv2's embedding without its blocks (`DinoV2` at depth 0, no registers): the
+      patchify plus a learned position table (11x11, bicubic-resized to the image's grid) and a
+      LayerNorm. VGGT's patch tokens carry DINOv2's position embedding; this gives the tiny tokens one.
+    """
+    if name not in TINY_PATCH_EMBEDS:
+        raise ValueError(f"tiny patch embedding must be one of {TINY_PATCH_EMBEDS}, got {name!r}")
+    if name != "conv_pos":
+        return cfg.replace(patch_embed=name, dino=None)
+    dino = DinoConfig(
+        depth=0,
+        num_heads=cfg.num_heads,
+        embed_dim=cfg.embed_dim,
+        num_register_tokens=0,
+        pos_embed_img_size=11 * cfg.patch_size,
+    )
+    return cfg.replace(patch_embed="dinov2", dino=dino)
 
 
 PRESETS = {

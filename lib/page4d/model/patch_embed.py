@@ -1,4 +1,5 @@
-"""Patch embeddings: a single stride-14 conv (tiny presets) or a DINOv2 ViT with register tokens (VGGT-1B)."""
+"""Patch embeddings: a single stride-14 conv (tiny presets), a small conv stem in front of it (a tiny-only
+variant, issue 20) or a DINOv2 ViT with register tokens (VGGT-1B)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,38 @@ class ConvPatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ConvStemPatchEmbed(nn.Module):
+    """`[N, 3, H, W]` -> `[N, (H/p)*(W/p), C]` through two 3x3 convolutions (stride 2, then 1; GELU after
+    each) and one `p/2 x p/2` stride-`p/2` patchify convolution (key `proj`).
+
+    Why: the tiny preset's single 14x14 linear patchify turns 588 pixel values into 64 numbers with no
+    nonlinearity, where VGGT's patch features come from DINOv2. A convolutional stem ("early
+    convolutions", Xiao et al. 2021) gives each patch token local, nonlinear features to match across
+    views with, at a small cost beside the blocks. A tiny-only variant: the 1B presets stay DINOv2.
+    `channels` are the two 3x3 convolutions' widths.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, channels: tuple[int, int] = (24, 48)) -> None:
+        super().__init__()
+        if patch_size % 2:
+            raise ValueError(
+                f"the conv stem halves the image first, so patch_size must be even, got {patch_size}"
+            )
+        self.patch_size = patch_size
+        c1, c2 = channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, c1, kernel_size=3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(c1, c2, kernel_size=3, stride=1, padding=1),
+            nn.GELU(),
+        )
+        half = patch_size // 2
+        self.proj = nn.Conv2d(c2, embed_dim, kernel_size=half, stride=half)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
 
 
 class DinoV2(nn.Module):
