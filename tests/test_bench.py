@@ -123,6 +123,16 @@ def test_train_step_json():
     assert 0 <= out["extra_saved_bytes"] < 1_000_000
 
 
+def test_patch_embeddings_times_every_tiny_embedding_against_the_preset_s():
+    out = run_benchmark("patch_embeddings", quick=True)
+    json.dumps(out)
+    assert set(out["step_s"]) == {"conv", "conv_stem", "conv_pos"} and out["time_ratio"]["conv"] == 1.0
+    assert all(out["time_ratio"][n] > 0 for n in ("conv_stem", "conv_pos"))
+    # the stem's 3x3 convolutions and the position table add parameters; nothing else differs
+    p = out["parameters"]
+    assert p["conv_stem"] > p["conv"] and p["conv_pos"] - p["conv"] == 122 * 64 + 64 + 64 + 64 + 64
+
+
 def test_frames_scaling_json_through_cli(capsys):
     assert main(["frames_scaling", "--quick", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -19,6 +19,7 @@ from . import (
     mask_export,
     masked_attention,
     notebooks,
+    patch_embeddings,
     train_step,
 )
 
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "ablation": ablation_budget,
     "long_sequence": long_sequence,
     "data": data_io,
+    "patch_embeddings": patch_embeddings,
 }
 
 # seconds-scale sizes for tests and `--quick` smoke runs (not for figures)
@@ -43,6 +45,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "ablation": dict(seeds=(0,), steps=2, image_size=(56, 70), pool_scenes=2, eval_scenes=1, pool_times=4),
     "long_sequence": dict(frames=(2, 4), image_size=(56, 70), repeats=1),
     "data": dict(repeats=1, synthetic={"times": 2, "views": 2, "height": 56, "width": 70}),
+    "patch_embeddings": dict(frames=2, image_size=(56, 70), repeats=2),
 }
 
 
