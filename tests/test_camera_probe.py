@@ -32,7 +32,7 @@ from page4d.experiments.camera_probe import (
     shift_clip,
     training_batches,
     training_seeds,
-    turn_rank_correlation,
+    turn_slope,
     widest_gap,
     yaw_extrinsics,
 )
@@ -178,22 +178,21 @@ def test_a_wide_turn_to_the_wrong_side_is_told_apart_from_one_to_the_right_side(
     assert math.isnan(rmse_by_side({"error_deg": [1.0], "same_turn": [True]})["wrong_side"]["rmse_deg"])
 
 
-def test_the_turn_rank_correlation_tells_a_mean_turn_from_one_read_in_the_pixels():
-    """A head that turns every pair by the same 24 degrees may beat the identity's median error (it did,
-    on the rig probe) yet orders nothing: its rank correlation is undefined (NaN), and near 0 with
-    noise; one that orders the turns as the GT does scores 1, whatever its scale."""
+def test_the_turn_slope_tells_a_mean_turn_from_one_read_in_the_pixels():
+    """A head that turns every pair by about the same 24 degrees can beat the identity's median error
+    (the conv_pos rig probe did) yet follows nothing: slope about 0; one that turns each pair by its GT
+    angle scores 1, one that turns half as far 0.5, whatever the offset."""
     gt = [6.0, 20.0, 60.0, 110.0, 170.0]
-    assert turn_rank_correlation([x / 3 + 5 for x in gt], gt) == pytest.approx(1.0)
-    assert turn_rank_correlation(gt[::-1], gt) == pytest.approx(-1.0)
-    assert math.isnan(turn_rank_correlation([24.0] * 5, gt))
-    assert abs(turn_rank_correlation([24.0, 23.9, 24.1, 24.0, 23.95], gt)) < 0.5
+    assert turn_slope(gt, gt) == pytest.approx(1.0)
+    assert turn_slope([x / 2 + 30 for x in gt], gt) == pytest.approx(0.5)
+    assert turn_slope([24.0] * 5, gt) == 0.0
+    assert abs(turn_slope([24.0, 23.9, 24.1, 24.0, 23.95], gt)) < 0.002  # its hundredths order nothing
+    assert math.isnan(turn_slope([1.0, 2.0], [5.0, 5.0]))
     gt_ext = torch.stack([yaw_extrinsics(math.radians(d)) for d in (-10.0, 4.0, 7.0)])
-    doubled = torch.stack([yaw_extrinsics(math.radians(d)) for d in (-20.0, 5.0, 12.0)])
-    assert score(_encode(doubled), gt_ext)["turn_rank_correlation"] == pytest.approx(
-        1.0
-    )  # wrong sizes, right order
+    doubled = torch.stack([yaw_extrinsics(math.radians(d)) for d in (-20.0, 8.0, 14.0)])
+    assert score(_encode(doubled), gt_ext)["turn_slope"] == pytest.approx(2.0, abs=1e-3)
     with pytest.raises(ValueError, match="differ in length"):
-        turn_rank_correlation([1.0, 2.0], [1.0, 2.0, 3.0])
+        turn_slope([1.0, 2.0], [1.0, 2.0, 3.0])
 
 
 def test_a_probe_run_records_every_evaluation_and_is_never_overwritten(tmp_path):

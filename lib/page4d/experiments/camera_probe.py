@@ -81,7 +81,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
 from page4d.data import SyntheticSceneConfig, render_synthetic_scene
@@ -409,23 +408,25 @@ def score(pose_enc: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
         "gt_deg": [round(g, 3) for g in floor],
         "same_turn": same_turn,
         "pred_deg": [round(p, 3) for p in predicted],
-        "turn_rank_correlation": turn_rank_correlation(predicted, floor),
+        "turn_slope": turn_slope(predicted, floor),
     }
 
 
-def turn_rank_correlation(pred_deg: Sequence[float], gt_deg: Sequence[float]) -> float:
-    """Spearman's rank correlation of how far each frame turned in the prediction and in the GT.
+def turn_slope(pred_deg: Sequence[float], gt_deg: Sequence[float]) -> float:
+    """The least-squares slope of how far each frame turned in the prediction against the GT's turn.
 
-    Threshold-free, and blind to a constant offset: a head that turns every pair by the same amount
-    (it learnt the mean turn, not the pixels) scores about 0 however its median error moves against
-    the identity floor; one that orders the turns as the GT does scores 1. NaN with fewer than 3 frames
-    or a constant side."""
+    Threshold-free, and blind to a constant: a head that turns every pair by the same amount (it
+    learnt the mean turn, not the pixels) scores 0 however its median error moves against the identity
+    floor; one that turns each pair by its GT angle scores 1. A rank correlation would not do: it
+    orders the hundredths of a degree by which a nearly constant head varies, and swings by +-0.6.
+    NaN for fewer than 2 frames or GT turns all alike."""
     pred, gt = np.asarray(pred_deg, dtype=float), np.asarray(gt_deg, dtype=float)
     if pred.shape != gt.shape:
         raise ValueError(f"pred_deg and gt_deg differ in length: {pred.shape} vs {gt.shape}")
-    if pred.size < 3 or np.ptp(pred) == 0 or np.ptp(gt) == 0:
+    if gt.size < 2 or np.ptp(gt) == 0:
         return math.nan
-    return float(stats.spearmanr(pred, gt).statistic)
+    centred = gt - gt.mean()
+    return float((centred * (pred - pred.mean())).sum() / (centred**2).sum())
 
 
 def turns_agree(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -721,8 +722,8 @@ def _progress_line(result: dict[str, Any]) -> str:
         line += f"; patches matched across views {result['match_top1']:.0%}"
         if "match_top1_by_gap" in result:
             line += " (by gap " + " / ".join(f"{a:.0%}" for a in result["match_top1_by_gap"]) + ")"
-    if "turn_rank_correlation" in result:  # older records lack it
-        line += f"; turns ordered as the GT's: rank correlation {result['turn_rank_correlation']:+.2f}"
+    if "turn_slope" in result:  # older records lack it
+        line += f"; predicted turn vs GT turn: slope {result['turn_slope']:+.3f}"
     line += f" [{result['seconds']:.0f} s]\n  by rotation size, error / floor: {bins}"
     if "same_turn" in result:
         all_, right, wrong = rmse_by_side(result).values()
