@@ -5,6 +5,7 @@ rigs slowly; the question a GPU answers is how far ten times the steps take it. 
 CUDA (its CPU cores render the clips, two steps ahead of the GPU):
 
     PYTHONPATH=lib python bench/gpu_cameras.py --init WEIGHTS --minutes 7 --out $OUT/cameras
+    (weights of a tiny-only patch embedding: add --patch-embed conv_pos, or conv_stem)
 
 1. `python -m page4d.experiments.camera_probe --task rigs+mono --device cuda --workers N --geometry
    --minutes M --save-weights` from `--init` (N = the CPU cores less two), into `OUT/probe`;
@@ -61,6 +62,12 @@ def main() -> int:
         default=0.0,
         help="the cross-view patch-matching term (camera_probe)",
     )
+    parser.add_argument(
+        "--patch-embed",
+        default="conv",
+        choices=("conv", "conv_stem", "conv_pos"),
+        help="the --init weights' tiny patch embedding (camera_probe / backbone_score --patch-embed)",
+    )
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -73,11 +80,12 @@ def main() -> int:
         "--geometry", "--geometry-every", str(args.geometry_every), "--seed", str(args.seed),
         "--rotation-target", args.rotation_target, "--w-correspondence", str(args.w_correspondence),
         "--device", args.device, "--workers", str(workers), "--save-weights", "--threads", "4",
+        "--patch-embed", args.patch_embed,
     ]  # fmt: skip
     probe_s = run(probe, out / "probe.log")
     score = [
         sys.executable, "-m", "page4d.experiments.backbone_score", str(out / "probe" / "weights.pt"),
-        "--out", str(out / "card.json"), "--threads", "4",
+        "--out", str(out / "card.json"), "--threads", "4", "--patch-embed", args.patch_embed,
     ]  # fmt: skip
     run(score, out / "card.txt")
     record = json.loads((out / "probe" / "probe.json").read_text())
@@ -87,6 +95,7 @@ def main() -> int:
         "device": args.device,
         "rotation_target": args.rotation_target,
         "w_correspondence": args.w_correspondence,
+        "patch_embed": args.patch_embed,
         "workers": workers,
         "probe_wall_s": probe_s,
         "steps": last["step"],
