@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from page4d.model.config import TINY_PATCH_EMBEDS
+
 HELDOUT_KEYS = ("rot_deg_median", "identity_floor_deg", "skill", "match_top1")
 
 
@@ -65,7 +67,7 @@ def main() -> int:
     parser.add_argument(
         "--patch-embed",
         default="conv",
-        choices=("conv", "conv_stem", "conv_pos"),
+        choices=TINY_PATCH_EMBEDS,
         help="the --init weights' tiny patch embedding (camera_probe / backbone_score --patch-embed)",
     )
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))

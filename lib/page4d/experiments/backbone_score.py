@@ -22,7 +22,6 @@ from page4d.data import Scene
 from page4d.experiments import pretrain
 from page4d.experiments.camera_probe import by_rotation_size
 from page4d.geometry import relative_to_first_camera, rotation_angle
-from page4d.model import load_checkpoint
 from page4d.records import write_json
 
 FLOORED = ("rpe_rot", "rpe_view_rot")  # the camera metrics whose identity floor the scores carry
@@ -40,8 +39,7 @@ def score_backbone(
     _, heldout = pretrain.render_scenes(cfg, Path("."))  # a stream: rendered in memory, nothing written
     # rendered once here: the stream keeps only its last few scenes, and the pairs below read them again
     chosen = [heldout[i].load() for i in range(scenes or len(heldout))]
-    model = pretrain.initial_model(cfg.seed, patch_embed)
-    load_checkpoint(model, weights)
+    model = pretrain.starting_model(cfg.seed, str(weights), patch_embed)
     with torch.no_grad():
         scores = pretrain.heldout_metrics(model.eval(), chosen, cfg.eval_clip_times)
     mono = [s for s in scores["per_scene"] if s["views"] == 1]

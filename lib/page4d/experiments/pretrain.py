@@ -393,9 +393,8 @@ def pretrain(
     name = cfg.name
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     weights_path = atomic_torch_save({"model": state}, out / f"{name}.pt")
-    shipped = build_model(
-        model_config(cfg.patch_embed)
-    ).eval()  # the card scores exactly the float16 weights it ships
+    # the card scores exactly the float16 weights it ships
+    shipped = build_model(model_config(cfg.patch_embed)).eval()
     load_checkpoint(shipped, weights_path)
     pretrained = heldout_metrics(shipped, heldout, cfg.eval_clip_times)
     random_init = heldout_metrics(initial_model(cfg.seed, cfg.patch_embed), heldout, cfg.eval_clip_times)
