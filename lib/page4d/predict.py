@@ -16,9 +16,10 @@ DIR/DONE.json                       written last (`page4d.records.mark_finished`
 ```
 Weights: `--checkpoint` takes a file or a shipped checkpoint's name; left out, the preset's shipped
 checkpoint is used (`tiny-stream` for `tiny`), and a preset without one is refused. Seeded random
-weights only with `--checkpoint random`. A DIR that already holds a run (finished or interrupted) is
-refused: every run gets its own folder. Routine mistakes (a missing file, a bad value, a checkpoint with
-NaN weights, a taken DIR) end in one line `page4d.predict: <message>` and exit status 2.
+weights only with `--checkpoint random`. Weights made with a tiny-only patch embedding (issue 20's
+`checkpoints/issue20/`) need it named: `--patch-embed conv_pos`. A DIR that already holds a run (finished
+or interrupted) is refused: every run gets its own folder. Routine mistakes (a missing file, a bad value,
+a checkpoint with NaN weights, a taken DIR) end in one line `page4d.predict: <message>` and exit status 2.
 The clip runs through the model in chunks of `--chunk` time steps (all views together; each chunk
 is its own forward pass), with a progress bar. Outside the model's centre crop (when the aspect ratio
 had to be cut to a multiple of 14) the mask logits are extended from the crop's edge.
@@ -67,11 +68,12 @@ from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
 from page4d.devices import PRECISIONS, autocast, check_precision, require_device
 from page4d.geometry import depth_to_world_points, relative_to_first_camera
 from page4d.inference.extract import mask_probabilities
-from page4d.inference.loading import load_model
+from page4d.inference.loading import load_model, model_config_for
 from page4d.inference.motion_cues import predict_with_attention_masks
 from page4d.inference.reconstruction import Reconstruction, chain, reconstruct
 from page4d.model import CheckpointError, logits_from_masks, preset, resolve_checkpoint
 from page4d.model.checkpoint import SHIPPED_MASK_HEAD_NOTES, SHIPPED_PRESETS, shipped_checkpoint_for
+from page4d.model.config import TINY_PATCH_EMBEDS
 from page4d.records import RunFolderTaken
 from page4d.report.reconstruction_files import ReconstructionWriter
 from page4d.report.viz import overlay_rgb
@@ -429,6 +431,7 @@ def check_request(
     threshold: float,
     method: str,
     device: str,
+    patch_embed: str = "conv",
 ) -> tuple[Weights, torch.device, str]:
     """Everything a user can get wrong that is cheap to check, before anything is read, built or written:
     values, device, preset, weights, the input's kind, and that `out` holds no run yet."""
@@ -438,6 +441,7 @@ def check_request(
     check_method(method)
     torch_device = require_device(device)
     weights = resolve_weights(preset_name, checkpoint, method)
+    model_config_for(preset_name, patch_embed)  # a tiny-only embedding on another preset is refused here
     kind = input_kind(input)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder")
@@ -487,6 +491,7 @@ def predict(
     mask_from: str | Path | None = None,
     precision: str = "fp32",
     conf_quantile: float = 0.3,
+    patch_embed: str = "conv",
 ) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what metrics.json holds (or would hold).
 
@@ -496,11 +501,12 @@ def predict(
     `reconstruction` (with `depth`, `points`): cameras, depth, point clouds and the static map (see
     `inference.reconstruction.ReconstructionWriter`); with GT geometry, metrics.json scores them.
     `mask_from`: masks (DAVIS-style or SegAnyMo, as `gt`) that drive the attention bias instead of the
-    mask head. `precision` bf16 / fp16: autocast for GPU runs of the 1B presets."""
+    mask head. `precision` bf16 / fp16: autocast for GPU runs of the 1B presets. `patch_embed`: a tiny-only
+    embedding the checkpoint was made with (`inference.loading.model_config_for`)."""
     started = time.perf_counter()
     out = Path(out)
     weights, torch_device, kind = check_request(
-        input, out, preset, checkpoint, chunk, threshold, method, device
+        input, out, preset, checkpoint, chunk, threshold, method, device, patch_embed
     )
     check_precision(precision)
     scene = load_input(input, image_width=image_width, every=every, max_frames=max_frames, gt=gt)
@@ -509,7 +515,7 @@ def predict(
             f"--method attention compares time steps; the input has {scene.num_times} (images "
             f"{list(scene.images.shape)})"
         )
-    model, note = load_model(preset, weights.source, seed)
+    model, note = load_model(preset, weights.source, seed, patch_embed)
     model.to(torch_device)
     weights_note = SHIPPED_MASK_HEAD_NOTES.get(weights.name) if method == "mask_head" else None
     for line in (f"model: {note}", f"note: {weights_note}" if weights_note else ""):
@@ -518,7 +524,7 @@ def predict(
     options = dict(method=method, threshold=float(threshold), gt=gt and str(gt), chunk=chunk, seed=seed)
     options.update(mask_from=mask_from and str(mask_from), precision=precision, conf_quantile=conf_quantile)
     options.update(reconstruction=reconstruction, depth=depth, points=points)
-    options.update(image_width=image_width, every=every, max_frames=max_frames)
+    options.update(image_width=image_width, every=every, max_frames=max_frames, patch_embed=patch_embed)
     run = run_record(
         input, kind, preset, weights, note, scene, command=command, device=str(torch_device), **options
     )
@@ -685,6 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-points", action="store_true", help="no per-time-step PLY files (the static map stays)"
     )
+    parser.add_argument(
+        "--patch-embed",
+        choices=TINY_PATCH_EMBEDS,
+        default="conv",
+        help="the tiny preset's patch embedding the checkpoint was made with (conv_pos: issue 20's weights)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -727,6 +739,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             reconstruction=not args.no_reconstruction,
             depth=not args.no_depth,
             points=not args.no_points,
+            patch_embed=args.patch_embed,
             command=shlex.join(["python", "-m", "page4d.predict", *argv]),
             log=print,
         )

@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import argparse
 
     from page4d.inference.loading import load_model
+    from page4d.model.config import TINY_PATCH_EMBEDS
     from page4d.records import claim_run_folder, mark_finished, write_json
     from page4d.report.viz import save_figure
 
@@ -275,6 +276,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", required=True, help="run folder (never overwritten)")
     parser.add_argument("--rooms", type=int, default=20, help="held-out rooms, each at every coverage")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--patch-embed",
+        choices=TINY_PATCH_EMBEDS,
+        default="conv",
+        help="the tiny preset's patch embedding the checkpoint was made with (issue 20's weights: conv_pos)",
+    )
     default = StudyConfig()
     parser.add_argument(
         "--views", type=int, default=default.views, help="cameras per room (1: a monocular video)"
@@ -296,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     claim_run_folder(args.out)
     torch.set_num_threads(args.threads)
-    model, note = load_model("tiny", args.checkpoint)
+    model, note = load_model("tiny", args.checkpoint, patch_embed=args.patch_embed)
     result = {"model": note, **coverage_study(model, args.rooms, study)}
     from pathlib import Path
 

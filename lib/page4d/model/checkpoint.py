@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
+PATCH_EMBED_PREFIX = "aggregator.patch_embed."
 # Checkpoints shipped inside the package, loadable by name wherever a checkpoint path is accepted.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_CHECKPOINTS = {  # name -> file in SHIPPED_DIR (+ its card)
@@ -89,6 +90,12 @@ class LoadReport:
                 lines.append(f"{len(items)} {name}: {', '.join(items[:limit])}{more}")
         for key, ck, md in self.mismatched[:limit]:
             lines.append(f"shape mismatch {key}: checkpoint {ck} vs model {md}")
+        if any(k.startswith(PATCH_EMBED_PREFIX) for k in self.missing + self.unexpected):
+            lines.append(
+                f"the '{PATCH_EMBED_PREFIX}*' keys differ: the checkpoint was made with another patch "
+                "embedding (the tiny preset's variants are conv, conv_stem and conv_pos: --patch-embed, "
+                "or load_model(..., patch_embed=...))"
+            )
         return "\n".join(lines)
 
 
