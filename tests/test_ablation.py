@@ -18,6 +18,7 @@ from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_sce
 from page4d.experiments import ablation, ablation_report
 from page4d.experiments.ablation import AblationParams, parse_pos_weight, run_ablation
 from page4d.experiments.ablation_stats import summarize_arms
+from page4d.model.checkpoint import read_state_dict
 from page4d.report import tables
 from page4d.scoring.evaluate import evaluate
 from page4d.train import TrainConfig, build_training_model
@@ -610,3 +611,27 @@ def test_the_geometry_answer_names_each_settled_difference_against_the_control()
     assert "no arm changes depth AbsRel, RPE-r or ATE beyond its paired 95% CI (3 tests)" in geometry_answer(
         metrics
     )
+
+
+def test_the_ablation_starts_from_weights_made_with_a_tiny_only_patch_embedding():
+    """`patch_embed` reaches every arm's model: issue 20's `conv_pos` weights (in git) load into each
+    arm, those weights under the default `conv` are refused naming the option, and a run recorded
+    before the parameter existed keeps its digest (so it still resumes)."""
+    weights = REPO_ROOT / "checkpoints" / "issue20" / "rig-pos-4800.pt"
+    params = AblationParams(checkpoint=str(weights), patch_embed="conv_pos")
+    for arm in ("no_mask", "bce", "oracle"):
+        cfg = ablation.train_config(params, arm, seed=0)
+        assert cfg.patch_embed == "conv_pos"
+        model = ablation.initial_model(cfg, ablation.arm_setup(arm))
+        pos = model.aggregator.patch_embed.pos_embed
+        stored = read_state_dict(weights)["aggregator.patch_embed.pos_embed"]
+        assert torch.equal(pos, stored.to(pos.dtype))
+    with pytest.raises(RuntimeError, match=r"(?s)aggregator\.patch_embed\.pos_embed.*--patch-embed"):
+        ablation.initial_model(ablation.train_config(AblationParams(checkpoint=str(weights)), "bce", 0))
+    with pytest.raises(ValueError, match="patch_embed must be one of"):
+        TrainConfig(patch_embed="dinov2")
+
+    record = ablation._params_record(AblationParams(), "")
+    before = {k: v for k, v in record.items() if k != "patch_embed"}
+    assert ablation._params_digest(record) == ablation._params_digest(before)
+    assert ablation._params_digest({**record, "patch_embed": "conv_pos"}) != ablation._params_digest(before)

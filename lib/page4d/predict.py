@@ -68,12 +68,12 @@ from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
 from page4d.devices import PRECISIONS, autocast, check_precision, require_device
 from page4d.geometry import depth_to_world_points, relative_to_first_camera
 from page4d.inference.extract import mask_probabilities
-from page4d.inference.loading import load_model, model_config_for
+from page4d.inference.loading import load_model
 from page4d.inference.motion_cues import predict_with_attention_masks
 from page4d.inference.reconstruction import Reconstruction, chain, reconstruct
 from page4d.model import CheckpointError, logits_from_masks, preset, resolve_checkpoint
 from page4d.model.checkpoint import SHIPPED_MASK_HEAD_NOTES, SHIPPED_PRESETS, shipped_checkpoint_for
-from page4d.model.config import TINY_PATCH_EMBEDS
+from page4d.model.config import TINY_PATCH_EMBEDS, preset_with_patch_embed
 from page4d.records import RunFolderTaken
 from page4d.report.reconstruction_files import ReconstructionWriter
 from page4d.report.viz import overlay_rgb
@@ -441,7 +441,7 @@ def check_request(
     check_method(method)
     torch_device = require_device(device)
     weights = resolve_weights(preset_name, checkpoint, method)
-    model_config_for(preset_name, patch_embed)  # a tiny-only embedding on another preset is refused here
+    preset_with_patch_embed(preset_name, patch_embed)  # refuses a tiny-only variant on another preset
     kind = input_kind(input)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder")
@@ -502,7 +502,7 @@ def predict(
     `inference.reconstruction.ReconstructionWriter`); with GT geometry, metrics.json scores them.
     `mask_from`: masks (DAVIS-style or SegAnyMo, as `gt`) that drive the attention bias instead of the
     mask head. `precision` bf16 / fp16: autocast for GPU runs of the 1B presets. `patch_embed`: a tiny-only
-    embedding the checkpoint was made with (`inference.loading.model_config_for`)."""
+    embedding the checkpoint was made with (`model.config.preset_with_patch_embed`)."""
     started = time.perf_counter()
     out = Path(out)
     weights, torch_device, kind = check_request(

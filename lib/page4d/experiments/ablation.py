@@ -164,6 +164,7 @@ class AblationParams:
     preset: str = TrainConfig.preset
     image_size: tuple[int, int] = IMAGE_SIZE
     checkpoint: str = "tiny-stream"  # a path or a shipped name; empty = seeded random init
+    patch_embed: str = TrainConfig.patch_embed  # the checkpoint's (conv_pos: issue 20's tiny-only variant)
     seeded_mask_head: bool = True  # with a checkpoint: the mask head starts from each seed's init
     trains: str = TrainConfig.trains  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True
@@ -298,6 +299,7 @@ def train_config(params: AblationParams, arm: str, seed: int) -> TrainConfig:
         trains=params.trains,
         seed=seed,
         checkpoint=params.checkpoint or None,
+        patch_embed=params.patch_embed,
         checkpoint_mask_head=not params.seeded_mask_head,
         detach_mask_input=setup.detach,
         clip_times=params.clip_times,
@@ -381,6 +383,8 @@ def _params_record(params: AblationParams, train_root: str) -> dict[str, Any]:
 
 def _params_digest(record: dict[str, Any]) -> str:
     keep = {k: v for k, v in record.items() if k not in DIGEST_IGNORES}
+    if keep.get("patch_embed") == "conv":  # added later: runs recorded before it keep their digest
+        del keep["patch_embed"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,8 +17,8 @@ import torch
 
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.data.inputs import load_input
-from page4d.model import build_model, load_checkpoint, preset
-from page4d.model.config import TINY_PATCH_EMBEDS, ModelConfig, with_tiny_patch_embed
+from page4d.model import build_model, load_checkpoint
+from page4d.model.config import preset_with_patch_embed
 from page4d.model.network import PAGE4DModel
 
 QUICK_TRAIN_TIMES = (
@@ -26,29 +26,15 @@ QUICK_TRAIN_TIMES = (
 )
 
 
-def model_config_for(preset_name: str, patch_embed: str = "conv") -> ModelConfig:
-    """The preset's config, with one of the tiny-only patch embeddings (`TINY_PATCH_EMBEDS`; issue 20's
-    `conv_pos` weights need theirs). Refused for any other preset: the 1B presets are VGGT's, DINOv2."""
-    if patch_embed not in TINY_PATCH_EMBEDS:
-        raise ValueError(f"patch embedding must be one of {TINY_PATCH_EMBEDS}, got {patch_embed!r}")
-    cfg = preset(preset_name)
-    if patch_embed == "conv":
-        return cfg
-    if preset_name != "tiny":
-        raise ValueError(
-            f"patch embedding {patch_embed!r} is a tiny-only variant; preset {preset_name!r} keeps its own"
-        )
-    return with_tiny_patch_embed(cfg, patch_embed)
-
-
 def load_model(
     preset_name: str, checkpoint: str | Path = "", seed: int = 0, patch_embed: str = "conv"
 ) -> tuple[PAGE4DModel, str]:
-    """`(model in eval mode, one-line note)`: the preset (with `patch_embed`, see `model_config_for`)
+    """`(model in eval mode, one-line note)`: the preset (with `patch_embed`, see
+    `model.config.preset_with_patch_embed`)
     with seeded random weights, then the checkpoint if one is given (every key and shape must match;
     see `page4d.model.load_checkpoint`)."""
     torch.manual_seed(seed)
-    model = build_model(model_config_for(preset_name, patch_embed)).eval()
+    model = build_model(preset_with_patch_embed(preset_name, patch_embed)).eval()
     n_params = sum(p.numel() for p in model.parameters())
     what = f"preset {preset_name}" + (f" with patch embedding {patch_embed}" if patch_embed != "conv" else "")
     if str(checkpoint):

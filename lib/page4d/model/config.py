@@ -223,6 +223,22 @@ def with_tiny_patch_embed(cfg: ModelConfig, name: str) -> ModelConfig:
     return cfg.replace(patch_embed="dinov2", dino=dino)
 
 
+def preset_with_patch_embed(preset_name: str, patch_embed: str = "conv") -> ModelConfig:
+    """The preset's config with one of the tiny-only patch embeddings (`TINY_PATCH_EMBEDS`; weights made
+    with `conv_pos`, issue 20's, need theirs named). "conv" leaves any preset as it is; another variant
+    on a preset other than `tiny` is refused: the 1B presets are VGGT's, with DINOv2."""
+    if patch_embed not in TINY_PATCH_EMBEDS:
+        raise ValueError(f"patch embedding must be one of {TINY_PATCH_EMBEDS}, got {patch_embed!r}")
+    cfg = preset(preset_name)
+    if patch_embed == "conv":
+        return cfg
+    if preset_name != "tiny":
+        raise ValueError(
+            f"patch embedding {patch_embed!r} is a tiny-only variant; preset {preset_name!r} keeps its own"
+        )
+    return with_tiny_patch_embed(cfg, patch_embed)
+
+
 PRESETS = {
     "tiny": _tiny,
     "vggt_1b": _vggt_1b,

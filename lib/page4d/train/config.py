@@ -17,6 +17,7 @@ from typing import Any
 from page4d.cli_args import knob
 from page4d.devices import PRECISIONS, check_precision
 from page4d.losses import LossConfig
+from page4d.model.config import TINY_PATCH_EMBEDS
 
 # What trains (`TrainConfig.trains`, the CLI's --trains); everything else is frozen.
 TRAINS = ("mask_head", "mask_head+middle_blocks", "everything")
@@ -54,6 +55,12 @@ class TrainConfig:
     """
 
     preset: str = knob("tiny", "model preset (tiny, page4d_fin10_1b, page4d_official_1b, vggt_1b)")
+    patch_embed: str = knob(
+        "conv",
+        "the tiny preset's patch embedding (conv_pos / conv_stem: tiny-only variants, issue 20; "
+        "model.config.preset_with_patch_embed)",
+        choices=TINY_PATCH_EMBEDS,
+    )
     arm: str = knob("bce", "mask terms: none, bce, bce+boundary, bce+boundary+temporal")
     steps: int = knob(120, "optimiser steps (>= 1)")
     lr: float = knob(5e-3, "peak AdamW learning rate")
@@ -123,6 +130,8 @@ class TrainConfig:
                 "TrainConfig(freeze=...) is the old name of trains=...", DeprecationWarning, stacklevel=3
             )
             self.trains = freeze
+        if self.patch_embed not in TINY_PATCH_EMBEDS:
+            raise ValueError(f"patch_embed must be one of {TINY_PATCH_EMBEDS}, got {self.patch_embed!r}")
         if self.trains not in TRAINS_ACCEPTED:
             raise ValueError(f"trains must be one of {TRAINS}, got {self.trains!r}")
         self.trains = TRAINS_ALIASES.get(self.trains, self.trains)
