@@ -635,3 +635,16 @@ def test_the_ablation_starts_from_weights_made_with_a_tiny_only_patch_embedding(
     before = {k: v for k, v in record.items() if k != "patch_embed"}
     assert ablation._params_digest(record) == ablation._params_digest(before)
     assert ablation._params_digest({**record, "patch_embed": "conv_pos"}) != ablation._params_digest(before)
+
+
+def test_a_checkpoint_path_is_taken_from_the_repo_root_and_a_missing_one_stops_the_run_first(tmp_path):
+    """Notebook 03 runs in its own folder: its `checkpoint` path is made absolute from the repository
+    root (names and "" stay); a checkpoint that is not there fails before any folder or cell exists."""
+    assert ablation.checkpoint_param("tiny-stream") == "tiny-stream" and ablation.checkpoint_param("") == ""
+    relative = "checkpoints/issue20/rig-pos-4800.pt"
+    assert ablation.checkpoint_param(relative) == str(REPO_ROOT / relative)
+    out = tmp_path / "run"
+    params = AblationParams(checkpoint=str(tmp_path / "nope.pt"), output_dir=str(out))
+    with pytest.raises(FileNotFoundError, match=r"checkpoint '.*nope\.pt' not found"):
+        run_ablation(params, progress=False)
+    assert not out.exists()

@@ -71,12 +71,14 @@ from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, l
 from page4d.experiments.ablation_stats import summarize_arms
 from page4d.experiments.dynamic_pool import PoolRecipe, moving_share, pool_scenes, scene_config
 from page4d.losses import ARM_NAMES, LossConfig
+from page4d.model import SHIPPED_CHECKPOINTS, resolve_checkpoint
 from page4d.records import (
     ParametersChanged,
     atomic_write_bytes,
     is_finished,
     mark_finished,
     read_json,
+    resolve_path,
     write_json,
 )
 from page4d.scoring.evaluate import (
@@ -229,6 +231,24 @@ def arm_config(arm: str) -> tuple[str, bool]:
 def mask_method(arm: str) -> str:
     """Where an arm's masks come from (`evaluate.predict_scene`'s `method`)."""
     return "attention" if arm == ATTENTION else "gt" if arm in ORACLES else "mask_head"
+
+
+def checkpoint_param(text: str) -> str:
+    """Notebook 03's `checkpoint` parameter as the ablation loads it: "" (random init) and a shipped
+    checkpoint's name stay as they are; a path is made absolute from the repository root, as `train_root`
+    is, because the notebook runs in its own folder, where a path relative to the caller's is not found."""
+    if not text or text in SHIPPED_CHECKPOINTS:
+        return text
+    return str(resolve_path(text))
+
+
+def check_checkpoint(params: AblationParams) -> None:
+    """A missing starting checkpoint stops the run before its first cell, instead of failing every one."""
+    if params.checkpoint and not resolve_checkpoint(params.checkpoint).is_file():
+        raise FileNotFoundError(
+            f"checkpoint {params.checkpoint!r} not found (a path, or a shipped name: "
+            f"{', '.join(SHIPPED_CHECKPOINTS)})"
+        )
 
 
 def parse_pos_weight(text: str | float | None) -> str | float | None:
@@ -399,6 +419,7 @@ def run_ablation(
     `log` gets one line when each (arm, seed) starts and one when it ends, with its time and headline
     scores (`PROGRESS_PREFIX` ...; with `progress` they go through the progress bar); None: silent.
     """
+    check_checkpoint(params)
     out_dir = _open_output_dir(params)
     arms, notes = resolve_arms(params)
     parse_pos_weight(params.pos_weight)
