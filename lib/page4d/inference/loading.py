@@ -30,9 +30,8 @@ def load_model(
     preset_name: str, checkpoint: str | Path = "", seed: int = 0, patch_embed: str = "conv"
 ) -> tuple[PAGE4DModel, str]:
     """`(model in eval mode, one-line note)`: the preset (with `patch_embed`, see
-    `model.config.preset_with_patch_embed`)
-    with seeded random weights, then the checkpoint if one is given (every key and shape must match;
-    see `page4d.model.load_checkpoint`)."""
+    `model.config.preset_with_patch_embed`) with seeded random weights, then the checkpoint if one is
+    given (every key and shape must match; see `page4d.model.load_checkpoint`)."""
     torch.manual_seed(seed)
     model = build_model(preset_with_patch_embed(preset_name, patch_embed)).eval()
     n_params = sum(p.numel() for p in model.parameters())
