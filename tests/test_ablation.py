@@ -645,6 +645,6 @@ def test_a_checkpoint_path_is_taken_from_the_repo_root_and_a_missing_one_stops_t
     assert ablation.checkpoint_param(relative) == str(REPO_ROOT / relative)
     out = tmp_path / "run"
     params = AblationParams(checkpoint=str(tmp_path / "nope.pt"), output_dir=str(out))
-    with pytest.raises(FileNotFoundError, match=r"checkpoint '.*nope\.pt' not found"):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*nope\.pt"):
         run_ablation(params, progress=False)
     assert not out.exists()

@@ -71,7 +71,8 @@ from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, l
 from page4d.experiments.ablation_stats import summarize_arms
 from page4d.experiments.dynamic_pool import PoolRecipe, moving_share, pool_scenes, scene_config
 from page4d.losses import ARM_NAMES, LossConfig
-from page4d.model import SHIPPED_CHECKPOINTS, resolve_checkpoint
+from page4d.model import SHIPPED_CHECKPOINTS
+from page4d.model.checkpoint import existing_checkpoint
 from page4d.records import (
     ParametersChanged,
     atomic_write_bytes,
@@ -244,11 +245,8 @@ def checkpoint_param(text: str) -> str:
 
 def check_checkpoint(params: AblationParams) -> None:
     """A missing starting checkpoint stops the run before its first cell, instead of failing every one."""
-    if params.checkpoint and not resolve_checkpoint(params.checkpoint).is_file():
-        raise FileNotFoundError(
-            f"checkpoint {params.checkpoint!r} not found (a path, or a shipped name: "
-            f"{', '.join(SHIPPED_CHECKPOINTS)})"
-        )
+    if params.checkpoint:
+        existing_checkpoint(params.checkpoint)
 
 
 def parse_pos_weight(text: str | float | None) -> str | float | None:

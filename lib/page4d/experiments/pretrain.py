@@ -44,8 +44,8 @@ import torch
 from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.scene_stream import LazyScene, SceneStream, StreamRecipe, draw_scene_config
-from page4d.model import build_model, load_checkpoint, preset
-from page4d.model.config import TINY_PATCH_EMBEDS, ModelConfig, with_tiny_patch_embed
+from page4d.model import build_model, load_checkpoint
+from page4d.model.config import TINY_PATCH_EMBEDS, ModelConfig, preset_with_patch_embed
 from page4d.model.network import PAGE4DModel
 from page4d.records import (
     atomic_torch_save,
@@ -188,8 +188,8 @@ DEFAULT_RECIPE = "tiny-stream"
 
 def model_config(patch_embed: str = "conv") -> ModelConfig:
     """The tiny preset with the mask head's attention bias off (PAGE-4D's `checkpoint_nomask`), with one
-    of the tiny-only patch embeddings (`model.config.with_tiny_patch_embed`; "conv" is the preset's)."""
-    cfg = with_tiny_patch_embed(preset("tiny").replace(track_head=None), patch_embed)
+    of the tiny-only patch embeddings (`model.config.preset_with_patch_embed`; "conv" is the preset's)."""
+    cfg = preset_with_patch_embed("tiny", patch_embed).replace(track_head=None)
     return cfg.replace(mask_head=dataclasses.replace(cfg.mask_head, masked_global_blocks=()))
 
 

@@ -52,6 +52,16 @@ def resolve_checkpoint(source: str | Path) -> Path:
     return Path(source)
 
 
+def existing_checkpoint(source: str | Path) -> Path:
+    """`resolve_checkpoint`, and a FileNotFoundError naming the path (and the shipped names) when no file
+    is there: what `read_state_dict` checks first, and what a long run checks before it starts."""
+    path = resolve_checkpoint(source)
+    if not path.is_file():
+        names = ", ".join(SHIPPED_CHECKPOINTS)
+        raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints by name: {names})")
+    return path
+
+
 @dataclass
 class LoadReport:
     missing: list[str] = field(default_factory=list)
@@ -107,10 +117,7 @@ def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
     """A raw state dict, or one stored under "model" (PAGE-4D training checkpoints). `source` may be a
     path, a shipped checkpoint's name (`resolve_checkpoint`) or a dict."""
     if isinstance(source, (str, Path)):
-        path = resolve_checkpoint(source)
-        if not path.is_file():
-            names = ", ".join(SHIPPED_CHECKPOINTS)
-            raise FileNotFoundError(f"checkpoint not found: {path} (shipped checkpoints by name: {names})")
+        path = existing_checkpoint(source)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as err:
