@@ -614,11 +614,13 @@ def test_the_geometry_answer_names_each_settled_difference_against_the_control()
 
 
 def test_the_ablation_starts_from_weights_made_with_a_tiny_only_patch_embedding():
-    """`patch_embed` reaches every arm's model: issue 20's `conv_pos` weights (in git) load into each
-    arm, those weights under the default `conv` are refused naming the option, and a run recorded
-    before the parameter existed keeps its digest (so it still resumes)."""
+    """Issue 20's `conv_pos` weights (in git) reach every arm's model with the default `patch_embed`
+    "auto" (read from their keys; the record names the one built), those weights under an explicit
+    `conv` are refused naming the option, and a run recorded before the parameter existed keeps its
+    digest (so it still resumes)."""
     weights = REPO_ROOT / "checkpoints" / "issue20" / "rig-pos-4800.pt"
-    params = AblationParams(checkpoint=str(weights), patch_embed="conv_pos")
+    params = ablation.check_checkpoint(AblationParams(checkpoint=str(weights)))
+    assert params.patch_embed == "conv_pos"
     for arm in ("no_mask", "bce", "oracle"):
         cfg = ablation.train_config(params, arm, seed=0)
         assert cfg.patch_embed == "conv_pos"
@@ -626,12 +628,14 @@ def test_the_ablation_starts_from_weights_made_with_a_tiny_only_patch_embedding(
         pos = model.aggregator.patch_embed.pos_embed
         stored = read_state_dict(weights)["aggregator.patch_embed.pos_embed"]
         assert torch.equal(pos, stored.to(pos.dtype))
+    explicit = AblationParams(checkpoint=str(weights), patch_embed="conv")
     with pytest.raises(RuntimeError, match=r"(?s)aggregator\.patch_embed\.pos_embed.*--patch-embed"):
-        ablation.initial_model(ablation.train_config(AblationParams(checkpoint=str(weights)), "bce", 0))
-    with pytest.raises(ValueError, match="patch_embed must be one of"):
+        ablation.initial_model(ablation.train_config(ablation.check_checkpoint(explicit), "bce", 0))
+    with pytest.raises(ValueError, match="patch_embed must be auto or one of"):
         TrainConfig(patch_embed="dinov2")
 
-    record = ablation._params_record(AblationParams(), "")
+    record = ablation._params_record(ablation.check_checkpoint(AblationParams()), "")
+    assert record["patch_embed"] == "conv"  # tiny-stream's keys
     before = {k: v for k, v in record.items() if k != "patch_embed"}
     assert ablation._params_digest(record) == ablation._params_digest(before)
     assert ablation._params_digest({**record, "patch_embed": "conv_pos"}) != ablation._params_digest(before)

@@ -60,13 +60,15 @@ def test_the_command_writes_the_scores(tmp_path, capsys):
     assert json.loads((tmp_path / "s.json").read_text())["scenes"] == 1
 
 
-def test_weights_of_the_conv_stem_are_scored_with_it_and_refused_without(tmp_path):
+def test_weights_of_the_conv_stem_are_scored_with_it_read_from_their_keys_and_refused_as_another(tmp_path):
     path = tmp_path / "stem.pt"
     torch.save({"model": initial_model(3, "conv_stem").state_dict()}, path)
-    result = score_backbone(path, scenes=1, patch_embed="conv_stem")
+    result = score_backbone(path, scenes=1)  # auto: the keys say conv_stem
     assert result["patch_embed"] == "conv_stem" and result["scenes"] == 1
+    named = score_backbone(path, scenes=1, patch_embed="conv_stem")
+    assert named["per_scene"][0]["depth_abs_rel"] == result["per_scene"][0]["depth_abs_rel"]
     with pytest.raises(CheckpointError, match="aggregator.patch_embed.stem"):
-        score_backbone(path, scenes=1)
+        score_backbone(path, scenes=1, patch_embed="conv")
     probe = probe_model(ProbeConfig(init=str(path), patch_embed="conv_stem"))
     assert torch.equal(
         probe.state_dict()["aggregator.patch_embed.stem.0.weight"],

@@ -475,12 +475,13 @@ def test_a_model_without_usable_cameras_skips_the_reconstruction_and_says_why(cl
 ISSUE20_RIG = Path(__file__).resolve().parents[1] / "checkpoints" / "issue20" / "rig-pos-4800.pt"
 
 
-def test_weights_made_with_a_tiny_only_patch_embedding_run_once_it_is_named(
+def test_weights_made_with_a_tiny_only_patch_embedding_run_by_their_keys_and_refuse_another(
     clip, tmp_path, capsys, monkeypatch
 ):
-    """Issue 20's `conv_pos` weights (in git) load with `--patch-embed conv_pos`, and run.json says so;
-    left out, the command ends in one line that names the differing keys and the option; a 1B preset is
-    refused the tiny-only variant before anything is built."""
+    """Issue 20's `conv_pos` weights (in git) run with no option: `--patch-embed auto` reads the
+    embedding from their keys, and run.json records the one built; naming another ends in one line that
+    names the differing keys and the option; a 1B preset is refused the tiny-only variant before
+    anything is built."""
     frames = str(clip / "rig" / "cam0")
     argv = [
         frames,
@@ -493,23 +494,27 @@ def test_weights_made_with_a_tiny_only_patch_embedding_run_once_it_is_named(
         str(ISSUE20_RIG),
     ]
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--out", str(tmp_path / "refused")])
+        main([*argv, "--out", str(tmp_path / "refused"), "--patch-embed", "conv"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert "aggregator.patch_embed.pos_embed" in err and "--patch-embed" in err
     assert not (tmp_path / "refused").exists()
 
     out = tmp_path / "pos"
-    main([*argv, "--out", str(out), "--patch-embed", "conv_pos"])
+    main([*argv, "--out", str(out)])
     run = json.loads((out / "run.json").read_text())
     assert run["patch_embed"] == "conv_pos" and "with patch embedding conv_pos" in run["model"]
     assert "all keys matched" in run["model"]
-    model, _ = load_model("tiny", ISSUE20_RIG, 0, patch_embed="conv_pos")
+    model, _ = load_model("tiny", ISSUE20_RIG, 0)
+    assert "pos_embed" in dict(model.aggregator.patch_embed.named_parameters())
     scene = load_input(clip / "rig" / "cam0", image_width=70, max_frames=2)
     with torch.no_grad():
         logits = model(scene.images[None])["mask_logits"][0, 1, 0]
     expected = logits_to_source(logits, scene.transform).numpy().astype(np.float16)
     assert np.array_equal(np.load(out / "prob" / "cam0" / "00001.npy"), expected)
+    named, _ = load_model("tiny", ISSUE20_RIG, 0, patch_embed="conv_pos")
+    auto = model.state_dict()
+    assert all(torch.equal(v, auto[k]) for k, v in named.state_dict().items())
 
     _forbid_building(monkeypatch)
     with pytest.raises(ValueError, match="'conv_pos' is a tiny-only variant; preset 'page4d_fin10_1b'"):

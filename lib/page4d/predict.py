@@ -16,10 +16,12 @@ DIR/DONE.json                       written last (`page4d.records.mark_finished`
 ```
 Weights: `--checkpoint` takes a file or a shipped checkpoint's name; left out, the preset's shipped
 checkpoint is used (`tiny-stream` for `tiny`), and a preset without one is refused. Seeded random
-weights only with `--checkpoint random`. Weights made with a tiny-only patch embedding (issue 20's
-`checkpoints/issue20/`) need it named: `--patch-embed conv_pos`. A DIR that already holds a run (finished
-or interrupted) is refused: every run gets its own folder. Routine mistakes (a missing file, a bad value,
-a checkpoint with NaN weights, a taken DIR) end in one line `page4d.predict: <message>` and exit status 2.
+weights only with `--checkpoint random`. Weights made with a tiny-only patch embedding (`tiny-pos`, issue
+20's `checkpoints/issue20/`) are built with it: `--patch-embed auto`, the default, reads it from the
+checkpoint's keys (naming one, e.g. `--patch-embed conv_pos`, checks it). A DIR that already holds a
+run (finished or interrupted) is refused: every run gets its own folder. Routine mistakes (a missing
+file, a bad value, a checkpoint with NaN weights, a taken DIR) end in one line `page4d.predict: <message>`
+and exit status 2.
 The clip runs through the model in chunks of `--chunk` time steps (all views together; each chunk
 is its own forward pass), with a progress bar. Outside the model's centre crop (when the aspect ratio
 had to be cut to a multiple of 14) the mask logits are extended from the crop's edge.
@@ -68,7 +70,7 @@ from page4d.data.seganymo import frame_file_name, read_mask_png, view_dir_name
 from page4d.devices import PRECISIONS, autocast, check_precision, require_device
 from page4d.geometry import depth_to_world_points, relative_to_first_camera
 from page4d.inference.extract import mask_probabilities
-from page4d.inference.loading import load_model
+from page4d.inference.loading import AUTO, load_model, resolve_patch_embed
 from page4d.inference.motion_cues import predict_with_attention_masks
 from page4d.inference.reconstruction import Reconstruction, chain, reconstruct
 from page4d.model import CheckpointError, logits_from_masks, preset, resolve_checkpoint
@@ -431,7 +433,7 @@ def check_request(
     threshold: float,
     method: str,
     device: str,
-    patch_embed: str = "conv",
+    patch_embed: str = AUTO,
 ) -> tuple[Weights, torch.device, str]:
     """Everything a user can get wrong that is cheap to check, before anything is read, built or written:
     values, device, preset, weights, the input's kind, and that `out` holds no run yet."""
@@ -441,7 +443,8 @@ def check_request(
     check_method(method)
     torch_device = require_device(device)
     weights = resolve_weights(preset_name, checkpoint, method)
-    preset_with_patch_embed(preset_name, patch_embed)  # refuses a tiny-only variant on another preset
+    if patch_embed != AUTO:  # refuses a tiny-only variant on another preset (auto: read with the weights)
+        preset_with_patch_embed(preset_name, patch_embed)
     kind = input_kind(input)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder")
@@ -491,7 +494,7 @@ def predict(
     mask_from: str | Path | None = None,
     precision: str = "fp32",
     conf_quantile: float = 0.3,
-    patch_embed: str = "conv",
+    patch_embed: str = AUTO,
 ) -> dict[str, Any]:
     """Run the whole job (see the module docstring); returns what metrics.json holds (or would hold).
 
@@ -501,8 +504,8 @@ def predict(
     `reconstruction` (with `depth`, `points`): cameras, depth, point clouds and the static map (see
     `inference.reconstruction.ReconstructionWriter`); with GT geometry, metrics.json scores them.
     `mask_from`: masks (DAVIS-style or SegAnyMo, as `gt`) that drive the attention bias instead of the
-    mask head. `precision` bf16 / fp16: autocast for GPU runs of the 1B presets. `patch_embed`: a tiny-only
-    embedding the checkpoint was made with (`model.config.preset_with_patch_embed`)."""
+    mask head. `precision` bf16 / fp16: autocast for GPU runs of the 1B presets. `patch_embed`: "auto"
+    (the checkpoint's keys say; `inference.loading.resolve_patch_embed`) or one to check."""
     started = time.perf_counter()
     out = Path(out)
     weights, torch_device, kind = check_request(
@@ -515,6 +518,7 @@ def predict(
             f"--method attention compares time steps; the input has {scene.num_times} (images "
             f"{list(scene.images.shape)})"
         )
+    patch_embed = resolve_patch_embed(preset, weights.source, patch_embed)
     model, note = load_model(preset, weights.source, seed, patch_embed)
     model.to(torch_device)
     weights_note = SHIPPED_MASK_HEAD_NOTES.get(weights.name) if method == "mask_head" else None
@@ -693,9 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--patch-embed",
-        choices=TINY_PATCH_EMBEDS,
-        default="conv",
-        help="the tiny preset's patch embedding the checkpoint was made with (conv_pos: issue 20's weights)",
+        choices=(AUTO, *TINY_PATCH_EMBEDS),
+        default=AUTO,
+        help="the tiny preset's patch embedding the checkpoint was made with; auto: read from its keys",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")

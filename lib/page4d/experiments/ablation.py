@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.ablation_stats import summarize_arms
 from page4d.experiments.dynamic_pool import PoolRecipe, moving_share, pool_scenes, scene_config
+from page4d.inference.loading import resolve_patch_embed
 from page4d.losses import ARM_NAMES, LossConfig
 from page4d.model import SHIPPED_CHECKPOINTS
 from page4d.model.checkpoint import existing_checkpoint
@@ -167,7 +168,7 @@ class AblationParams:
     preset: str = TrainConfig.preset
     image_size: tuple[int, int] = IMAGE_SIZE
     checkpoint: str = "tiny-stream"  # a path or a shipped name; empty = seeded random init
-    patch_embed: str = TrainConfig.patch_embed  # the checkpoint's (conv_pos: issue 20's tiny-only variant)
+    patch_embed: str = "auto"  # the checkpoint's, read from its keys (conv_pos: issue 20's tiny-only one)
     seeded_mask_head: bool = True  # with a checkpoint: the mask head starts from each seed's init
     trains: str = TrainConfig.trains  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True
@@ -243,10 +244,15 @@ def checkpoint_param(text: str) -> str:
     return str(resolve_path(text))
 
 
-def check_checkpoint(params: AblationParams) -> None:
-    """A missing starting checkpoint stops the run before its first cell, instead of failing every one."""
+def check_checkpoint(params: AblationParams) -> AblationParams:
+    """A missing starting checkpoint stops the run before its first cell, instead of failing every one.
+    Returns `params` with the patch embedding the checkpoint was made with in place of "auto", so that
+    the record, its digest and every cell's `TrainConfig` name the one built."""
     if params.checkpoint:
         existing_checkpoint(params.checkpoint)
+    return dataclasses.replace(
+        params, patch_embed=resolve_patch_embed(params.preset, params.checkpoint, params.patch_embed)
+    )
 
 
 def parse_pos_weight(text: str | float | None) -> str | float | None:
@@ -417,7 +423,7 @@ def run_ablation(
     `log` gets one line when each (arm, seed) starts and one when it ends, with its time and headline
     scores (`PROGRESS_PREFIX` ...; with `progress` they go through the progress bar); None: silent.
     """
-    check_checkpoint(params)
+    params = check_checkpoint(params)
     out_dir = _open_output_dir(params)
     arms, notes = resolve_arms(params)
     parse_pos_weight(params.pos_weight)

@@ -22,13 +22,14 @@ from page4d.data import Scene
 from page4d.experiments import pretrain
 from page4d.experiments.camera_probe import by_rotation_size
 from page4d.geometry import relative_to_first_camera, rotation_angle
+from page4d.inference.loading import AUTO, resolve_patch_embed
 from page4d.records import write_json
 
 FLOORED = ("rpe_rot", "rpe_view_rot")  # the camera metrics whose identity floor the scores carry
 
 
 def score_backbone(
-    weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, scenes: int = 0, patch_embed: str = "conv"
+    weights: str | Path, recipe: str = pretrain.DEFAULT_RECIPE, scenes: int = 0, patch_embed: str = AUTO
 ) -> dict:
     """`pretrain.heldout_metrics` of `weights` (a checkpoint path or a packaged name) on the first
     `scenes` (0: all) held-out scenes of the named recipe, with its targets checked and, for the
@@ -39,6 +40,7 @@ def score_backbone(
     _, heldout = pretrain.render_scenes(cfg, Path("."))  # a stream: rendered in memory, nothing written
     # rendered once here: the stream keeps only its last few scenes, and the pairs below read them again
     chosen = [heldout[i].load() for i in range(scenes or len(heldout))]
+    patch_embed = resolve_patch_embed("tiny", weights, patch_embed)  # auto: the weights' own
     model = pretrain.starting_model(cfg.seed, str(weights), patch_embed)
     with torch.no_grad():
         scores = pretrain.heldout_metrics(model.eval(), chosen, cfg.eval_clip_times)
@@ -109,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument(
         "--patch-embed",
-        default="conv",
-        choices=pretrain.TINY_PATCH_EMBEDS,
-        help="the weights' patch embedding",
+        default=AUTO,
+        choices=(AUTO, *pretrain.TINY_PATCH_EMBEDS),
+        help="the weights' patch embedding (auto: read from their keys)",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     --times 8` for monocular videos."""
     import argparse
 
-    from page4d.inference.loading import load_model
+    from page4d.inference.loading import AUTO, load_model
     from page4d.model.config import TINY_PATCH_EMBEDS
     from page4d.records import claim_run_folder, mark_finished, write_json
     from page4d.report.viz import save_figure
@@ -278,9 +278,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--patch-embed",
-        choices=TINY_PATCH_EMBEDS,
-        default="conv",
-        help="the tiny preset's patch embedding the checkpoint was made with (issue 20's weights: conv_pos)",
+        choices=(AUTO, *TINY_PATCH_EMBEDS),
+        default=AUTO,
+        help="the tiny preset's patch embedding the checkpoint was made with (auto: read from its keys)",
     )
     default = StudyConfig()
     parser.add_argument(

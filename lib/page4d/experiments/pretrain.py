@@ -533,9 +533,9 @@ camera + depth + point losses (VGGT's{_rotation_text(r)}), everything trains, Ad
 | metric | random init (seed {r["seed"]}) | pretrained |
 |---|---|---|
 {rows}
-{_targets_text(card)}{_training_text(card)}
+{targets_text(card)}{training_text(card)}
 Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d.scoring.evaluate`).
-{_heldout_coverage(card["heldout"])}{_corrections(card.get("corrections", []))}"""
+{heldout_coverage(card["heldout"])}{corrections_text(card.get("corrections", []))}"""
 
 
 def _scenes_text(r: dict[str, Any]) -> str:
@@ -563,7 +563,7 @@ def _clips_text(r: dict[str, Any]) -> str:
     return "each scene as one clip" if not r["eval_clip_times"] else f"clips of {r['eval_clip_times']}"
 
 
-def _targets_text(card: dict[str, Any]) -> str:
+def targets_text(card: dict[str, Any]) -> str:
     if "targets" not in card:
         return ""
     floor = card["heldout"]["pretrained"].get("camera_floor") or {}
@@ -597,7 +597,7 @@ def _start_text(r: dict[str, Any]) -> str:
     return "" if init == "random" else f", continuing from `{init}` (an earlier phase's weights)"
 
 
-def _training_text(card: dict[str, Any]) -> str:
+def training_text(card: dict[str, Any]) -> str:
     lines = []
     train = card.get("training_scenes")
     if train:
@@ -619,12 +619,13 @@ def _training_text(card: dict[str, Any]) -> str:
     return "".join(lines)
 
 
-def _heldout_coverage(heldout: dict[str, Any]) -> str:
+def heldout_coverage(heldout: dict[str, Any]) -> str:
     """Over how many clips the held-out means are, and the clips dropped from them (and why)."""
     if not all("coverage" in s for m in heldout.values() for s in m["per_scene"]):
         return "Clips scored per metric: not recorded by this run (its card predates the counts).\n"
     lines = []
-    for model, label in (("random_init", "random init"), ("pretrained", "pretrained")):
+    labels = {"random_init": "random init", "pretrained": "pretrained"}
+    for model, label in ((m, labels[m]) for m in labels if m in heldout):
         covs = [s["coverage"] for s in heldout[model]["per_scene"]]
         counts = ", ".join(
             f"{family} {sum(c[family]['clips'] for c in covs)}/{sum(c[family]['of'] for c in covs)}"
@@ -639,7 +640,7 @@ def _heldout_coverage(heldout: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _corrections(corrections: list[dict[str, Any]]) -> str:
+def corrections_text(corrections: list[dict[str, Any]]) -> str:
     """The card's corrections after the run: none, or a section listing each one."""
     if not corrections:
         return ""

@@ -17,7 +17,8 @@ import torch
 
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.data.inputs import load_input
-from page4d.model import build_model, load_checkpoint
+from page4d.model import build_model, load_checkpoint, read_state_dict
+from page4d.model.checkpoint import patch_embed_of
 from page4d.model.config import preset_with_patch_embed
 from page4d.model.network import PAGE4DModel
 
@@ -26,12 +27,29 @@ QUICK_TRAIN_TIMES = (
 )
 
 
+AUTO = "auto"  # a patch_embed value: the embedding the checkpoint's keys say it was made with
+
+
+def resolve_patch_embed(preset_name: str, checkpoint: str | Path, patch_embed: str = AUTO) -> str:
+    """`patch_embed`, or for "auto" the one the checkpoint was made with (read from its keys,
+    `model.checkpoint.patch_embed_of`): so `tiny-pos` or any of issue 20's `conv_pos` files load by name
+    alone. Without a checkpoint, or for a preset other than `tiny` (the 1B presets keep DINOv2), "auto"
+    is the preset's own, "conv"."""
+    if patch_embed != AUTO:
+        return patch_embed
+    if preset_name != "tiny" or not str(checkpoint):
+        return "conv"
+    return patch_embed_of(read_state_dict(checkpoint), where=str(checkpoint))
+
+
 def load_model(
-    preset_name: str, checkpoint: str | Path = "", seed: int = 0, patch_embed: str = "conv"
+    preset_name: str, checkpoint: str | Path = "", seed: int = 0, patch_embed: str = AUTO
 ) -> tuple[PAGE4DModel, str]:
     """`(model in eval mode, one-line note)`: the preset (with `patch_embed`, see
-    `model.config.preset_with_patch_embed`) with seeded random weights, then the checkpoint if one is
-    given (every key and shape must match; see `page4d.model.load_checkpoint`)."""
+    `model.config.preset_with_patch_embed`; "auto": the checkpoint's own, `resolve_patch_embed`) with
+    seeded random weights, then the checkpoint if one is given (every key and shape must match; see
+    `page4d.model.load_checkpoint`)."""
+    patch_embed = resolve_patch_embed(preset_name, checkpoint, patch_embed)
     torch.manual_seed(seed)
     model = build_model(preset_with_patch_embed(preset_name, patch_embed)).eval()
     n_params = sum(p.numel() for p in model.parameters())

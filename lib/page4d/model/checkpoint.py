@@ -6,12 +6,16 @@ with a report instead of loading partially by accident.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .config import TINY_PATCH_EMBEDS, preset_with_patch_embed
+from .network import build_model
 
 MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
 PATCH_EMBED_PREFIX = "aggregator.patch_embed."
@@ -104,7 +108,7 @@ class LoadReport:
             lines.append(
                 f"the '{PATCH_EMBED_PREFIX}*' keys differ: the checkpoint was made with another patch "
                 "embedding (the tiny preset's variants are conv, conv_stem and conv_pos: --patch-embed, "
-                "or load_model(..., patch_embed=...))"
+                "or load_model(..., patch_embed=...); auto reads it from the checkpoint's keys)"
             )
         return "\n".join(lines)
 
@@ -203,3 +207,30 @@ def load_checkpoint(
         {k: v for k, v in state.items() if k not in mismatched and k not in report.unexpected}, strict=False
     )
     return report
+
+
+def patch_embed_of(state: dict[str, torch.Tensor], where: str = "checkpoint") -> str:
+    """Which of the tiny preset's patch embeddings (`TINY_PATCH_EMBEDS`) the weights `state` were made
+    with: the one whose `aggregator.patch_embed.*` keys they hold, exactly. Why: weights made with a
+    tiny-only embedding (issue 20's `conv_pos`) load only into a model built with it, and the keys say
+    which; nothing is guessed, a key set that matches none is a `CheckpointError` naming the keys."""
+    keys = frozenset(k for k in state if k.startswith(PATCH_EMBED_PREFIX))
+    for name, expected in _tiny_patch_embed_keys().items():
+        if keys == expected:
+            return name
+    shown = ", ".join(sorted(keys)[:6]) or "none"
+    raise CheckpointError(
+        f"{where}: its {len(keys)} '{PATCH_EMBED_PREFIX}*' keys ({shown}) match none of the tiny preset's "
+        f"patch embeddings {TINY_PATCH_EMBEDS}"
+    )
+
+
+@functools.cache
+def _tiny_patch_embed_keys() -> dict[str, frozenset[str]]:
+    """Each tiny embedding's `aggregator.patch_embed.*` keys (built on the meta device: no memory)."""
+    keys = {}
+    with torch.device("meta"):
+        for name in TINY_PATCH_EMBEDS:
+            state = build_model(preset_with_patch_embed("tiny", name)).state_dict()
+            keys[name] = frozenset(k for k in state if k.startswith(PATCH_EMBED_PREFIX))
+    return keys

@@ -58,8 +58,8 @@ class TrainConfig:
     patch_embed: str = knob(
         "conv",
         "the tiny preset's patch embedding (conv_pos / conv_stem: tiny-only variants, issue 20; "
-        "model.config.preset_with_patch_embed)",
-        choices=TINY_PATCH_EMBEDS,
+        "model.config.preset_with_patch_embed); auto: the checkpoint's own, read from its keys",
+        choices=("auto", *TINY_PATCH_EMBEDS),
     )
     arm: str = knob("bce", "mask terms: none, bce, bce+boundary, bce+boundary+temporal")
     steps: int = knob(120, "optimiser steps (>= 1)")
@@ -130,8 +130,10 @@ class TrainConfig:
                 "TrainConfig(freeze=...) is the old name of trains=...", DeprecationWarning, stacklevel=3
             )
             self.trains = freeze
-        if self.patch_embed not in TINY_PATCH_EMBEDS:
-            raise ValueError(f"patch_embed must be one of {TINY_PATCH_EMBEDS}, got {self.patch_embed!r}")
+        if self.patch_embed not in ("auto", *TINY_PATCH_EMBEDS):
+            raise ValueError(
+                f"patch_embed must be auto or one of {TINY_PATCH_EMBEDS}, got {self.patch_embed!r}"
+            )
         if self.trains not in TRAINS_ACCEPTED:
             raise ValueError(f"trains must be one of {TRAINS}, got {self.trains!r}")
         self.trains = TRAINS_ALIASES.get(self.trains, self.trains)

@@ -14,16 +14,19 @@ import dataclasses
 import torch
 from torch import nn
 
+from page4d.inference.loading import resolve_patch_embed
 from page4d.model import MASK_HEAD_PREFIX, build_model, load_checkpoint
 from page4d.model.config import ModelConfig, preset_with_patch_embed
 from page4d.train.config import TRAINS, TRAINS_ALIASES, TrainConfig
 
 
 def build_training_model(cfg: TrainConfig) -> nn.Module:
-    """The preset (with `cfg.patch_embed`) with the configured detach before the mask head and no track
-    head (tracks are not trained here), loaded from `cfg.checkpoint` when given (the mask head too unless
-    `checkpoint_mask_head` is False). Seed torch first for a reproducible initialisation."""
-    model_cfg = preset_with_patch_embed(cfg.preset, cfg.patch_embed)
+    """The preset (with `cfg.patch_embed`; "auto": the checkpoint's own) with the configured detach before
+    the mask head and no track head (tracks are not trained here), loaded from `cfg.checkpoint` when given
+    (the mask head too unless `checkpoint_mask_head` is False). Seed torch first for a reproducible
+    initialisation."""
+    patch_embed = resolve_patch_embed(cfg.preset, cfg.checkpoint or "", cfg.patch_embed)
+    model_cfg = preset_with_patch_embed(cfg.preset, patch_embed)
     if model_cfg.mask_head is not None:
         model_cfg = model_cfg.replace(
             mask_head=dataclasses.replace(model_cfg.mask_head, detach_input=cfg.detach_mask_input)

@@ -1,0 +1,361 @@
+"""A tiny backbone whose cameras read the images, in one command: the stream, a rig phase, `rigs+mono`.
+
+Why three phases (issue 20; README, "The patch embedding"): `tiny-stream`'s recipe learns depth and
+predicts the identity camera, because 6,000 one-scene steps whose gradient is mostly depth give the camera
+path too few clips; the rig probe's camera-dominated steps (8 rigs a step, the rotation term x10) teach
+it the turns, but only with a position table in the patch tokens (`conv_pos`) and only after a plateau of
+some 2,000 steps; trained on wide rig gaps alone it turns small steps into large turns, which the card's
+own rigs and monocular moves (`rigs+mono`) then bring back. So:
+
+1. `stream/`: `pretrain`'s `tiny-stream` recipe with `--patch-embed conv_pos`, `stream_steps` steps
+   (depth, points and cameras on a new scene every step);
+2. `rig/`: `camera_probe --task rig`, two views of a static rig 5-175 degrees apart (widened from 5
+   over `ramp_steps`), the depth and point losses kept on every 4th step, `rig_steps` steps;
+3. `mono/`: `camera_probe --task rigs+mono`, `mono_steps` steps.
+
+Each phase is that module's own run folder under OUT, recorded as it records it. A finished phase is
+not run again; its recorded config must be the one this recipe would run (else the recipe is refused,
+naming the fields), so a recipe stopped after a phase continues with the same command. An interrupted
+stream resumes (as `pretrain --resume`); an interrupted probe phase is refused by `camera_probe`, which
+never writes into a used folder: move that folder away and run the command again.
+
+Then the shipped files in OUT: `NAME.pt` (float16 weights of the last phase), `NAME.json` / `NAME.md`
+(the card: every phase's config and time, the stream's first losses for the replay test, the
+held-out static scenes of `tiny-stream`'s card with the identity floor and issue 20's targets, 16 of the
+stream's training scenes beside them, the rig views by gap) and `NAME_loss.png` (each phase's loss).
+
+    python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # the shipped recipe
+    python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # again: continues it
+
+The weights keep the `conv_pos` embedding, a tiny-only difference from the preset (the 1B presets keep
+DINOv2): `load_model("tiny", "NAME")` and `--checkpoint NAME` pick it from the shipped name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
+from page4d.experiments import backbone_score, pretrain
+from page4d.experiments.camera_probe import ProbeConfig, run_probe
+from page4d.records import (
+    ParametersChanged,
+    atomic_torch_save,
+    atomic_write_text,
+    is_finished,
+    mark_finished,
+    read_json,
+    write_json,
+)
+
+PATCH_EMBED = "conv_pos"
+SCORED_RECIPE = "tiny-stream"  # whose held-out scenes the card scores: the same as every card before
+CARD_SCENES = 0  # the held-out scenes the card scores: 0 = all 16 (tests score fewer)
+TRAINING_SCENES_SCORED = 16
+PHASES = ("stream", "rig", "mono")
+
+
+@dataclass
+class CameraRecipe:
+    """The three phases' lengths and seeds (see the module docstring); each field is an option."""
+
+    name: str = knob("tiny-pos", "the shipped files' name: NAME.pt, NAME.json / NAME.md")
+    seed: int = knob(0, "the stream's seed (initialisation and scenes); the rig phase draws clip seed "
+                     "SEED, the rigs+mono phase SEED + 4")  # fmt: skip
+    stream_steps: int = knob(2000, "phase 1: steps of the tiny-stream recipe (one new scene each)")
+    rig_steps: int = knob(3600, "phase 2: rig-probe steps (8 two-view rigs each)")
+    ramp_steps: int = knob(1200, "phase 2: steps over which the rig gaps widen from 5 to 175 degrees")
+    mono_steps: int = knob(500, "phase 3: rigs+mono steps (the card's rigs and monocular moves)")
+    threads: int = knob(1, "torch CPU threads (results are reproducible for a fixed thread count)")
+    device: str = knob("cpu", "cpu, or cuda (fast; the first losses are then not bit-identical)")
+
+    def __post_init__(self) -> None:
+        if min(self.stream_steps, self.rig_steps, self.mono_steps) < 1 or self.ramp_steps < 0:
+            raise ValueError(f"every phase needs >= 1 step and ramp_steps >= 0: {self}")
+
+    def stream(self) -> pretrain.PretrainConfig:
+        """Phase 1: `tiny-stream` with the position table, shortened."""
+        return dataclasses.replace(
+            pretrain.RECIPES[SCORED_RECIPE],
+            name=f"{self.name}-stream",
+            steps=self.stream_steps,
+            patch_embed=PATCH_EMBED,
+            seed=self.seed,
+            threads=self.threads,
+            device=self.device,
+        )
+
+    def rig(self, out: Path) -> ProbeConfig:
+        """Phase 2, from phase 1's float16 weights."""
+        return ProbeConfig(
+            task="rig", init=str(out / "stream" / f"{self.name}-stream.pt"), patch_embed=PATCH_EMBED,
+            steps=self.rig_steps, min_deg=5.0, max_deg=175.0, ramp_steps=self.ramp_steps, geometry=True,
+            geometry_every=4, eval_every=400, seed=self.seed, threads=self.threads, device=self.device,
+            save_weights=True,
+        )  # fmt: skip
+
+    def mono(self, out: Path) -> ProbeConfig:
+        """Phase 3, from phase 2's last weights."""
+        return ProbeConfig(
+            task="rigs+mono", init=str(out / "rig" / "weights.pt"), patch_embed=PATCH_EMBED,
+            steps=self.mono_steps, geometry=True, geometry_every=4, eval_every=250, seed=self.seed + 4,
+            threads=self.threads, device=self.device, save_weights=True,
+        )  # fmt: skip
+
+
+def check_phase(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse a phase folder whose run was made with another config than this recipe's."""
+    recorded, wanted = json.loads(json.dumps(recorded)), json.loads(json.dumps(wanted))  # tuples as lists
+    changed = sorted(k for k in wanted.keys() | recorded.keys() if recorded.get(k) != wanted.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {recorded.get(k)!r} there, {wanted.get(k)!r} here" for k in changed)
+        raise ParametersChanged(
+            f"{folder} holds a phase run with another config ({shown}); this recipe will not mix it in. "
+            "Choose a new --out, or the options that run made."
+        )
+
+
+def run_phases(recipe: CameraRecipe, out: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run (or adopt, when finished with this recipe's config) each phase; returns each one's record."""
+    records: dict[str, dict[str, Any]] = {}
+    stream_cfg = recipe.stream()
+    folder = out / "stream"
+    if is_finished(folder):
+        check_phase(folder, read_json(folder / "pretrain_config.json"), dataclasses.asdict(stream_cfg))
+        records["stream"] = read_json(folder / f"{stream_cfg.name}.json")
+    else:
+        resume = (folder / "pretrain_config.json").is_file()
+        records["stream"] = pretrain.pretrain(stream_cfg, folder, resume=resume, progress=progress)
+    for phase, probe_cfg in (("rig", recipe.rig(out)), ("mono", recipe.mono(out))):
+        folder = out / phase
+        if is_finished(folder):
+            records[phase] = read_json(folder / "probe.json")
+            check_phase(folder, records[phase]["config"], dataclasses.asdict(probe_cfg))
+        else:
+            records[phase] = run_probe(probe_cfg, folder, progress=progress)
+    return records
+
+
+def phase_summary(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the card keeps of each phase: its config, its training time and its own held-out scores."""
+    stream = records["stream"]
+    summary = {
+        "stream": {
+            "config": stream["recipe"],
+            "train_seconds": stream["train_seconds"],
+            "heldout": stream["heldout"]["pretrained"]["mean"],
+        }
+    }
+    for phase in PHASES[1:]:
+        last = records[phase]["evaluations"][-1]
+        scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        summary[phase] = {
+            "config": records[phase]["config"],
+            "train_seconds": records[phase]["train_seconds"],
+            "final": scores,
+        }
+    return summary
+
+
+def score_weights(recipe: CameraRecipe, weights: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(held-out, training scenes): the shipped float16 weights on `tiny-stream`'s held-out static scenes
+    (`backbone_score`: with the identity floor, targets and rig views by gap) and on the first
+    `TRAINING_SCENES_SCORED` scenes the stream trained on."""
+    heldout = backbone_score.score_backbone(weights, SCORED_RECIPE, CARD_SCENES, PATCH_EMBED)
+    stream_cfg = recipe.stream()
+    pool, _ = pretrain.render_scenes(stream_cfg, Path("."))  # a stream: rendered in memory
+    model = pretrain.starting_model(recipe.seed, str(weights), PATCH_EMBED).eval()
+    n = min(TRAINING_SCENES_SCORED, len(pool))
+    with torch.no_grad():
+        training = pretrain.heldout_metrics(model, [pool[i] for i in range(n)], stream_cfg.eval_clip_times)
+    return heldout, training
+
+
+def recipe_command(recipe: CameraRecipe) -> str:
+    """The command that runs `recipe`: the module and the options that differ from the defaults."""
+    default = CameraRecipe()
+    options = [
+        f" --{f.name.replace('_', '-')} {getattr(recipe, f.name)}"
+        for f in dataclasses.fields(CameraRecipe)
+        if getattr(recipe, f.name) != getattr(default, f.name)
+    ]
+    return "python -m page4d.experiments.camera_recipe --out DIR" + "".join(options)
+
+
+def build_card(
+    recipe: CameraRecipe, records: dict[str, dict[str, Any]], weights: Path, commit: str
+) -> dict[str, Any]:
+    """The card's numbers (`card_markdown` renders them)."""
+    heldout, training = score_weights(recipe, weights)
+    phases = phase_summary(records)
+    stream = records["stream"]
+    card = {
+        "name": recipe.name,
+        "preset": "tiny",
+        "model_config_changes": stream["model_config_changes"],
+        "recipe": dataclasses.asdict(recipe),
+        "phases": phases,
+        "command": recipe_command(recipe),
+        "commit": commit,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": recipe.threads,
+        "train_seconds": sum(p["train_seconds"] for p in phases.values()),
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "parameters": stream["parameters"],
+        "first_losses": stream["first_losses"],
+        "heldout": {"pretrained": {k: heldout[k] for k in ("mean", "per_scene", "camera_floor")}},
+        "heldout_scenes": stream["heldout_scenes"],
+        "rig_view_pairs_by_gap": heldout["rig_view_pairs_by_gap"],
+        "monocular_rot_deg_median": heldout["monocular_rot_deg_median"],
+        "training_scenes": training,
+    }
+    card["targets"] = pretrain.target_check(card)
+    return card
+
+
+def run_recipe(recipe: CameraRecipe, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run the three phases into `out_dir` (continuing a stopped recipe), then write the shipped files;
+    returns the card's numbers."""
+    out = Path(out_dir)
+    if is_finished(out):
+        raise FileExistsError(f"{out} already holds a finished camera recipe; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "recipe.json").is_file():
+        check_phase(out, read_json(out / "recipe.json"), dataclasses.asdict(recipe))
+    write_json(out / "recipe.json", dataclasses.asdict(recipe))
+    torch.set_num_threads(recipe.threads)
+    commit = pretrain.git_commit()
+    records = run_phases(recipe, out, progress)
+    last = torch.load(out / "mono" / "weights.pt", weights_only=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in last.items()}
+    weights = atomic_torch_save({"model": state}, out / f"{recipe.name}.pt")
+    card = build_card(recipe, records, weights, commit)  # scores exactly the float16 weights it ships
+    write_loss_curve(out, records, out / f"{recipe.name}_loss.png", recipe.name)
+    atomic_write_text(out / f"{recipe.name}.md", card_markdown(card))
+    write_json(out / f"{recipe.name}.json", card)
+    mark_finished(out, "camera_recipe", card=f"{recipe.name}.json")  # last: marks the recipe finished
+    return card
+
+
+def write_loss_curve(out: Path, records: dict[str, dict[str, Any]], path: Path, name: str) -> None:
+    """One panel per phase: the stream's losses by term, the probes' total training loss."""
+    from page4d.report.viz import new_figure, save_figure
+
+    fig = new_figure((10.0, 3.0))
+    history = read_json(out / "stream" / "train" / "history.json")
+    panels = [("stream", [r["step"] for r in history], [r.get("loss", np.nan) for r in history])]
+    panels += [(p, list(range(len(records[p]["losses"]))), records[p]["losses"]) for p in PHASES[1:]]
+    for i, (phase, steps, values) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        values = np.asarray(values, dtype=float)
+        window = max(1, min(50, len(values)))
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth)
+        ax.set_title(f"{phase} ({len(values)} steps)", fontsize=9)
+        ax.set_xlabel("step")
+    fig.axes[0].set_ylabel(f"loss (running mean of {window})")
+    fig.suptitle(f"{name}: the three phases", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The human-readable card (a test checks the shipped `.md` is this rendering of its `.json`)."""
+    r, phases, name = card["recipe"], card["phases"], card["name"]
+    mean, floor = card["heldout"]["pretrained"]["mean"], card["heldout"]["pretrained"]["camera_floor"]
+    rows = "\n".join(f"| {k} | {mean[k]:.3f} | {_floor(floor, k)} |" for k in _KEYS)
+    gaps = "\n".join(
+        f"| {b['from_deg']:.0f}-{b['to_deg']:.0f} | {b['clips']} | {b['error_deg']:.1f} | "
+        f"{b['floor_deg']:.1f} |"
+        for b in card["rig_view_pairs_by_gap"]
+    )
+    took = {p: f"{phases[p]['train_seconds'] / 60:.0f} min" for p in PHASES}
+    rig, mono = phases["rig"]["final"], phases["mono"]["final"]
+    rig_clips = phases["rig"]["config"]["heldout_clips"]
+    sha, where = card["weights_sha256"][:16], f"`{card['command']}` at commit `{card['commit']}`"
+    return f"""# {name}: a tiny backbone whose cameras read the images
+
+Weights: `{name}.pt` (float16, {card["parameters"]:,} parameters, sha256 {sha}...).
+Load with `--checkpoint {name}` (CLI) or `load_model("tiny", "{name}")`: it loads strictly into
+the `tiny` preset with the **tiny-only patch embedding `conv_pos`** (the patchify plus a learned position
+table and a LayerNorm, as DINOv2's embedding without its blocks), which its name selects. The mask head's
+attention bias was off throughout (as PAGE-4D's `checkpoint_nomask`): the head is at its initialisation.
+
+## Recipe
+{where}, torch {card["torch"]},
+{card["threads"]} CPU thread(s) ({card["cpu_capability"]}), seed {r["seed"]}; three phases, each from the
+last one's weights:
+
+1. **stream** ({r["stream_steps"]} steps, {took["stream"]}): `tiny-stream`'s recipe (a new generated scene
+   every step; camera + depth + point losses, everything trains, AdamW lr 1e-3, cosine to 2e-5);
+2. **rig** ({r["rig_steps"]} steps, {took["rig"]}): 8 two-view rigs a step, gaps widened from 5 to 175
+   degrees over {r["ramp_steps"]} steps; the camera loss with its rotation term x10, depth and points
+   every 4th step. At its end, on its own {rig_clips} held-out rigs: median error
+   {rig["rot_deg_median"]:.1f} deg against the identity's {rig["identity_floor_deg"]:.1f} (turn slope
+   {rig["turn_slope"]:.2f});
+3. **rigs+mono** ({r["mono_steps"]} steps, {took["mono"]}): the card's rigs of 2-4 cameras and its
+   monocular moves on alternate steps, the same losses. At its end (error / identity floor, degrees):
+   held-out rigs {mono["rot_deg_median"]:.1f} / {mono["identity_floor_deg"]:.1f},
+   moves {mono["mono_rot_deg_median"]:.2f} / {mono["mono_identity_floor_deg"]:.2f}.
+
+Training: {card["train_seconds"] / 60:.0f} minutes in all.
+
+![loss curve]({name}_loss.png)
+
+## Held-out static scenes
+{len(card["heldout_scenes"])} scenes of `tiny-stream`'s card (never trained on), each scored as one clip:
+
+| metric | {name} | identity floor |
+|---|---|---|
+{rows}
+{pretrain.targets_text(card)}
+Rig views at t = 0 against view 0, by gap (median error / floor, degrees):
+
+| gap (deg) | pairs | error | floor |
+|---|---|---|---|
+{gaps}
+{pretrain.training_text(card)}
+Depth after median scaling; ATE / RPE after a Sim(3) alignment per clip (`page4d.scoring.evaluate`).
+{pretrain.heldout_coverage(card["heldout"])}{pretrain.corrections_text(card.get("corrections", []))}"""
+
+
+_KEYS = (*pretrain.GEOMETRY_KEYS, *pretrain.CAMERA_KEYS)
+
+
+def _floor(floor: dict[str, float], key: str) -> str:
+    return f"{floor[key]:.3f}" if key in floor else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m page4d.experiments.camera_recipe",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="run folder (a stopped recipe continues there)")
+    add_options(parser, CameraRecipe)
+    args = parser.parse_args(argv)
+    card = run_recipe(from_args(CameraRecipe, args), args.out)
+    held = card["targets"]
+    print(
+        f"camera_recipe: done in {card['train_seconds'] / 60:.1f} min; held-out "
+        + ", ".join(f"{k} {t['value']:.3f} ({'met' if t['met'] else 'NOT met'})" for k, t in held.items())
+        + f"; files in {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The camera recipe (issue 20): three phases in one command, each its module's own run folder, a stopped
+recipe continuing where it stopped, a changed one refused, and a card rendered from its JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from page4d.experiments import camera_recipe, pretrain
+from page4d.experiments.camera_recipe import CameraRecipe, card_markdown, check_phase, run_recipe
+from page4d.model import build_model, load_checkpoint
+from page4d.records import ParametersChanged
+
+SMALL = dict(stream_steps=3, rig_steps=2, ramp_steps=1, mono_steps=2)
+
+
+@pytest.fixture
+def small_phases(monkeypatch):
+    """Phases of a few steps scored on few scenes and clips (the shipped recipe scores 16 and 32)."""
+    stream, rig, mono = CameraRecipe.stream, CameraRecipe.rig, CameraRecipe.mono
+    monkeypatch.setattr(
+        CameraRecipe,
+        "stream",
+        lambda self: dataclasses.replace(stream(self), heldout_scenes=1, train_eval_scenes=1, warmup_steps=1),
+    )
+    monkeypatch.setattr(
+        CameraRecipe, "rig", lambda self, out: dataclasses.replace(rig(self, out), heldout_clips=2, batch=1)
+    )
+    monkeypatch.setattr(
+        CameraRecipe, "mono", lambda self, out: dataclasses.replace(mono(self, out), heldout_clips=2, batch=2)
+    )
+    monkeypatch.setattr(camera_recipe, "CARD_SCENES", 1)
+    monkeypatch.setattr(camera_recipe, "TRAINING_SCENES_SCORED", 1)
+
+
+def test_the_recipe_runs_its_three_phases_in_order_and_ships_float16_weights_with_their_card(
+    tmp_path, small_phases
+):
+    recipe = CameraRecipe(**SMALL)
+    card = run_recipe(recipe, tmp_path / "r", progress=False)
+    out = tmp_path / "r"
+    # each phase is its module's own finished run, the next one starting from the last one's weights
+    assert all((out / phase / "DONE.json").is_file() for phase in ("stream", "rig", "mono"))
+    rig = json.loads((out / "rig" / "probe.json").read_text())["config"]
+    mono = json.loads((out / "mono" / "probe.json").read_text())["config"]
+    assert rig["init"] == str(out / "stream" / "tiny-pos-stream.pt") and rig["task"] == "rig"
+    assert mono["init"] == str(out / "rig" / "weights.pt") and mono["task"] == "rigs+mono"
+    assert rig["patch_embed"] == mono["patch_embed"] == "conv_pos" and mono["seed"] == rig["seed"] + 4
+    saved = torch.load(out / "tiny-pos.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
+    last = torch.load(out / "mono" / "weights.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v.half()) for k, v in last.items() if v.is_floating_point())
+    model = build_model(pretrain.model_config("conv_pos"))
+    assert load_checkpoint(model, out / "tiny-pos.pt").ok  # strict, with the position table
+    # the card: its JSON, its rendering, the phases' configs and times, targets beside the floor
+    assert json.loads((out / "tiny-pos.json").read_text()) == json.loads(json.dumps(card))
+    assert (out / "tiny-pos.md").read_text() == card_markdown(card)
+    assert card["model_config_changes"]["patch_embed"] == "conv_pos"
+    assert card["phases"]["rig"]["config"] == rig and card["phases"]["stream"]["config"]["steps"] == 3
+    assert card["train_seconds"] == pytest.approx(sum(p["train_seconds"] for p in card["phases"].values()))
+    assert set(card["targets"]) == {"rpe_rot", "rpe_view_rot", "depth_abs_rel", "depth_delta1"}
+    assert card["first_losses"] and card["first_losses"][0]["step"] == 0
+    assert len(card["heldout"]["pretrained"]["per_scene"]) == 1 and card["training_scenes"]["per_scene"]
+    assert card["command"] == (
+        "python -m page4d.experiments.camera_recipe --out DIR --stream-steps 3 --rig-steps 2 "
+        "--ramp-steps 1 --mono-steps 2"
+    )
+    assert card["heldout"]["pretrained"]["camera_floor"]["rpe_view_rot"] > 0  # rigs: the floor turns
+    assert (out / "tiny-pos_loss.png").stat().st_size > 0
+    with pytest.raises(FileExistsError, match="finished camera recipe"):
+        run_recipe(recipe, out, progress=False)
+
+
+def test_a_stopped_recipe_continues_from_its_finished_phases_and_a_changed_one_is_refused(
+    tmp_path, small_phases, monkeypatch
+):
+    recipe, out = CameraRecipe(**SMALL), tmp_path / "r"
+    real_probe = camera_recipe.run_probe
+    calls = []
+
+    def stop_at_mono(cfg, folder, progress=True):
+        calls.append(folder.name)
+        if folder.name == "mono":
+            raise KeyboardInterrupt  # the recipe stopped during its last phase, before it wrote anything
+        return real_probe(cfg, folder, progress=progress)
+
+    monkeypatch.setattr(camera_recipe, "run_probe", stop_at_mono)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, out, progress=False)
+    rig_bytes = (out / "rig" / "probe.json").read_bytes()
+    with pytest.raises(ParametersChanged, match="rig_steps"):  # another recipe in the same folder
+        run_recipe(dataclasses.replace(recipe, rig_steps=3), out, progress=False)
+    monkeypatch.setattr(camera_recipe, "run_probe", real_probe)
+    streams = []
+    monkeypatch.setattr(pretrain, "pretrain", lambda *a, **k: streams.append(a))
+    card = run_recipe(recipe, out, progress=False)  # the same command again: only the last phase runs
+    assert streams == [] and (out / "rig" / "probe.json").read_bytes() == rig_bytes
+    assert card["phases"]["mono"]["config"]["steps"] == 2 and (out / "DONE.json").is_file()
+
+
+def test_a_phase_folder_made_with_another_config_is_refused_naming_the_field(tmp_path):
+    wanted = dataclasses.asdict(CameraRecipe().rig(tmp_path))
+    check_phase(tmp_path, json.loads(json.dumps(wanted)), wanted)  # tuples read back as lists: the same
+    with pytest.raises(ParametersChanged, match=r"ramp_steps: 600 there, 1200 here"):
+        check_phase(tmp_path, {**wanted, "ramp_steps": 600}, wanted)
+
+
+def test_the_phases_are_the_recorded_commands_of_issue_20_s_chain():
+    """Phase 1 is tiny-stream's recipe with the position table, phase 2 the rig probe with its ramp and
+    geometry every 4th step, phase 3 rigs+mono (the README's commands, with the recipe's lengths)."""
+    r = CameraRecipe()
+    stream = r.stream()
+    assert (
+        dataclasses.replace(stream, name="tiny-stream", steps=6000, patch_embed="conv")
+        == (pretrain.RECIPES["tiny-stream"])
+    )
+    rig, mono = r.rig(Path("o")), r.mono(Path("o"))
+    assert (rig.min_deg, rig.max_deg, rig.geometry, rig.w_rotation) == (5, 175, True, 10)
+    assert (rig.ramp_steps, rig.geometry_every, rig.batch, rig.lr) == (1200, 4, 8, 1e-3)
+    assert (mono.task, mono.seed, mono.lr, mono.geometry_every) == ("rigs+mono", 4, 1e-3, 4)
+    with pytest.raises(ValueError, match="every phase"):
+        CameraRecipe(rig_steps=0)
