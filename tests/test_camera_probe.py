@@ -38,7 +38,7 @@ from page4d.experiments.camera_probe import (
 )
 from page4d.experiments.scene_stream import draw_scene_config, rig_azimuths
 from page4d.geometry import extrinsics_intrinsics_to_pose_encoding, rotation_angle
-from page4d.records import RunFolderTaken
+from page4d.records import ParametersChanged, RunFolderTaken
 
 
 def _project(k: torch.Tensor, e: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
@@ -442,3 +442,39 @@ def test_a_time_budget_stops_the_run_at_the_first_evaluation_past_it(tmp_path, m
     assert saved["stopped_by_minutes"] == 2
     with pytest.raises(ValueError, match="minutes"):
         ProbeConfig(minutes=-1.0)
+
+
+def test_an_interrupted_probe_resumes_from_its_last_evaluation_as_if_never_stopped(tmp_path, monkeypatch):
+    """A step's clips depend on the step alone, and `state.pt` holds the weights, the optimiser and the
+    record of the last evaluation: a run stopped after it goes on to the same losses and weights; the
+    folder is refused without --resume, and with another config."""
+    from page4d.experiments import camera_probe
+
+    cfg = ProbeConfig(steps=4, batch=1, heldout_clips=2, eval_every=2, save_weights=True)
+    whole = run_probe(cfg, tmp_path / "whole", progress=False)
+    real = camera_probe.training_loss
+
+    def stop_at_step_3(model, batch, cfg_, step, geometry_cfg):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(model, batch, cfg_, step, geometry_cfg)
+
+    monkeypatch.setattr(camera_probe, "training_loss", stop_at_step_3)
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(cfg, cut, progress=False)
+    assert not (cut / "DONE.json").exists() and (cut / "state.pt").is_file()
+    monkeypatch.setattr(camera_probe, "training_loss", real)
+    with pytest.raises(RunFolderTaken, match="--resume"):
+        run_probe(cfg, cut, progress=False)
+    with pytest.raises(ParametersChanged, match="steps"):
+        run_probe(dataclasses.replace(cfg, steps=6), cut, progress=False, resume=True)
+    resumed = run_probe(cfg, cut, progress=False, resume=True)
+    assert [e["step"] for e in resumed["evaluations"]] == [0, 2, 4] and len(resumed["losses"]) == 4
+    assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-5)
+    assert resumed["evaluations"][-1]["rot_deg_median"] == pytest.approx(
+        whole["evaluations"][-1]["rot_deg_median"], rel=1e-4
+    )
+    a = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    b = torch.load(cut / "weights.pt", weights_only=True)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from page4d.experiments import camera_recipe, pretrain
+from page4d.experiments import camera_probe, camera_recipe, pretrain
 from page4d.experiments.camera_recipe import CameraRecipe, card_markdown, check_phase, run_recipe
 from page4d.model import build_model, load_checkpoint
 from page4d.records import ParametersChanged
@@ -78,26 +78,34 @@ def test_a_stopped_recipe_continues_from_its_finished_phases_and_a_changed_one_i
     tmp_path, small_phases, monkeypatch
 ):
     recipe, out = CameraRecipe(**SMALL), tmp_path / "r"
-    real_probe = camera_recipe.run_probe
-    calls = []
+    real_loss = camera_probe.training_loss
 
-    def stop_at_mono(cfg, folder, progress=True):
-        calls.append(folder.name)
-        if folder.name == "mono":
-            raise KeyboardInterrupt  # the recipe stopped during its last phase, before it wrote anything
-        return real_probe(cfg, folder, progress=progress)
+    def stop_mono_at_step_1(model, batch, cfg, step, geometry_cfg):
+        if cfg.task == "rigs+mono" and step == 1:  # the last phase, after its first evaluation
+            raise KeyboardInterrupt
+        return real_loss(model, batch, cfg, step, geometry_cfg)
 
-    monkeypatch.setattr(camera_recipe, "run_probe", stop_at_mono)
+    monkeypatch.setattr(camera_probe, "training_loss", stop_mono_at_step_1)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, out, progress=False)
+    assert (out / "mono" / "state.pt").is_file() and not (out / "mono" / "DONE.json").exists()
     rig_bytes = (out / "rig" / "probe.json").read_bytes()
     with pytest.raises(ParametersChanged, match="rig_steps"):  # another recipe in the same folder
         run_recipe(dataclasses.replace(recipe, rig_steps=3), out, progress=False)
-    monkeypatch.setattr(camera_recipe, "run_probe", real_probe)
-    streams = []
+    monkeypatch.setattr(camera_probe, "training_loss", real_loss)
+    streams, probes, real_probe = [], [], camera_recipe.run_probe
     monkeypatch.setattr(pretrain, "pretrain", lambda *a, **k: streams.append(a))
-    card = run_recipe(recipe, out, progress=False)  # the same command again: only the last phase runs
-    assert streams == [] and (out / "rig" / "probe.json").read_bytes() == rig_bytes
+
+    def probe(cfg, folder, progress=True, resume=False):
+        probes.append((folder.name, resume))
+        return real_probe(cfg, folder, progress=progress, resume=resume)
+
+    monkeypatch.setattr(camera_recipe, "run_probe", probe)
+    card = run_recipe(recipe, out, progress=False)  # the same command again: the last phase goes on
+    assert streams == [] and probes == [("mono", True)]
+    assert (out / "rig" / "probe.json").read_bytes() == rig_bytes
+    mono = json.loads((out / "mono" / "probe.json").read_text())
+    assert [e["step"] for e in mono["evaluations"]] == [0, 2] and len(mono["losses"]) == 2
     assert card["phases"]["mono"]["config"]["steps"] == 2 and (out / "DONE.json").is_file()
 
 

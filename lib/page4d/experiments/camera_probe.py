@@ -59,7 +59,9 @@ side and how far (`turns_agree`, `rmse_by_side`: a wrong-side pair is 100+ degre
 The run folder holds `probe.json` (the config, every evaluation and every step's training loss, written
 atomically after each evaluation), `weights.pt` with `save_weights` (those of the latest evaluation, so
 a stopped run can be scored with `page4d.experiments.backbone_score`), and `DONE.json` once finished;
-a folder that holds a run is refused, never overwritten. With `minutes` the run stops at the first
+a folder that holds a run is refused, never overwritten; `--resume` continues an interrupted one from its
+last evaluation (`state.pt`: weights, optimiser and record), as if never stopped. With `minutes` the
+run stops at the first
 evaluation past that budget (`stopped_by_minutes` names its step), so arms compared at equal time get
 equal time.
 Shapes: a clip is images `[S, 3, H, W]`, extrinsics `[S, 3, 4]` (frame 0 the identity), intrinsics
@@ -72,6 +74,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -91,7 +94,7 @@ from page4d.experiments.scene_stream import StreamRecipe, draw_scene_config, fir
 from page4d.geometry import relative_to_first_camera, rotation_angle, rotation_axis_sine
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.losses.correspondence import correspondence_loss, match_accuracy, patch_matches
-from page4d.records import atomic_torch_save, claim_run_folder, mark_finished, write_json
+from page4d.records import ParametersChanged, atomic_torch_save, claim_run_folder, mark_finished, write_json
 from page4d.scoring.evaluate import pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
 
@@ -453,13 +456,15 @@ class TrainingClips(torch.utils.data.Dataset):
         return make_batch(training_seeds(self.cfg, step), self.cfg, step)
 
 
-def training_batches(cfg: ProbeConfig) -> Iterator[dict[str, torch.Tensor]]:
-    """Every step's batch in order: rendered in `cfg.workers` processes (two steps ahead each), or
-    in this one (0 workers). (With `fixed_clips`, `run_probe` repeats the one batch it scores.)"""
+def training_batches(cfg: ProbeConfig, first: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Every step's batch in order from step `first`: rendered in `cfg.workers` processes (two steps
+    ahead each), or in this one (0 workers). (With `fixed_clips`, `run_probe` repeats the one batch it
+    scores.)"""
     if cfg.workers == 0:
-        return (make_batch(training_seeds(cfg, step), cfg, step) for step in range(cfg.steps))
+        return (make_batch(training_seeds(cfg, step), cfg, step) for step in range(first, cfg.steps))
+    clips = torch.utils.data.Subset(TrainingClips(cfg), range(first, cfg.steps))
     loader = torch.utils.data.DataLoader(
-        TrainingClips(cfg), batch_size=None, shuffle=False, num_workers=cfg.workers, prefetch_factor=2
+        clips, batch_size=None, shuffle=False, num_workers=cfg.workers, prefetch_factor=2
     )
     return iter(loader)
 
@@ -518,10 +523,15 @@ def probe_model(cfg: ProbeConfig) -> torch.nn.Module:
     return pretrain.starting_model(cfg.seed, cfg.init, cfg.patch_embed)
 
 
-def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train and score the probe into the new run folder `out`; returns the record `probe.json` holds."""
+def run_probe(
+    cfg: ProbeConfig, out: str | Path, progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
+    """Train and score the probe into the new run folder `out`; returns the record `probe.json` holds.
+    `resume` continues an interrupted run in `out` from its last evaluation (`state.pt`: the weights,
+    the optimiser and the record; a step's clips depend on the step alone, so the run goes on as if
+    never stopped), and refuses one recorded with another config."""
     out = Path(out)
-    claim_run_folder(out, run_files=("probe.json",), resume_hint=None)
+    claim_run_folder(out, resume=resume, run_files=("probe.json",), resume_hint="--resume")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     device = require_device(cfg.device)
@@ -531,22 +541,22 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
         rotation_target=cfg.rotation_target, cam_w_rotation=cfg.w_rotation,
     )  # fmt: skip
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    first, record, before = _probe_start(cfg, out, model, optimiser, resume)
     scored = heldout_sets(cfg)
     if cfg.fixed_clips:  # the control trains on the same clips every step, and scores them too
         scored["train_"] = make_batch(training_seeds(cfg, 0), cfg)
         batches: Iterator[dict[str, torch.Tensor]] = itertools.repeat(scored["train_"], cfg.steps)
     else:
-        batches = training_batches(cfg)
-    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": [], "losses": []}
-    start = time.perf_counter()
-    for step in range(cfg.steps + 1):
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        batches = training_batches(cfg, first)
+    start = time.perf_counter() - before
+    for step in range(first, cfg.steps + 1):
+        if (step % cfg.eval_every == 0 or step == cfg.steps) and not (
+            step == first and record["evaluations"]
+        ):
             result = {"step": step, "seconds": round(time.perf_counter() - start, 1)}
             result.update(_evaluate(model, scored, device, cfg.correspondence_layer))
             record["evaluations"].append(result)
-            if cfg.save_weights:  # the latest evaluated weights: a long run can be stopped and scored
-                _save_weights(model, out)
-            write_json(out / "probe.json", record)
+            _save_state(model, optimiser, step, record, time.perf_counter() - start, out, cfg.save_weights)
             if progress:
                 print(_progress_line(result), flush=True)
             if cfg.minutes and result["seconds"] >= 60 * cfg.minutes and step < cfg.steps:
@@ -568,6 +578,27 @@ def run_probe(cfg: ProbeConfig, out: str | Path, progress: bool = True) -> dict[
     write_json(out / "probe.json", record)
     mark_finished(out, "camera_probe", final=record["evaluations"][-1])
     return record
+
+
+def _probe_start(
+    cfg: ProbeConfig, out: Path, model: torch.nn.Module, optimiser: torch.optim.Optimizer, resume: bool
+) -> tuple[int, dict[str, Any], float]:
+    """(first step, record, seconds already trained): a new run's, or with `resume` the interrupted
+    run's last evaluation restored from `state.pt` (none there: a new run)."""
+    fresh: dict[str, Any] = {"config": dataclasses.asdict(cfg), "evaluations": [], "losses": []}
+    if not (resume and (out / STATE_FILE).is_file()):
+        return 0, fresh, 0.0
+    state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+    recorded = json.loads(json.dumps(state["record"]["config"]))
+    changed = sorted(k for k, v in json.loads(json.dumps(fresh["config"])).items() if recorded.get(k) != v)
+    if changed:
+        raise ParametersChanged(
+            f"{out} holds a probe run with another config ({', '.join(changed)} differ): resume it with "
+            "its own options, or write this one to a new --out"
+        )
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    return state["step"], state["record"], state["seconds"]
 
 
 NO_MASKS = {"masks": None, "mask_valid": None}  # the probe supervises no mask
@@ -655,10 +686,27 @@ def patch_tokens(predictions: dict[str, Any], layer: int) -> torch.Tensor:
     return predictions["aggregated_tokens_list"][layer][:, :, predictions["patch_start_idx"] :]
 
 
-def _save_weights(model: torch.nn.Module, out: Path) -> None:
-    """The whole model, float32 (load_checkpoint reads it), as `weights.pt`; `probe.json`'s last
-    evaluation says which step they are (both are rewritten at every evaluation)."""
-    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "weights.pt")
+STATE_FILE = "state.pt"  # the last evaluation's weights, optimiser and record: what --resume continues
+
+
+def _save_state(
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    step: int,
+    record: dict[str, Any],
+    seconds: float,
+    out: Path,
+    save_weights: bool,
+) -> None:
+    """At every evaluation: `state.pt` (what `--resume` continues from), `probe.json` and, with
+    `save_weights`, `weights.pt`: the whole model, float32 (load_checkpoint reads it), so a long run can
+    be stopped and scored; `probe.json`'s last evaluation says which step they are."""
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {"model": weights, "optimiser": optimiser.state_dict(), "step": step, "record": record}
+    atomic_torch_save({**state, "seconds": seconds}, out / STATE_FILE)
+    if save_weights:
+        atomic_torch_save(weights, out / "weights.pt")
+    write_json(out / "probe.json", record)
 
 
 def _evaluate(
@@ -741,9 +789,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="new run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     add_options(parser, ProbeConfig)
     args = parser.parse_args(argv)
-    run_probe(from_args(ProbeConfig, args), args.out)
+    run_probe(from_args(ProbeConfig, args), args.out, resume=args.resume)
     return 0
 
 

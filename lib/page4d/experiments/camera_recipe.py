@@ -15,9 +15,9 @@ own rigs and monocular moves (`rigs+mono`) then bring back. So:
 
 Each phase is that module's own run folder under OUT, recorded as it records it. A finished phase is
 not run again; its recorded config must be the one this recipe would run (else the recipe is refused,
-naming the fields), so a recipe stopped after a phase continues with the same command. An interrupted
-stream resumes (as `pretrain --resume`); an interrupted probe phase is refused by `camera_probe`, which
-never writes into a used folder: move that folder away and run the command again.
+naming the fields), so a stopped recipe continues with the same command: an interrupted phase goes on
+from its last checkpoint (the stream as `pretrain --resume`, a probe phase as `camera_probe --resume`,
+from its last evaluation).
 
 Then the shipped files in OUT: `NAME.pt` (float16 weights of the last phase), `NAME.json` / `NAME.md`
 (the card: every phase's config and time, the stream's first losses for the replay test, the
@@ -141,8 +141,9 @@ def run_phases(recipe: CameraRecipe, out: Path, progress: bool = True) -> dict[s
         if is_finished(folder):
             records[phase] = read_json(folder / "probe.json")
             check_phase(folder, records[phase]["config"], dataclasses.asdict(probe_cfg))
-        else:
-            records[phase] = run_probe(probe_cfg, folder, progress=progress)
+        else:  # an interrupted phase continues from its last evaluation
+            resume = (folder / "probe.json").is_file()
+            records[phase] = run_probe(probe_cfg, folder, progress=progress, resume=resume)
     return records
 
 
