@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from card_replay import assert_replays_first_losses
 from page4d.data import SyntheticSceneConfig, generate_synthetic_scene, load_scene, render_synthetic_scene
 from page4d.data.synthetic import scene_in_memory
 from page4d.experiments.pretrain import (
@@ -327,12 +328,7 @@ def test_the_tiny_stream_recipe_replays_its_card_s_first_losses(tmp_path):
     recipe = PretrainConfig(**c["recipe"])
     assert pretrain(recipe, tmp_path / "run", progress=False, stop_after=3) is None
     history = json.loads((tmp_path / "run" / "train" / "history.json").read_text())
-    for logged, replayed in zip(c["first_losses"][:3], history, strict=True):
-        assert (logged["step"], logged["scene"]) == (replayed["step"], replayed["scene"])
-        assert replayed["lr"] == pytest.approx(logged["lr"], rel=1e-12)
-        for key, value in logged.items():
-            if key.endswith("loss") and value is not None:
-                assert replayed[key] == pytest.approx(value, rel=1e-5), key
+    assert_replays_first_losses(c["first_losses"][:3], history)
 
 
 def test_the_patch_embedding_variants_are_a_recipe_knob_the_card_and_command_record():
