@@ -61,8 +61,8 @@ atomically after each evaluation), `weights.pt` with `save_weights` (those of th
 a stopped run can be scored with `page4d.experiments.backbone_score`), and `DONE.json` once finished;
 a folder that holds a run is refused, never overwritten; `--resume` continues an interrupted one from its
 last evaluation (`state.pt`: weights, optimiser and record), as if never stopped. With `minutes` the
-run stops at the first evaluation past that budget (`stopped_by_minutes` names its step), so arms compared at equal time get
-equal time.
+run stops at the first evaluation past that budget (`stopped_by_minutes` names its step), so arms
+compared at equal time get equal time.
 Shapes: a clip is images `[S, 3, H, W]`, extrinsics `[S, 3, 4]` (frame 0 the identity), intrinsics
 `[S, 3, 3]`, depths `[S, H, W]` (S = 2; a rig's views for `rigs`; 4 for a monocular move); a batch
 stacks `batch` clips of one kind in front.
