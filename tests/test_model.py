@@ -22,8 +22,8 @@ from page4d.model.attention import (
     explicit_biased_attention,
     masked_sdpa,
 )
-from page4d.model.checkpoint import compare_state_dict
-from page4d.model.config import with_tiny_patch_embed
+from page4d.model.checkpoint import compare_state_dict, patch_embed_of
+from page4d.model.config import TINY_PATCH_EMBEDS, preset_with_patch_embed, with_tiny_patch_embed
 
 MANIFESTS = {
     "vggt_1b": "vggt_1b_state_dict_manifest.json",
@@ -288,6 +288,21 @@ def test_the_conv_stem_is_a_tiny_only_patch_embedding_with_its_own_keys():
         load_checkpoint(stem, conv.state_dict())
     with pytest.raises(ValueError, match="patch_embed must be conv, conv_stem or dinov2"):
         preset("tiny", patch_embed="stem")
+
+
+def test_the_patch_embedding_is_read_from_a_checkpoint_s_keys_and_a_foreign_key_set_is_refused():
+    """Each tiny embedding's weights say which they are (their exact `aggregator.patch_embed.*` keys); a
+    key set of none of them (here the 1B preset's DINOv2, or no embedding at all) is an error naming the
+    keys, never a guess."""
+    for name in TINY_PATCH_EMBEDS:
+        state = build_model(preset_with_patch_embed("tiny", name)).state_dict()
+        assert patch_embed_of(state) == name
+    with torch.device("meta"):
+        dino = build_model(preset("vggt_1b")).state_dict()
+    with pytest.raises(CheckpointError, match=r"W\.pt: its \d+ 'aggregator\.patch_embed\.\*' keys"):
+        patch_embed_of(dino, where="W.pt")
+    with pytest.raises(CheckpointError, match=r"0 'aggregator\.patch_embed\.\*' keys \(none\)"):
+        patch_embed_of({"camera_head.x": torch.zeros(1)})
 
 
 def test_tiny_patch_embeddings_conv_pos_tells_patches_apart_by_position_and_conv_does_not():
