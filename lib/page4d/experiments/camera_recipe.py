@@ -24,8 +24,15 @@ Then the shipped files in OUT: `NAME.pt` (float16 weights of the last phase), `N
 held-out static scenes of `tiny-stream`'s card with the identity floor and issue 20's targets, 16 of the
 stream's training scenes beside them, the rig views by gap) and `NAME_loss.png` (each phase's loss).
 
-    python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # the shipped recipe
+    python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # the default lengths
     python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # again: continues it
+    python -m page4d.experiments.camera_recipe --out DIR --device cuda         # on a GPU
+
+The default lengths are those of the chain of separate runs that first learnt the turns (README, "The
+patch embedding": a 6000-step stream, 4800 rig steps, 750 `rigs+mono` steps), about 95 minutes on one
+CPU thread: over issue 20's 60-minute budget. Two splits that fit it (streams of 2000 and 3000 steps)
+did not leave the camera plateau (README, "The camera recipe in one command"); nothing is shipped from
+this recipe yet.
 
 The weights keep the `conv_pos` embedding, a tiny-only difference from the preset (the 1B presets keep
 DINOv2): `load_model("tiny", "NAME")` and `--checkpoint NAME` pick it from the shipped name.
@@ -73,10 +80,10 @@ class CameraRecipe:
     name: str = knob("tiny-pos", "the shipped files' name: NAME.pt, NAME.json / NAME.md")
     seed: int = knob(0, "the stream's seed (initialisation and scenes); the rig phase draws clip seed "
                      "SEED, the rigs+mono phase SEED + 4")  # fmt: skip
-    stream_steps: int = knob(2000, "phase 1: steps of the tiny-stream recipe (one new scene each)")
-    rig_steps: int = knob(3600, "phase 2: rig-probe steps (8 two-view rigs each)")
+    stream_steps: int = knob(6000, "phase 1: steps of the tiny-stream recipe (one new scene each)")
+    rig_steps: int = knob(4800, "phase 2: rig-probe steps (8 two-view rigs each)")
     ramp_steps: int = knob(1200, "phase 2: steps over which the rig gaps widen from 5 to 175 degrees")
-    mono_steps: int = knob(500, "phase 3: rigs+mono steps (the card's rigs and monocular moves)")
+    mono_steps: int = knob(750, "phase 3: rigs+mono steps (the card's rigs and monocular moves)")
     threads: int = knob(1, "torch CPU threads (results are reproducible for a fixed thread count)")
     device: str = knob("cpu", "cpu, or cuda (fast; the first losses are then not bit-identical)")
 
