@@ -11,6 +11,7 @@ from page4d.records import (
     FINISH_MARKER,
     RunFolderTaken,
     atomic_torch_save,
+    changed_fields,
     claim_run_folder,
     is_finished,
     mark_finished,
@@ -95,3 +96,12 @@ def test_two_threads_writing_one_file_do_not_share_a_temporary_file(tmp_path):
     assert not errors, errors[0]
     assert json.loads((tmp_path / "shared.json").read_text())["i"] == 299
     assert not remove_stale_temp_files(tmp_path)
+
+
+def test_changed_fields_compare_configs_as_json_reads_them_back():
+    """A tuple and the list it was written as are the same value; a key on one side only is a change."""
+    recorded = json.loads(json.dumps({"size": (112, 154), "steps": 4, "old": 1}))
+    assert changed_fields(recorded, {"size": (112, 154), "steps": 4, "old": 1}) == {}
+    assert changed_fields(recorded, {"size": (112, 154), "steps": 6, "new": 2}) == {
+        "new": (None, 2), "old": (1, None), "steps": (4, 6)
+    }  # fmt: skip

@@ -257,6 +257,15 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def changed_fields(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (recorded, wanted)} for every key whose value differs between a run's recorded config and
+    the one asked for now (a key on one side only counts), compared as JSON reads them back, so a tuple
+    and the list it was written as are the same: what a resume refuses with `ParametersChanged`."""
+    then, now = json.loads(json.dumps(recorded)), json.loads(json.dumps(wanted))
+    keys = sorted(then.keys() | now.keys())
+    return {k: (then.get(k), now.get(k)) for k in keys if then.get(k) != now.get(k)}
+
+
 # --------------------------------------------------------------------------------------------------
 # reading finished runs
 # --------------------------------------------------------------------------------------------------

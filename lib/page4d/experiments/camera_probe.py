@@ -73,7 +73,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -93,7 +92,14 @@ from page4d.experiments.scene_stream import StreamRecipe, draw_scene_config, fir
 from page4d.geometry import relative_to_first_camera, rotation_angle, rotation_axis_sine
 from page4d.losses import LossConfig, compute_total_loss
 from page4d.losses.correspondence import correspondence_loss, match_accuracy, patch_matches
-from page4d.records import ParametersChanged, atomic_torch_save, claim_run_folder, mark_finished, write_json
+from page4d.records import (
+    ParametersChanged,
+    atomic_torch_save,
+    changed_fields,
+    claim_run_folder,
+    mark_finished,
+    write_json,
+)
 from page4d.scoring.evaluate import pose_encoding_to_extrinsics
 from page4d.scoring.metrics import camera_errors_per_frame
 
@@ -588,8 +594,7 @@ def _probe_start(
     if not (resume and (out / STATE_FILE).is_file()):
         return 0, fresh, 0.0
     state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-    recorded = json.loads(json.dumps(state["record"]["config"]))
-    changed = sorted(k for k, v in json.loads(json.dumps(fresh["config"])).items() if recorded.get(k) != v)
+    changed = changed_fields(state["record"]["config"], fresh["config"])
     if changed:
         raise ParametersChanged(
             f"{out} holds a probe run with another config ({', '.join(changed)} differ): resume it with "

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from page4d.records import (
     ParametersChanged,
     atomic_torch_save,
     atomic_write_text,
+    changed_fields,
     is_finished,
     mark_finished,
     read_json,
@@ -123,10 +123,9 @@ class CameraRecipe:
 
 def check_phase(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
     """Refuse a phase folder whose run was made with another config than this recipe's."""
-    recorded, wanted = json.loads(json.dumps(recorded)), json.loads(json.dumps(wanted))  # tuples as lists
-    changed = sorted(k for k in wanted.keys() | recorded.keys() if recorded.get(k) != wanted.get(k))
+    changed = changed_fields(recorded, wanted)
     if changed:
-        shown = ", ".join(f"{k}: {recorded.get(k)!r} there, {wanted.get(k)!r} here" for k in changed)
+        shown = ", ".join(f"{k}: {there!r} there, {here!r} here" for k, (there, here) in changed.items())
         raise ParametersChanged(
             f"{folder} holds a phase run with another config ({shown}); this recipe will not mix it in. "
             "Choose a new --out, or the options that run made."
