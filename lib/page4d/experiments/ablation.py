@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.ablation_stats import summarize_arms
 from page4d.experiments.dynamic_pool import PoolRecipe, moving_share, pool_scenes, scene_config
-from page4d.inference.loading import resolve_patch_embed
+from page4d.inference.loading import AUTO, resolve_patch_embed
 from page4d.losses import ARM_NAMES, LossConfig
 from page4d.model import SHIPPED_CHECKPOINTS
 from page4d.model.checkpoint import existing_checkpoint
@@ -168,7 +168,7 @@ class AblationParams:
     preset: str = TrainConfig.preset
     image_size: tuple[int, int] = IMAGE_SIZE
     checkpoint: str = "tiny-stream"  # a path or a shipped name; empty = seeded random init
-    patch_embed: str = "auto"  # the checkpoint's, read from its keys (conv_pos: issue 20's tiny-only one)
+    patch_embed: str = AUTO  # the checkpoint's, read from its keys (conv_pos: issue 20's tiny-only one)
     seeded_mask_head: bool = True  # with a checkpoint: the mask head starts from each seed's init
     trains: str = TrainConfig.trains  # what trains: mask_head, mask_head+middle_blocks, everything
     geometry: bool = True

@@ -19,7 +19,7 @@ from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, l
 from page4d.data.inputs import load_input
 from page4d.model import build_model, load_checkpoint, read_state_dict
 from page4d.model.checkpoint import patch_embed_of
-from page4d.model.config import preset_with_patch_embed
+from page4d.model.config import AUTO_PATCH_EMBED, preset_with_patch_embed
 from page4d.model.network import PAGE4DModel
 
 QUICK_TRAIN_TIMES = (
@@ -27,7 +27,7 @@ QUICK_TRAIN_TIMES = (
 )
 
 
-AUTO = "auto"  # a patch_embed value: the embedding the checkpoint's keys say it was made with
+AUTO = AUTO_PATCH_EMBED  # a patch_embed value: the embedding the checkpoint's keys say it was made with
 
 
 def resolve_patch_embed(preset_name: str, checkpoint: str | Path, patch_embed: str = AUTO) -> str:

@@ -195,6 +195,7 @@ def _tiny() -> ModelConfig:
 
 # The tiny preset's patch embeddings (issue 20). Tiny-only: the 1B presets keep DINOv2 ViT-L/14.
 TINY_PATCH_EMBEDS = ("conv", "conv_stem", "conv_pos")
+AUTO_PATCH_EMBED = "auto"  # a value meaning: read it from the checkpoint's keys (resolve_patch_embed)
 
 
 def with_tiny_patch_embed(cfg: ModelConfig, name: str) -> ModelConfig:

@@ -17,7 +17,7 @@ from typing import Any
 from page4d.cli_args import knob
 from page4d.devices import PRECISIONS, check_precision
 from page4d.losses import LossConfig
-from page4d.model.config import TINY_PATCH_EMBEDS
+from page4d.model.config import AUTO_PATCH_EMBED, TINY_PATCH_EMBEDS
 
 # What trains (`TrainConfig.trains`, the CLI's --trains); everything else is frozen.
 TRAINS = ("mask_head", "mask_head+middle_blocks", "everything")
@@ -59,7 +59,7 @@ class TrainConfig:
         "conv",
         "the tiny preset's patch embedding (conv_pos / conv_stem: tiny-only variants, issue 20; "
         "model.config.preset_with_patch_embed); auto: the checkpoint's own, read from its keys",
-        choices=("auto", *TINY_PATCH_EMBEDS),
+        choices=(AUTO_PATCH_EMBED, *TINY_PATCH_EMBEDS),
     )
     arm: str = knob("bce", "mask terms: none, bce, bce+boundary, bce+boundary+temporal")
     steps: int = knob(120, "optimiser steps (>= 1)")
@@ -130,7 +130,7 @@ class TrainConfig:
                 "TrainConfig(freeze=...) is the old name of trains=...", DeprecationWarning, stacklevel=3
             )
             self.trains = freeze
-        if self.patch_embed not in ("auto", *TINY_PATCH_EMBEDS):
+        if self.patch_embed not in (AUTO_PATCH_EMBED, *TINY_PATCH_EMBEDS):
             raise ValueError(
                 f"patch_embed must be auto or one of {TINY_PATCH_EMBEDS}, got {self.patch_embed!r}"
             )
