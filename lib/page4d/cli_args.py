@@ -28,7 +28,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["knob", "add_options", "from_args", "DefaultsHelpFormatter"]
+__all__ = ["knob", "add_options", "from_args", "changed_options", "DefaultsHelpFormatter"]
 
 
 def knob(
@@ -68,6 +68,18 @@ def from_args(cls: type, args: argparse.Namespace, **extra: Any) -> Any:
         value = getattr(args, f.name)
         values[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values, **extra)
+
+
+def changed_options(config: Any, default: Any) -> str:
+    """The options (" --x-y VALUE" each, tuples space-separated) of every field of the dataclass
+    `config` whose value differs from `default`'s: what a recorded command needs beyond its defaults."""
+    options = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value != getattr(default, f.name):
+            shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            options.append(f" --{f.name.replace('_', '-')} {shown}")
+    return "".join(options)
 
 
 def _add_field(parser: Any, cls: type, f: dataclasses.Field) -> None:

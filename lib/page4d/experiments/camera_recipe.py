@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
+from page4d.cli_args import DefaultsHelpFormatter, add_options, changed_options, from_args, knob
 from page4d.experiments import backbone_score, pretrain
 from page4d.experiments.camera_probe import ProbeConfig, run_probe
 from page4d.records import (
@@ -191,13 +191,7 @@ def score_weights(recipe: CameraRecipe, weights: Path) -> tuple[dict[str, Any], 
 
 def recipe_command(recipe: CameraRecipe) -> str:
     """The command that runs `recipe`: the module and the options that differ from the defaults."""
-    default = CameraRecipe()
-    options = [
-        f" --{f.name.replace('_', '-')} {getattr(recipe, f.name)}"
-        for f in dataclasses.fields(CameraRecipe)
-        if getattr(recipe, f.name) != getattr(default, f.name)
-    ]
-    return "python -m page4d.experiments.camera_recipe --out DIR" + "".join(options)
+    return "python -m page4d.experiments.camera_recipe --out DIR" + changed_options(recipe, CameraRecipe())
 
 
 def build_card(

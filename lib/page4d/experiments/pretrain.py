@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from page4d.cli_args import DefaultsHelpFormatter, add_options, from_args, knob
+from page4d.cli_args import DefaultsHelpFormatter, add_options, changed_options, from_args, knob
 from page4d.data import Scene, SyntheticSceneConfig, generate_synthetic_scene, load_scene
 from page4d.experiments.scene_stream import LazyScene, SceneStream, StreamRecipe, draw_scene_config
 from page4d.model import build_model, load_checkpoint
@@ -329,13 +329,8 @@ def recipe_command(cfg: PretrainConfig) -> str:
     """The command that runs `cfg`: the module with its named recipe (when it is not the field defaults,
     tiny-synthetic's) and the options that differ from that recipe."""
     default = RECIPES.get(cfg.name, PretrainConfig())
-    options = [f" --recipe {cfg.name}"] if cfg.name in RECIPES and cfg.name != NAME else []
-    for field in dataclasses.fields(PretrainConfig):
-        value = getattr(cfg, field.name)
-        if value != getattr(default, field.name):
-            shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
-            options.append(f" --{field.name.replace('_', '-')} {shown}")
-    return "python -m page4d.experiments.pretrain --out DIR" + "".join(options)
+    named = f" --recipe {cfg.name}" if cfg.name in RECIPES and cfg.name != NAME else ""
+    return "python -m page4d.experiments.pretrain --out DIR" + named + changed_options(cfg, default)
 
 
 def first_losses(history: list[dict[str, Any]], n: int = FIRST_LOSSES) -> list[dict[str, Any]]:
