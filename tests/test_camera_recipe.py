@@ -131,3 +131,10 @@ def test_the_phases_are_the_recorded_commands_of_issue_20_s_chain():
     assert (mono.task, mono.seed, mono.lr, mono.geometry_every) == ("rigs+mono", 4, 1e-3, 4)
     with pytest.raises(ValueError, match="every phase"):
         CameraRecipe(rig_steps=0)
+
+
+def test_the_card_says_whether_the_recipe_kept_issue_20_s_budget():
+    within = camera_recipe.budget_text({"train_seconds": 59.5 * 60, "threads": 1})
+    over = camera_recipe.budget_text({"train_seconds": 95 * 60, "threads": 1})
+    assert within.startswith("That is within issue 20's budget of 60 minutes")
+    assert over.startswith("That is **over** issue 20's budget of 60 minutes") and "1 thread(s)" in over

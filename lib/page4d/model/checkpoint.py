@@ -24,10 +24,11 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_CHECKPOINTS = {  # name -> file in SHIPPED_DIR (+ its card)
     "tiny-synthetic": "tiny-synthetic.pt",
     "tiny-stream": "tiny-stream.pt",
+    "tiny-pos": "tiny-pos.pt",
 }
 # name -> the preset it loads into strictly (its card's "preset"); the first one of a preset is the
 # preset's default weights (`shipped_checkpoint_for`)
-SHIPPED_PRESETS = {"tiny-stream": "tiny", "tiny-synthetic": "tiny"}
+SHIPPED_PRESETS = {"tiny-stream": "tiny", "tiny-synthetic": "tiny", "tiny-pos": "tiny"}
 # What a user of a shipped checkpoint's masks must know (from its card).
 SHIPPED_MASK_HEAD_NOTES = {
     "tiny-synthetic": "tiny-synthetic's mask head is at its initialisation (pretrained with the head's "
@@ -36,6 +37,9 @@ SHIPPED_MASK_HEAD_NOTES = {
     "tiny-stream": "tiny-stream's mask head is at its initialisation (pretrained with the head's attention "
     "bias off, see its card tiny-stream.md): its mask_head masks are untrained; fine-tune the head "
     "(page4d.train) or use --method attention",
+    "tiny-pos": "tiny-pos's mask head is at its initialisation (trained with the head's attention bias off, "
+    "see its card tiny-pos.md): its mask_head masks are untrained; fine-tune the head (page4d.train) or use "
+    "--method attention",
 }
 
 
