@@ -464,6 +464,10 @@ def test_three_steps_then_resume_three_equals_six_in_one_go(scene, tmp_path):
     assert schedule_counters(part) == {"aggregator.spatial_mask_head.schedule_step": torch.tensor(3)}
     with pytest.raises(RuntimeError):  # not resuming: the unfinished folder is refused too
         train(cfg, scene, output_dir=tmp_path / "part", model=official_tiny_model(cfg), progress=False)
+    for path in (tmp_path / "part").glob("checkpoint*.pt"):  # as if the first call had taken 1000 s
+        saved = torch.load(path, weights_only=True)
+        saved["history"][-1]["seconds"] = 1000.0
+        torch.save(saved, path)
     fresh = official_tiny_model(dataclasses.replace(cfg, seed=cfg.seed + 1))  # other weights: all restored
     resumed, history = train(
         cfg, scene, output_dir=tmp_path / "part", model=fresh, progress=False, resume=True
@@ -474,6 +478,8 @@ def test_three_steps_then_resume_three_equals_six_in_one_go(scene, tmp_path):
     assert [r["loss"] for r in history] == [r["loss"] for r in whole_history]
     summary = json.loads((tmp_path / "part" / "summary.json").read_text())
     assert summary["resumed_from_step"] == 3
+    # the clock goes on from the first call's: the summary times the whole run, not the last call
+    assert all(r["seconds"] > 1000.0 for r in history[3:]) and summary["seconds"] > 1000.0
 
 
 def test_resume_refuses_changed_settings(scene, tmp_path):

@@ -97,7 +97,8 @@ def train(
     last = cfg.steps if stop_after is None else min(cfg.steps, run.first_step + stop_after)
     steps = range(run.first_step, last)
     bar = tqdm(steps, desc=f"train[{cfg.arm}]", disable=not say, initial=run.first_step, total=cfg.steps)
-    run.t0 = time.perf_counter()
+    # a resumed run's clock goes on from its last step's: history and summary time the whole run
+    run.t0 = time.perf_counter() - (run.history[-1].get("seconds", 0.0) if run.history else 0.0)
     run.stop.install()  # SIGTERM stops at the next step boundary, like Ctrl-C (`interrupts`)
     try:
         take_steps(run, bar)

@@ -46,7 +46,7 @@ class TrainRun:
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per step taken
     first_step: int = 0  # the step this call starts at (a resumed checkpoint's)
     resumed_from: int | None = None
-    t0: float = 0.0  # perf_counter() when this call's first step began
+    t0: float = 0.0  # perf_counter() when the run's first step began (a resumed run: as if it ran on)
     input_record: dict[str, Any] | None = None  # what the caller recorded about the data (summary.json)
 
     @property
