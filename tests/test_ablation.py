@@ -236,7 +236,7 @@ def test_notebook_03_parameter_defaults_are_the_ablation_defaults():
     trainer = TrainConfig()
     assert (nb["steps"], nb["trains"]) == (trainer.steps, trainer.trains)
     # a fine-tuning of a pretrained backbone on monocular videos: its own lr and clip length
-    assert (nb["lr"], nb["clip_times"]) == (1e-3, 4) and nb["checkpoint"] == "tiny-stream"
+    assert (nb["lr"], nb["clip_times"]) == (1e-3, 4) and nb["checkpoint"] == "tiny-pos"
 
 
 def test_pos_weight_parameter():
@@ -634,7 +634,10 @@ def test_the_ablation_starts_from_weights_made_with_a_tiny_only_patch_embedding(
     with pytest.raises(ValueError, match="patch_embed must be auto or one of"):
         TrainConfig(patch_embed="dinov2")
 
-    record = ablation._params_record(ablation.check_checkpoint(AblationParams()), "")
+    default = ablation._params_record(ablation.check_checkpoint(AblationParams()), "")
+    assert default["patch_embed"] == "conv_pos"  # tiny-pos's keys
+    stream = AblationParams(checkpoint="tiny-stream")  # the default before tiny-pos: runs keep their digest
+    record = ablation._params_record(ablation.check_checkpoint(stream), "")
     assert record["patch_embed"] == "conv"  # tiny-stream's keys
     before = {k: v for k, v in record.items() if k != "patch_embed"}
     assert ablation._params_digest(record) == ablation._params_digest(before)

@@ -53,10 +53,8 @@ def test_main_job_runs_the_ablation_talks_while_it_runs_and_prints_the_summary(t
     metrics = json.loads((run / "metrics.json").read_text())
     assert list(metrics["arms"]) == ["none", "bce"]
     # the generated pool: 4 dynamic videos to fine-tune on, 2 others scored; geometry on, so `none` trains
-    assert (
-        len(metrics["params"]["pool"]["eval_seeds"]) == 2 and metrics["params"]["checkpoint"] == "tiny-stream"
-    )
-    assert "fine-tuned on 4 generated dynamic videos, scored on 2 others" in out and "from tiny-stream" in out
+    assert len(metrics["params"]["pool"]["eval_seeds"]) == 2 and metrics["params"]["checkpoint"] == "tiny-pos"
+    assert "fine-tuned on 4 generated dynamic videos, scored on 2 others" in out and "from tiny-pos" in out
     assert metrics["arms"]["none"]["per_seed"][0]["trained_steps"] == 3
     assert "paired difference arm - none" in out and "held-out depth and cameras" in out
     iou = f"{metrics['arms']['bce']['mask_iou']:.3f}"

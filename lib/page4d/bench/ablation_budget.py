@@ -1,7 +1,7 @@
 """Wall time of the main job's ablation (notebook 03's defaults) against its 10-minute budget on 2 cores.
 
 Runs `page4d.experiments.ablation.run_ablation` with `AblationParams()` (the defaults `make run`
-uses: issue 20's answer from the shipped `tiny-stream`, fine-tuned on generated dynamic videos with geometry
+uses: issue 20's answer from the shipped `tiny-pos`, fine-tuned on generated dynamic videos with geometry
 on, arms untrained / attention / no_mask / none / bce / bce_noisy / attention_forcing / oracle, 3 seeds)
 into a temporary folder and
 reports the total, the share spent training each arm and evaluating, and whether the budget holds. Wall clock,

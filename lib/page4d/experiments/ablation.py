@@ -149,10 +149,11 @@ def default_synthetic_scene(seed: int = 0) -> SyntheticSceneConfig:
 @dataclass
 class AblationParams:
     """One ablation. The defaults are issue 20's answer: PAGE-4D's recipe (mask head + middle blocks,
-    geometry on) from the shipped static backbone `tiny-stream`, fine-tuned on generated dynamic videos
-    and scored on other ones, every arm against `none` and `no_mask`. The knobs it shares with the
-    trainer take the trainer's defaults (`TrainConfig.steps`, ...), so the two cannot drift, except
-    two a fine-tuning needs: `lr` (TrainConfig's 5e-3 suits a head trained alone; 1e-3 is the
+    geometry on) from the shipped static backbone `tiny-pos` (its cameras read the images; from
+    `tiny-stream`, whose camera is the identity, no camera column could move), fine-tuned on generated
+    dynamic videos and scored on other ones, every arm against `none` and `no_mask`. The knobs it shares
+    with the trainer take the trainer's defaults (`TrainConfig.steps`, ...), so the two cannot drift,
+    except two a fine-tuning needs: `lr` (TrainConfig's 5e-3 suits a head trained alone; 1e-3 is the
     pretraining's peak) and `clip_times` (4 frames of a monocular video per clip, for the temporal
     cameras). Notebook 03's `parameters` cell repeats them as literals (papermill needs literals) and a
     test checks that they agree."""
@@ -167,7 +168,7 @@ class AblationParams:
     steps: int = TrainConfig.steps
     preset: str = TrainConfig.preset
     image_size: tuple[int, int] = IMAGE_SIZE
-    checkpoint: str = "tiny-stream"  # a path or a shipped name; empty = seeded random init
+    checkpoint: str = "tiny-pos"  # a path or a shipped name; empty = seeded random init
     patch_embed: str = AUTO  # the checkpoint's, read from its keys (conv_pos: issue 20's tiny-only one)
     seeded_mask_head: bool = True  # with a checkpoint: the mask head starts from each seed's init
     trains: str = TrainConfig.trains  # what trains: mask_head, mask_head+middle_blocks, everything
