@@ -74,3 +74,22 @@ def test_weights_of_the_conv_stem_are_scored_with_it_read_from_their_keys_and_re
         probe.state_dict()["aggregator.patch_embed.stem.0.weight"],
         initial_model(3, "conv_stem").state_dict()["aggregator.patch_embed.stem.0.weight"],
     )
+
+
+def test_scenes_past_the_card_s_are_the_same_held_out_range_and_scored_from_the_index_asked():
+    """`first` picks held-out scenes by index: index 1 scored alone is the card's second scene, and
+    index 16 (past the card's 16) is a scene of the same never-trained range that no card scored."""
+    card = json.loads(resources.files("page4d.weights").joinpath("tiny-stream.json").read_text())
+    second = score_backbone("tiny-stream", "tiny-stream", scenes=1, first=1)
+    expected = card["heldout"]["pretrained"]["per_scene"][1]
+    assert second["per_scene"][0]["depth_abs_rel"] == pytest.approx(expected["depth_abs_rel"], rel=1e-3)
+    assert second["first_scene"] == 1 and "from index 1" in summary_lines(second)[0]
+    seeds = [s["seed"] for s in card["heldout_scenes"]]
+    assert second["scene_seeds"] == [seeds[1]]
+    past = score_backbone("tiny-stream", "tiny-stream", scenes=3, first=16)
+    assert past["scenes"] == 3 and len(past["scene_seeds"]) == 3 and not set(past["scene_seeds"]) & set(seeds)
+    assert all(ci is None or ci[0] <= past["targets"][k]["value"] <= ci[1]
+               for k, ci in past["ci95_over_scenes"].items())  # fmt: skip
+    assert past["ci95_over_scenes"]["depth_abs_rel"] is not None  # 3 scenes: a t-interval
+    with pytest.raises(ValueError, match="needs scenes > 0"):
+        score_backbone("tiny-stream", "tiny-stream", first=16)
