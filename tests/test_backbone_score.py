@@ -93,3 +93,5 @@ def test_scenes_past_the_card_s_are_the_same_held_out_range_and_scored_from_the_
     assert past["ci95_over_scenes"]["depth_abs_rel"] is not None  # 3 scenes: a t-interval
     with pytest.raises(ValueError, match="needs scenes > 0"):
         score_backbone("tiny-stream", "tiny-stream", first=16)
+    with pytest.raises(ValueError, match="must be >= 0, got first=-1"):
+        score_backbone("tiny-stream", "tiny-stream", scenes=1, first=-1)

@@ -16,12 +16,12 @@ DIR/DONE.json                       written last (`page4d.records.mark_finished`
 ```
 Weights: `--checkpoint` takes a file or a shipped checkpoint's name; left out, the preset's shipped
 checkpoint is used (`tiny-stream` for `tiny`), and a preset without one is refused. Seeded random
-weights only with `--checkpoint random`. Weights made with a tiny-only patch embedding (issue 20's
-`checkpoints/issue20/`, `camera_recipe`'s) are built with it: `--patch-embed auto`, the default, reads
-it from the checkpoint's keys (naming one, e.g. `--patch-embed conv_pos`, checks it). A DIR that already
-holds a run (finished or interrupted) is refused: every run gets its own folder. Routine mistakes (a missing
-file, a bad value, a checkpoint with NaN weights, a taken DIR) end in one line `page4d.predict: <message>`
-and exit status 2.
+weights only with `--checkpoint random`. Weights made with a tiny-only patch embedding (the shipped
+`tiny-pos`, issue 20's `checkpoints/issue20/`, `camera_recipe`'s) are built with it: `--patch-embed
+auto`, the default, reads it from the checkpoint's keys (naming one, e.g. `--patch-embed conv_pos`,
+checks it). A DIR that already holds a run (finished or interrupted) is refused: every run gets its
+own folder. Routine mistakes (a missing file, a bad value, a checkpoint with NaN weights, a taken DIR)
+end in one line `page4d.predict: <message>` and exit status 2.
 The clip runs through the model in chunks of `--chunk` time steps (all views together; each chunk
 is its own forward pass), with a progress bar. Outside the model's centre crop (when the aspect ratio
 had to be cut to a multiple of 14) the mask logits are extended from the crop's edge.

@@ -45,7 +45,9 @@ def score_backbone(
     cfg = pretrain.RECIPES[recipe]
     if cfg.scenes != "stream":
         raise ValueError(f"recipe {recipe!r} renders its held-out scenes to disk; score a stream recipe")
-    if first < 0 or scenes < 0 or (first and not scenes):
+    if first < 0 or scenes < 0:
+        raise ValueError(f"first and scenes must be >= 0, got first={first}, scenes={scenes}")
+    if first and not scenes:
         raise ValueError(f"first={first} needs scenes > 0 (the count to score from it); got scenes={scenes}")
     count = scenes or cfg.heldout_scenes
     cfg = dataclasses.replace(cfg, heldout_scenes=first + count)

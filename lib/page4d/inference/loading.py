@@ -32,9 +32,9 @@ AUTO = AUTO_PATCH_EMBED  # a patch_embed value: the embedding the checkpoint's k
 
 def resolve_patch_embed(preset_name: str, checkpoint: str | Path, patch_embed: str = AUTO) -> str:
     """`patch_embed`, or for "auto" the one the checkpoint was made with (read from its keys,
-    `model.checkpoint.patch_embed_of`): so issue 20's `conv_pos` weights load by their path or name
-    alone. Without a checkpoint, or for a preset other than `tiny` (the 1B presets keep DINOv2), "auto"
-    is the preset's own, "conv"."""
+    `model.checkpoint.patch_embed_of`): so the shipped `tiny-pos` and issue 20's other `conv_pos` weights
+    load by their name or path alone. Without a checkpoint, or for a preset other than `tiny` (the 1B
+    presets keep DINOv2), "auto" is the preset's own, "conv"."""
     if patch_embed != AUTO:
         return patch_embed
     if preset_name != "tiny" or not str(checkpoint):
