@@ -22,6 +22,7 @@ into either is refused; the two ways on are to continue it (`--resume`) or to pi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -257,13 +258,36 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def changed_fields(recorded: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def changed_fields(
+    recorded: dict[str, Any], wanted: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, tuple[Any, Any]]:
     """{key: (recorded, wanted)} for every key whose value differs between a run's recorded config and
     the one asked for now (a key on one side only counts), compared as JSON reads them back, so a tuple
-    and the list it was written as are the same: what a resume refuses with `ParametersChanged`."""
+    and the list it was written as are the same: what a resume refuses with `ParametersChanged`.
+
+    `defaults` (a config class's `field_defaults`): a key the record lacks whose wanted value is its
+    default is not a change. A knob added after a run was recorded defaults to what the code did before
+    it existed, so that run (recorded without it) still resumes and is still adopted; asked for at
+    another value, it is a change."""
     then, now = json.loads(json.dumps(recorded)), json.loads(json.dumps(wanted))
+    known = json.loads(json.dumps(defaults or {}))
     keys = sorted(then.keys() | now.keys())
-    return {k: (then.get(k), now.get(k)) for k in keys if then.get(k) != now.get(k)}
+    added_at_default = {k for k in now.keys() - then.keys() if k in known and now[k] == known[k]}
+    return {
+        k: (then.get(k), now.get(k)) for k in keys if then.get(k) != now.get(k) and k not in added_at_default
+    }
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """{field: default} of a config dataclass (fields without a default left out): `changed_fields`'s
+    `defaults`."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ held-out clips against the identity floor (predicting "frame 1 is frame 0"):
 - ``task="rigs+mono"``: the card's rigs on even steps and, on odd ones, its static monocular moves
   (`mono_clip`: orbit, pan or dolly of up to 6 degrees per step with hand-held jitter, 4 frames, drawn
   by `scene_stream`): the card's temporal pairs are these moves, which pans alone do not stand for.
+  `rig_times` T shows each training rig at T time steps (T copies of its views: a static rig's frames
+  recur, as in the stream's rigs); the held-out rigs stay at one.
 
 Two options isolate what could make it hard: `whole_patches` (shifts by whole 14-px patches, so frame 1's
 patch tokens are exactly frame 0's moved sideways: nothing to match but identical tokens) and
@@ -97,6 +99,7 @@ from page4d.records import (
     atomic_torch_save,
     changed_fields,
     claim_run_folder,
+    field_defaults,
     mark_finished,
     write_json,
 )
@@ -136,6 +139,11 @@ class ProbeConfig:
     min_deg: float = knob(5.0, "pan / rig task: smallest pan or azimuth gap per clip (degrees)")
     max_deg: float = knob(20.0, "pan / rig task: largest pan or azimuth gap per clip (degrees)")
     max_views: int = knob(4, "rigs task: most cameras of a rig (the held-out rigs have this many)")
+    rig_times: int = knob(
+        1,
+        "rigs task: each training rig's views shown at this many time steps (a static rig: the same images "
+        "again, each at its first time's pose); the held-out rigs keep one",
+    )
     ramp_steps: int = knob(0, "rig task: widen the training gaps from min_deg to max_deg over N steps")
     rotation_target: str = knob(
         "canonical",
@@ -195,6 +203,10 @@ class ProbeConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.max_views < 2:
             raise ValueError(f"max_views must be >= 2, got {self.max_views}")
+        if self.rig_times < 1 or (self.rig_times > 1 and "rigs" not in self.task):
+            raise ValueError(
+                f"rig_times must be >= 1, and > 1 only with a rigs task: {self.rig_times}, {self.task}"
+            )
         if self.ramp_steps < 0:
             raise ValueError(f"ramp_steps must be >= 0, got {self.ramp_steps}")
         if self.minutes < 0:
@@ -330,6 +342,16 @@ def rigs_clip(seed: int, cfg: ProbeConfig, views: int) -> dict[str, torch.Tensor
     return rig_frames(room)
 
 
+def repeat_times(clip: dict[str, torch.Tensor], times: int) -> dict[str, torch.Tensor]:
+    """A static rig's clip `[V, ...]` shown at `times` time steps: `[times * V, ...]`, time-major.
+
+    Why: the stream shows its rigs at two time steps, so its clips hold identical frames; a probe whose
+    rigs hold none teaches nothing about them, and `tiny-pos` turned identical frames by 17-21 degrees.
+    Nothing moves, so each later copy has its first time's images, depths and poses (frame `V` is frame
+    0 again: the identity relative to it)."""
+    return {key: torch.cat([value] * times) for key, value in clip.items()}
+
+
 MONO_MOVES = StreamRecipe(static_share=1.0, monocular_share=1.0, mono_times=(4, 4))  # rigs+mono's odd steps
 
 
@@ -377,6 +399,8 @@ def make_batch(
         clips = [rig_clip(seed, cfg, widest_gap(cfg, step)) for seed in seeds]
     elif kind == "rigs":
         clips = [rigs_clip(seed, cfg, rig_views(cfg, step)) for seed in seeds]
+        if step is not None and cfg.rig_times > 1:
+            clips = [repeat_times(clip, cfg.rig_times) for clip in clips]
     elif kind == "mono":
         clips = [mono_clip(seed) for seed in seeds]
     elif kind == "pan" and cfg.task.endswith("+pan"):
@@ -594,7 +618,7 @@ def _probe_start(
     if not (resume and (out / STATE_FILE).is_file()):
         return 0, fresh, 0.0
     state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-    changed = changed_fields(state["record"]["config"], fresh["config"])
+    changed = changed_fields(state["record"]["config"], fresh["config"], field_defaults(ProbeConfig))
     if changed:
         raise ParametersChanged(
             f"{out} holds a probe run with another config ({', '.join(changed)} differ): resume it with "

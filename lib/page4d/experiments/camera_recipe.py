@@ -11,7 +11,9 @@ own rigs and monocular moves (`rigs+mono`) then bring back. So:
    (depth, points and cameras on a new scene every step);
 2. `rig/`: `camera_probe --task rig`, two views of a static rig 5-175 degrees apart (widened from 5
    over `ramp_steps`), the depth and point losses kept on every 4th step, `rig_steps` steps;
-3. `mono/`: `camera_probe --task rigs+mono`, `mono_steps` steps.
+3. `mono/`: `camera_probe --task rigs+mono`, `mono_steps` steps, each training rig shown at
+   `mono_rig_times` time steps (its frames recur, as in the stream's rigs: without them `tiny-pos` turned
+   identical frames by some 20 degrees and its temporal RPE-r stayed at 15).
 
 Each phase is that module's own run folder under OUT, recorded as it records it. A finished phase is
 not run again; its recorded config must be the one this recipe would run (else the recipe is refused,
@@ -27,6 +29,8 @@ stream's training scenes beside them, the rig views by gap) and `NAME_loss.png` 
     python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # the default lengths
     python -m page4d.experiments.camera_recipe --out outputs/tiny_pos          # again: continues it
     python -m page4d.experiments.camera_recipe --out DIR --device cuda         # on a GPU
+    python -m page4d.experiments.camera_recipe --out NEW --mono-steps 1000 --reuse outputs/tiny_pos
+                                  # copies the stream and rig phases that NEW would run the same way
 
 The default lengths are those of the chain of separate runs that first learnt the turns (README, "The
 patch embedding": a 6000-step stream, 4800 rig steps, 750 `rigs+mono` steps), about 95 minutes on one
@@ -45,6 +49,7 @@ import argparse
 import dataclasses
 import hashlib
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +66,7 @@ from page4d.records import (
     atomic_torch_save,
     atomic_write_text,
     changed_fields,
+    field_defaults,
     is_finished,
     mark_finished,
     read_json,
@@ -72,6 +78,7 @@ SCORED_RECIPE = "tiny-stream"  # whose held-out scenes the card scores: the same
 CARD_SCENES = 0  # the held-out scenes the card scores: 0 = all 16 (tests score fewer)
 TRAINING_SCENES_SCORED = 16
 PHASES = ("stream", "rig", "mono")
+REUSED_FILE = "reused.json"  # {phase: the recipe folder it was copied from} (`reuse_phases`)
 BUDGET_MINUTES = 60.0  # issue 20's budget for the recipe's training on the 2-core CPU
 
 
@@ -86,12 +93,14 @@ class CameraRecipe:
     rig_steps: int = knob(4800, "phase 2: rig-probe steps (8 two-view rigs each)")
     ramp_steps: int = knob(1200, "phase 2: steps over which the rig gaps widen from 5 to 175 degrees")
     mono_steps: int = knob(750, "phase 3: rigs+mono steps (the card's rigs and monocular moves)")
+    mono_rig_times: int = knob(2, "phase 3: time steps each training rig is shown at (its frames recur)")
     threads: int = knob(1, "torch CPU threads (results are reproducible for a fixed thread count)")
     device: str = knob("cpu", "cpu, or cuda (fast; the first losses are then not bit-identical)")
 
     def __post_init__(self) -> None:
-        if min(self.stream_steps, self.rig_steps, self.mono_steps) < 1 or self.ramp_steps < 0:
-            raise ValueError(f"every phase needs >= 1 step and ramp_steps >= 0: {self}")
+        sizes = (self.stream_steps, self.rig_steps, self.mono_steps, self.mono_rig_times)
+        if min(sizes) < 1 or self.ramp_steps < 0:
+            raise ValueError(f"every phase needs >= 1 step, mono_rig_times >= 1 and ramp_steps >= 0: {self}")
 
     def stream(self) -> pretrain.PretrainConfig:
         """Phase 1: `tiny-stream` with the position table, shortened."""
@@ -118,14 +127,18 @@ class CameraRecipe:
         """Phase 3, from phase 2's last weights."""
         return ProbeConfig(
             task="rigs+mono", init=str(out / "rig" / "weights.pt"), patch_embed=PATCH_EMBED,
-            steps=self.mono_steps, geometry=True, geometry_every=4, eval_every=250, seed=self.seed + 4,
+            steps=self.mono_steps, rig_times=self.mono_rig_times, geometry=True, geometry_every=4,
+            eval_every=250, seed=self.seed + 4,
             threads=self.threads, device=self.device, save_weights=True,
         )  # fmt: skip
 
 
-def check_phase(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """Refuse a phase folder whose run was made with another config than this recipe's."""
-    changed = changed_fields(recorded, wanted)
+def check_phase(
+    folder: Path, recorded: dict[str, Any], wanted: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> None:
+    """Refuse a phase folder whose run was made with another config than this recipe's (`defaults`:
+    the phase's config class's, so a knob added since, at its default, is no change: `changed_fields`)."""
+    changed = changed_fields(recorded, wanted, defaults)
     if changed:
         shown = ", ".join(f"{k}: {there!r} there, {here!r} here" for k, (there, here) in changed.items())
         raise ParametersChanged(
@@ -134,25 +147,66 @@ def check_phase(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) 
         )
 
 
+def recorded_config(folder: Path, phase: str) -> dict[str, Any]:
+    """The config a phase folder's run recorded (the stream's `pretrain_config.json`, a probe's own)."""
+    if phase == "stream":
+        return read_json(folder / "pretrain_config.json")
+    return read_json(folder / "probe.json")["config"]
+
+
+def wanted_config(recipe: CameraRecipe, phase: str, root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, its class's field defaults) of `phase` as this recipe runs it in the recipe folder `root`
+    (a probe phase names the last phase's weights under `root`)."""
+    if phase == "stream":
+        return dataclasses.asdict(recipe.stream()), field_defaults(pretrain.PretrainConfig)
+    cfg = recipe.rig(root) if phase == "rig" else recipe.mono(root)
+    return dataclasses.asdict(cfg), field_defaults(ProbeConfig)
+
+
+def reuse_phases(recipe: CameraRecipe, source: Path, out: Path) -> dict[str, str]:
+    """Copy into `out` the finished phases of the recipe folder `source` that this recipe runs the same
+    way, in order, up to the first one that differs (each phase starts from the last one's weights, so
+    none after a difference can be shared); returns {phase: source folder}, kept in `out/reused.json`.
+
+    Why: a change to the last phase (say `mono_rig_times`) need not train the first two again, some 90
+    minutes on one CPU thread. The copies are the records as their runs wrote them (a probe phase's
+    config names `source`'s paths, which the checks then expect); the card lists what was reused."""
+    reused: dict[str, str] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
+    for phase in PHASES:
+        there = source / phase
+        if (out / phase).exists() or not is_finished(there):
+            break
+        wanted, defaults = wanted_config(recipe, phase, source)
+        if changed_fields(recorded_config(there, phase), wanted, defaults):
+            break
+        partial = out / f".{phase}.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # a copy an earlier call did not finish
+        shutil.copytree(there, partial)
+        partial.rename(out / phase)
+        reused[phase] = str(there)
+        write_json(out / REUSED_FILE, reused)
+    return reused
+
+
 def run_phases(recipe: CameraRecipe, out: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Run (or adopt, when finished with this recipe's config) each phase; returns each one's record."""
     records: dict[str, dict[str, Any]] = {}
-    stream_cfg = recipe.stream()
-    folder = out / "stream"
-    if is_finished(folder):
-        check_phase(folder, read_json(folder / "pretrain_config.json"), dataclasses.asdict(stream_cfg))
-        records["stream"] = read_json(folder / f"{stream_cfg.name}.json")
-    else:
-        resume = (folder / "pretrain_config.json").is_file()
-        records["stream"] = pretrain.pretrain(stream_cfg, folder, resume=resume, progress=progress)
-    for phase, probe_cfg in (("rig", recipe.rig(out)), ("mono", recipe.mono(out))):
+    reused: dict[str, str] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
+    for phase in PHASES:
         folder = out / phase
+        root = Path(reused[phase]).parent if phase in reused else out
+        wanted, defaults = wanted_config(recipe, phase, root)
         if is_finished(folder):
-            records[phase] = read_json(folder / "probe.json")
-            check_phase(folder, records[phase]["config"], dataclasses.asdict(probe_cfg))
+            check_phase(folder, recorded_config(folder, phase), wanted, defaults)
+            name = f"{recipe.stream().name}.json" if phase == "stream" else "probe.json"
+            records[phase] = read_json(folder / name)
+        elif phase == "stream":
+            resume = (folder / "pretrain_config.json").is_file()
+            records[phase] = pretrain.pretrain(recipe.stream(), folder, resume=resume, progress=progress)
         else:  # an interrupted phase continues from its last evaluation
+            cfg = recipe.rig(out) if phase == "rig" else recipe.mono(out)
             resume = (folder / "probe.json").is_file()
-            records[phase] = run_probe(probe_cfg, folder, progress=progress, resume=resume)
+            records[phase] = run_probe(cfg, folder, progress=progress, resume=resume)
     return records
 
 
@@ -229,8 +283,11 @@ def build_card(
     return card
 
 
-def run_recipe(recipe: CameraRecipe, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run the three phases into `out_dir` (continuing a stopped recipe), then write the shipped files;
+def run_recipe(
+    recipe: CameraRecipe, out_dir: str | Path, progress: bool = True, reuse: str | Path | None = None
+) -> dict[str, Any]:
+    """Run the three phases into `out_dir` (continuing a stopped recipe; `reuse`: first copy the
+    phases another recipe folder ran the same way, `reuse_phases`), then write the shipped files;
     returns the card's numbers."""
     out = Path(out_dir)
     if is_finished(out):
@@ -239,6 +296,8 @@ def run_recipe(recipe: CameraRecipe, out_dir: str | Path, progress: bool = True)
     if (out / "recipe.json").is_file():
         check_phase(out, read_json(out / "recipe.json"), dataclasses.asdict(recipe))
     write_json(out / "recipe.json", dataclasses.asdict(recipe))
+    if reuse is not None:
+        reuse_phases(recipe, Path(reuse), out)
     torch.set_num_threads(recipe.threads)
     commit = pretrain.git_commit()
     records = run_phases(recipe, out, progress)
@@ -247,6 +306,7 @@ def run_recipe(recipe: CameraRecipe, out_dir: str | Path, progress: bool = True)
     weights = atomic_torch_save({"model": state}, out / f"{recipe.name}.pt")
     t0 = time.perf_counter()
     card = build_card(recipe, records, weights, commit)  # scores exactly the float16 weights it ships
+    card["reused"] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
     card["card_seconds"] = time.perf_counter() - t0  # scoring the card's scenes, after the training
     write_loss_curve(out, records, out / f"{recipe.name}_loss.png", recipe.name)
     atomic_write_text(out / f"{recipe.name}.md", card_markdown(card))
@@ -311,13 +371,14 @@ last one's weights:
    every 4th step. At its end, on its own {rig_clips} held-out rigs: median error
    {rig["rot_deg_median"]:.1f} deg against the identity's {rig["identity_floor_deg"]:.1f} (turn slope
    {rig["turn_slope"]:.2f});
-3. **rigs+mono** ({r["mono_steps"]} steps, {took["mono"]}): the card's rigs of 2-4 cameras and its
-   monocular moves on alternate steps, the same losses. At its end (error / identity floor, degrees):
+3. **rigs+mono** ({r["mono_steps"]} steps, {took["mono"]}): the card's rigs of 2-4 cameras (each shown at
+   {r["mono_rig_times"]} time step(s), so a static rig's frames recur as in the stream) and its monocular
+   moves on alternate steps, the same losses. At its end (error / identity floor, degrees):
    held-out rigs {mono["rot_deg_median"]:.1f} / {mono["identity_floor_deg"]:.1f},
    moves {mono["mono_rot_deg_median"]:.2f} / {mono["mono_identity_floor_deg"]:.2f}.
 
 Training: {card["train_seconds"] / 60:.0f} minutes in all (each phase's own held-out scoring included; the
-card's scenes then took {card["card_seconds"]:.0f} s more). {budget_text(card)}
+card's scenes then took {card["card_seconds"]:.0f} s more). {budget_text(card)}{reused_text(card)}
 
 ![loss curve]({name}_loss.png)
 
@@ -351,6 +412,18 @@ def budget_text(card: dict[str, Any]) -> str:
     )
 
 
+def reused_text(card: dict[str, Any]) -> str:
+    """Which phases were copied from another recipe folder (`--reuse`), said on the card."""
+    reused = card["reused"]
+    if not reused:
+        return ""
+    where = ", ".join(f"{phase} from `{folder}`" for phase, folder in reused.items())
+    return (
+        f"\nPhases copied from an earlier recipe folder that ran them the same way (`--reuse`; their minutes "
+        f"count above): {where}."
+    )
+
+
 def _floor(floor: dict[str, float], key: str) -> str:
     return f"{floor[key]:.3f}" if key in floor else "-"
 
@@ -362,9 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="run folder (a stopped recipe continues there)")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="a recipe folder whose finished phases, where this recipe runs them the same way, are copied "
+        "in rather than trained again (in order, up to the first that differs)",
+    )
     add_options(parser, CameraRecipe)
     args = parser.parse_args(argv)
-    card = run_recipe(from_args(CameraRecipe, args), args.out)
+    card = run_recipe(from_args(CameraRecipe, args), args.out, reuse=args.reuse)
     held = card["targets"]
     print(
         f"camera_recipe: done in {card['train_seconds'] / 60:.1f} min; held-out "
