@@ -421,6 +421,26 @@ def test_rigs_plus_mono_alternates_the_card_s_rigs_and_its_static_monocular_move
     assert len(last["gt_deg"]) == 2 * 3 and len(last["mono_gt_deg"]) == 2 * 3 and "mono_skill" in last
 
 
+def test_rig_times_shows_each_training_rig_again_at_its_first_time_s_poses_and_leaves_the_held_out_rigs():
+    """`rig_times` 2: a training rig of V views becomes 2V frames, the second V the first again (a static
+    rig: same images, depths and poses, so frame V is the identity against frame 0); the held-out rigs
+    (step None) and the monocular steps keep their frames; only the rigs tasks take it."""
+    cfg = ProbeConfig(task="rigs+mono", rig_times=2, max_views=4)
+    views = rig_views(cfg, 2)
+    once, twice = rigs_clip(3, cfg, views), make_batch([3], cfg, step=2)
+    assert twice["images"].shape[:2] == (1, 2 * views)
+    for key, value in once.items():
+        assert torch.equal(twice[key][0, :views], value) and torch.equal(twice[key][0, views:], value)
+    pose = twice["extrinsics"][0, views].double()
+    assert torch.allclose(pose, torch.eye(3, 4, dtype=torch.float64), atol=1e-6)
+    assert make_batch([3], cfg, step=None)["images"].shape[1] == cfg.max_views  # held out: one time
+    assert make_batch([3], cfg, step=1)["images"].shape[1] == 4  # a monocular move: its 4 frames
+    with pytest.raises(ValueError, match="rig_times"):
+        ProbeConfig(task="pan", rig_times=2)
+    with pytest.raises(ValueError, match="rig_times"):
+        ProbeConfig(task="rigs", rig_times=0)
+
+
 def test_a_time_budget_stops_the_run_at_the_first_evaluation_past_it(tmp_path, monkeypatch):
     """`minutes`: the run ends (finished, its record complete) at the first evaluation whose clock is
     past the budget. A fake clock that advances 30 s per reading makes this independent of the machine."""

@@ -109,6 +109,41 @@ def test_a_stopped_recipe_continues_from_its_finished_phases_and_a_changed_one_i
     assert card["phases"]["mono"]["config"]["steps"] == 2 and (out / "DONE.json").is_file()
 
 
+def test_reuse_copies_the_phases_another_folder_ran_the_same_way_up_to_the_first_that_differs(
+    tmp_path, small_phases, monkeypatch
+):
+    recipe, first = CameraRecipe(**SMALL), tmp_path / "first"
+    run_recipe(recipe, first, progress=False)
+    ran, real_probe, real_stream = [], camera_recipe.run_probe, pretrain.pretrain
+
+    def probe(cfg, folder, progress=True, resume=False):
+        ran.append(folder.name)
+        return real_probe(cfg, folder, progress=progress, resume=resume)
+
+    def stream(*args, **kwargs):
+        ran.append("stream")
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr(camera_recipe, "run_probe", probe)
+    monkeypatch.setattr(pretrain, "pretrain", stream)
+    longer = dataclasses.replace(recipe, mono_steps=3)  # only the last phase differs
+    card = run_recipe(longer, tmp_path / "longer", progress=False, reuse=first)
+    assert ran == ["mono"]
+    assert card["reused"] == {"stream": str(first / "stream"), "rig": str(first / "rig")}
+    for phase in ("stream", "rig"):  # the records as their runs wrote them
+        assert (tmp_path / "longer" / phase / "DONE.json").read_bytes() == (
+            first / phase / "DONE.json"
+        ).read_bytes()
+    mono = json.loads((tmp_path / "longer" / "mono" / "probe.json").read_text())["config"]
+    assert mono["init"] == str(tmp_path / "longer" / "rig" / "weights.pt") and mono["steps"] == 3
+    assert "`--reuse`" in card_markdown(card) and str(first / "rig") in card_markdown(card)
+    ran.clear()
+    other = dataclasses.replace(recipe, rig_steps=3)
+    card = run_recipe(other, tmp_path / "rig3", progress=False, reuse=first)
+    assert ran == ["rig", "mono"] and list(card["reused"]) == ["stream"]  # nothing after a difference
+    assert "`--reuse`" not in card_markdown(json.loads((first / "tiny-pos.json").read_text()))
+
+
 def test_a_phase_folder_made_with_another_config_is_refused_naming_the_field(tmp_path):
     wanted = dataclasses.asdict(CameraRecipe().rig(tmp_path))
     check_phase(tmp_path, json.loads(json.dumps(wanted)), wanted)  # tuples read back as lists: the same
@@ -129,6 +164,7 @@ def test_the_phases_are_the_recorded_commands_of_issue_20_s_chain():
     assert (rig.min_deg, rig.max_deg, rig.geometry, rig.w_rotation) == (5, 175, True, 10)
     assert (rig.ramp_steps, rig.geometry_every, rig.batch, rig.lr) == (1200, 4, 8, 1e-3)
     assert (mono.task, mono.seed, mono.lr, mono.geometry_every) == ("rigs+mono", 4, 1e-3, 4)
+    assert mono.rig_times == 2 and rig.rig_times == 1  # the rigs+mono phase's rigs recur, as in the stream
     with pytest.raises(ValueError, match="every phase"):
         CameraRecipe(rig_steps=0)
 

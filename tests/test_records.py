@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -13,6 +14,7 @@ from page4d.records import (
     atomic_torch_save,
     changed_fields,
     claim_run_folder,
+    field_defaults,
     is_finished,
     mark_finished,
     remove_stale_temp_files,
@@ -105,3 +107,21 @@ def test_changed_fields_compare_configs_as_json_reads_them_back():
     assert changed_fields(recorded, {"size": (112, 154), "steps": 6, "new": 2}) == {
         "new": (None, 2), "old": (1, None), "steps": (4, 6)
     }  # fmt: skip
+
+
+def test_a_knob_added_since_a_run_was_recorded_is_no_change_at_its_default_and_a_change_otherwise():
+    @dataclasses.dataclass
+    class Config:
+        steps: int = 4
+        sizes: tuple[int, ...] = (1, 2)
+        added: int = 1  # a knob the recorded run predates: 1 is what the code did before it
+
+    recorded = {"steps": 4, "sizes": [1, 2]}
+    defaults = field_defaults(Config)
+    assert defaults == {"steps": 4, "sizes": (1, 2), "added": 1}
+    assert changed_fields(recorded, dataclasses.asdict(Config()), defaults) == {}
+    assert changed_fields(recorded, dataclasses.asdict(Config(added=2)), defaults) == {"added": (None, 2)}
+    assert changed_fields(recorded, dataclasses.asdict(Config()), None) == {"added": (None, 1)}  # strict
+    assert changed_fields({**recorded, "added": 2}, dataclasses.asdict(Config()), defaults) == {
+        "added": (2, 1)
+    }  # recorded at another value: a change whatever the default
