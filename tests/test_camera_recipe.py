@@ -14,13 +14,13 @@ from page4d.experiments.camera_recipe import CameraRecipe, card_markdown, check_
 from page4d.model import build_model, load_checkpoint
 from page4d.records import ParametersChanged
 
-SMALL = dict(stream_steps=3, rig_steps=2, ramp_steps=1, mono_steps=2)
+SMALL = dict(stream_steps=3, rig_steps=2, ramp_steps=1, mono_steps=2, recur_steps=2)
 
 
 @pytest.fixture
 def small_phases(monkeypatch):
     """Phases of a few steps scored on few scenes and clips (the shipped recipe scores 16 and 32)."""
-    stream, rig, mono = CameraRecipe.stream, CameraRecipe.rig, CameraRecipe.mono
+    stream, rig, mono = CameraRecipe.stream, CameraRecipe.rig, CameraRecipe.mono  # recur is mono's, changed
     monkeypatch.setattr(
         CameraRecipe,
         "stream",
@@ -36,22 +36,27 @@ def small_phases(monkeypatch):
     monkeypatch.setattr(camera_recipe, "TRAINING_SCENES_SCORED", 1)
 
 
-def test_the_recipe_runs_its_three_phases_in_order_and_ships_float16_weights_with_their_card(
+def test_the_recipe_runs_its_four_phases_in_order_and_ships_float16_weights_with_their_card(
     tmp_path, small_phases
 ):
     recipe = CameraRecipe(**SMALL)
     card = run_recipe(recipe, tmp_path / "r", progress=False)
     out = tmp_path / "r"
     # each phase is its module's own finished run, the next one starting from the last one's weights
-    assert all((out / phase / "DONE.json").is_file() for phase in ("stream", "rig", "mono"))
+    assert all((out / phase / "DONE.json").is_file() for phase in ("stream", "rig", "mono", "recur"))
     rig = json.loads((out / "rig" / "probe.json").read_text())["config"]
     mono = json.loads((out / "mono" / "probe.json").read_text())["config"]
     assert rig["init"] == str(out / "stream" / "tiny-pos-stream.pt") and rig["task"] == "rig"
     assert mono["init"] == str(out / "rig" / "weights.pt") and mono["task"] == "rigs+mono"
     assert rig["patch_embed"] == mono["patch_embed"] == "conv_pos" and mono["seed"] == rig["seed"] + 4
+    recur = json.loads((out / "recur" / "probe.json").read_text())["config"]
+    assert recur["init"] == str(out / "mono" / "weights.pt") and (recur["task"], recur["rig_times"]) == (
+        "rigs+mono",
+        2,
+    )
     saved = torch.load(out / "tiny-pos.pt", weights_only=True)["model"]
     assert all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
-    last = torch.load(out / "mono" / "weights.pt", weights_only=True)
+    last = torch.load(out / "recur" / "weights.pt", weights_only=True)
     assert all(torch.equal(saved[k], v.half()) for k, v in last.items() if v.is_floating_point())
     model = build_model(pretrain.model_config("conv_pos"))
     assert load_checkpoint(model, out / "tiny-pos.pt").ok  # strict, with the position table
@@ -66,7 +71,7 @@ def test_the_recipe_runs_its_three_phases_in_order_and_ships_float16_weights_wit
     assert len(card["heldout"]["pretrained"]["per_scene"]) == 1 and card["training_scenes"]["per_scene"]
     assert card["command"] == (
         "python -m page4d.experiments.camera_recipe --out DIR --stream-steps 3 --rig-steps 2 "
-        "--ramp-steps 1 --mono-steps 2"
+        "--ramp-steps 1 --mono-steps 2 --recur-steps 2"
     )
     assert card["heldout"]["pretrained"]["camera_floor"]["rpe_view_rot"] > 0  # rigs: the floor turns
     assert (out / "tiny-pos_loss.png").stat().st_size > 0
@@ -81,14 +86,14 @@ def test_a_stopped_recipe_continues_from_its_finished_phases_and_a_changed_one_i
     real_loss = camera_probe.training_loss
 
     def stop_mono_at_step_1(model, batch, cfg, step, geometry_cfg):
-        if cfg.task == "rigs+mono" and step == 1:  # the last phase, after its first evaluation
+        if cfg.rig_times == 2 and step == 1:  # the last phase, after its first evaluation
             raise KeyboardInterrupt
         return real_loss(model, batch, cfg, step, geometry_cfg)
 
     monkeypatch.setattr(camera_probe, "training_loss", stop_mono_at_step_1)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, out, progress=False)
-    assert (out / "mono" / "state.pt").is_file() and not (out / "mono" / "DONE.json").exists()
+    assert (out / "recur" / "state.pt").is_file() and not (out / "recur" / "DONE.json").exists()
     rig_bytes = (out / "rig" / "probe.json").read_bytes()
     with pytest.raises(ParametersChanged, match="rig_steps"):  # another recipe in the same folder
         run_recipe(dataclasses.replace(recipe, rig_steps=3), out, progress=False)
@@ -102,11 +107,11 @@ def test_a_stopped_recipe_continues_from_its_finished_phases_and_a_changed_one_i
 
     monkeypatch.setattr(camera_recipe, "run_probe", probe)
     card = run_recipe(recipe, out, progress=False)  # the same command again: the last phase goes on
-    assert streams == [] and probes == [("mono", True)]
+    assert streams == [] and probes == [("recur", True)]
     assert (out / "rig" / "probe.json").read_bytes() == rig_bytes
-    mono = json.loads((out / "mono" / "probe.json").read_text())
-    assert [e["step"] for e in mono["evaluations"]] == [0, 2] and len(mono["losses"]) == 2
-    assert card["phases"]["mono"]["config"]["steps"] == 2 and (out / "DONE.json").is_file()
+    recur = json.loads((out / "recur" / "probe.json").read_text())
+    assert [e["step"] for e in recur["evaluations"]] == [0, 2] and len(recur["losses"]) == 2
+    assert card["phases"]["recur"]["config"]["steps"] == 2 and (out / "DONE.json").is_file()
 
 
 def test_reuse_copies_the_phases_another_folder_ran_the_same_way_up_to_the_first_that_differs(
@@ -126,21 +131,21 @@ def test_reuse_copies_the_phases_another_folder_ran_the_same_way_up_to_the_first
 
     monkeypatch.setattr(camera_recipe, "run_probe", probe)
     monkeypatch.setattr(pretrain, "pretrain", stream)
-    longer = dataclasses.replace(recipe, mono_steps=3)  # only the last phase differs
+    longer = dataclasses.replace(recipe, recur_steps=3)  # only the last phase differs
     card = run_recipe(longer, tmp_path / "longer", progress=False, reuse=first)
-    assert ran == ["mono"]
-    assert card["reused"] == {"stream": str(first / "stream"), "rig": str(first / "rig")}
-    for phase in ("stream", "rig"):  # the records as their runs wrote them
+    assert ran == ["recur"]
+    assert card["reused"] == {p: str(first / p) for p in ("stream", "rig", "mono")}
+    for phase in ("stream", "rig", "mono"):  # the records as their runs wrote them
         assert (tmp_path / "longer" / phase / "DONE.json").read_bytes() == (
             first / phase / "DONE.json"
         ).read_bytes()
-    mono = json.loads((tmp_path / "longer" / "mono" / "probe.json").read_text())["config"]
-    assert mono["init"] == str(tmp_path / "longer" / "rig" / "weights.pt") and mono["steps"] == 3
+    recur = json.loads((tmp_path / "longer" / "recur" / "probe.json").read_text())["config"]
+    assert recur["init"] == str(tmp_path / "longer" / "mono" / "weights.pt") and recur["steps"] == 3
     assert "`--reuse`" in card_markdown(card) and str(first / "rig") in card_markdown(card)
     ran.clear()
     other = dataclasses.replace(recipe, rig_steps=3)
     card = run_recipe(other, tmp_path / "rig3", progress=False, reuse=first)
-    assert ran == ["rig", "mono"] and list(card["reused"]) == ["stream"]  # nothing after a difference
+    assert ran == ["rig", "mono", "recur"] and list(card["reused"]) == ["stream"]  # none after a difference
     assert "`--reuse`" not in card_markdown(json.loads((first / "tiny-pos.json").read_text()))
 
 
@@ -164,7 +169,11 @@ def test_the_phases_are_the_recorded_commands_of_issue_20_s_chain():
     assert (rig.min_deg, rig.max_deg, rig.geometry, rig.w_rotation) == (5, 175, True, 10)
     assert (rig.ramp_steps, rig.geometry_every, rig.batch, rig.lr) == (1200, 4, 8, 1e-3)
     assert (mono.task, mono.seed, mono.lr, mono.geometry_every) == ("rigs+mono", 4, 1e-3, 4)
-    assert mono.rig_times == 2 and rig.rig_times == 1  # the rigs+mono phase's rigs recur, as in the stream
+    recur = r.recur(Path("o"))
+    assert rig.rig_times == mono.rig_times == 1 and recur.rig_times == 2  # phase 4's rigs recur
+    assert (recur.task, recur.seed, recur.steps) == ("rigs+mono", 11, 500)
+    assert recur.init == str(Path("o") / "mono" / "weights.pt")
+    assert dataclasses.replace(recur, init=mono.init, steps=750, rig_times=1, seed=4) == mono
     with pytest.raises(ValueError, match="every phase"):
         CameraRecipe(rig_steps=0)
 
