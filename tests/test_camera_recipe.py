@@ -149,6 +149,21 @@ def test_reuse_copies_the_phases_another_folder_ran_the_same_way_up_to_the_first
     assert "`--reuse`" not in card_markdown(json.loads((first / "tiny-pos.json").read_text()))
 
 
+def test_recur_steps_0_runs_the_three_phases_of_the_first_tiny_pos_and_ships_the_third_s_weights(
+    tmp_path, small_phases
+):
+    card = run_recipe(CameraRecipe(**{**SMALL, "recur_steps": 0}), tmp_path / "r", progress=False)
+    out = tmp_path / "r"
+    assert list(card["phases"]) == ["stream", "rig", "mono"] and not (out / "recur").exists()
+    saved = torch.load(out / "tiny-pos.pt", weights_only=True)["model"]
+    last = torch.load(out / "mono" / "weights.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v.half()) for k, v in last.items() if v.is_floating_point())
+    text = card_markdown(card)
+    assert "three phases" in text and "**recur**" not in text and "moves" in text
+    with pytest.raises(ValueError, match="recur >= 0"):
+        CameraRecipe(recur_steps=-1)
+
+
 def test_a_phase_folder_made_with_another_config_is_refused_naming_the_field(tmp_path):
     wanted = dataclasses.asdict(CameraRecipe().rig(tmp_path))
     check_phase(tmp_path, json.loads(json.dumps(wanted)), wanted)  # tuples read back as lists: the same

@@ -1,4 +1,4 @@
-"""The shipped `tiny-pos` backbone (issue 20): the camera recipe's three phases, float16 in the package,
+"""The shipped `tiny-pos` backbone (issue 20): the camera recipe's four phases, float16 in the package,
 loadable by name with its `conv_pos` embedding, its card rendered from its JSON, a held-out rig re-scored
 as the card recorded it, and the recipe's first steps replayed."""
 
@@ -36,7 +36,8 @@ def test_tiny_pos_is_shipped_in_float16_with_the_card_of_the_default_recipe():
     assert CameraRecipe(**c["recipe"]) == CameraRecipe()  # the command's defaults made it
     assert c["command"] == "python -m page4d.experiments.camera_recipe --out DIR"
     assert (SHIPPED_DIR / f"{NAME}.md").read_text() == card_markdown(c)
-    assert "**over** issue 20's budget" in card_markdown(c)  # 107 recorded minutes: said on the card
+    assert "**over** issue 20's budget" in card_markdown(c)  # its recorded minutes: said on the card
+    assert c["phases"]["recur"]["config"]["rig_times"] == 2 and c["recipe"]["recur_steps"] == 500
     assert (SHIPPED_DIR / f"{NAME}_loss.png").stat().st_size > 0
     # loadable by name, strictly, with the embedding its keys name; tiny-stream stays the preset default
     model, note = load_model("tiny", NAME)

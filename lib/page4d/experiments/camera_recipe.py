@@ -95,15 +95,22 @@ class CameraRecipe:
     rig_steps: int = knob(4800, "phase 2: rig-probe steps (8 two-view rigs each)")
     ramp_steps: int = knob(1200, "phase 2: steps over which the rig gaps widen from 5 to 175 degrees")
     mono_steps: int = knob(750, "phase 3: rigs+mono steps (the card's rigs and monocular moves)")
-    recur_steps: int = knob(500, "phase 4: rigs+mono steps whose training rigs recur at rig_times time steps")
+    recur_steps: int = knob(500, "phase 4: rigs+mono steps, rigs shown at rig_times time steps (0: none)")
     rig_times: int = knob(2, "phase 4: time steps each training rig is shown at (its frames recur)")
     threads: int = knob(1, "torch CPU threads (results are reproducible for a fixed thread count)")
     device: str = knob("cpu", "cpu, or cuda (fast; the first losses are then not bit-identical)")
 
     def __post_init__(self) -> None:
-        sizes = (self.stream_steps, self.rig_steps, self.mono_steps, self.recur_steps, self.rig_times)
-        if min(sizes) < 1 or self.ramp_steps < 0:
-            raise ValueError(f"every phase needs >= 1 step, rig_times >= 1 and ramp_steps >= 0: {self}")
+        sizes = (self.stream_steps, self.rig_steps, self.mono_steps, self.rig_times)
+        if min(sizes) < 1 or self.ramp_steps < 0 or self.recur_steps < 0:
+            raise ValueError(
+                f"every phase needs >= 1 step (recur >= 0), rig_times >= 1 and ramp_steps >= 0: {self}"
+            )
+
+    def phases(self) -> tuple[str, ...]:
+        """The phases this recipe runs, in order: all four, or without `recur` when `recur_steps` is 0
+        (the recipe as the first `tiny-pos` and the README's earlier splits ran it)."""
+        return PHASES if self.recur_steps else PHASES[:3]
 
     def stream(self) -> pretrain.PretrainConfig:
         """Phase 1: `tiny-stream` with the position table, shortened."""
@@ -185,7 +192,7 @@ def reuse_phases(recipe: CameraRecipe, source: Path, out: Path) -> dict[str, str
     minutes on one CPU thread. The copies are the records as their runs wrote them (a probe phase's
     config names `source`'s paths, which the checks then expect); the card lists what was reused."""
     reused: dict[str, str] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
-    for phase in PHASES:
+    for phase in recipe.phases():
         there = source / phase
         if (out / phase).exists() or not is_finished(there):
             break
@@ -205,7 +212,7 @@ def run_phases(recipe: CameraRecipe, out: Path, progress: bool = True) -> dict[s
     """Run (or adopt, when finished with this recipe's config) each phase; returns each one's record."""
     records: dict[str, dict[str, Any]] = {}
     reused: dict[str, str] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
-    for phase in PHASES:
+    for phase in recipe.phases():
         folder = out / phase
         root = Path(reused[phase]).parent if phase in reused else out
         wanted, defaults = wanted_config(recipe, phase, root)
@@ -232,7 +239,7 @@ def phase_summary(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
             "heldout": stream["heldout"]["pretrained"]["mean"],
         }
     }
-    for phase in PHASES[1:]:
+    for phase in list(records)[1:]:
         last = records[phase]["evaluations"][-1]
         scores = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         summary[phase] = {
@@ -313,7 +320,7 @@ def run_recipe(
     torch.set_num_threads(recipe.threads)
     commit = pretrain.git_commit()
     records = run_phases(recipe, out, progress)
-    last = torch.load(out / PHASES[-1] / "weights.pt", weights_only=True)
+    last = torch.load(out / recipe.phases()[-1] / "weights.pt", weights_only=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in last.items()}
     weights = atomic_torch_save({"model": state}, out / f"{recipe.name}.pt")
     t0 = time.perf_counter()
@@ -334,7 +341,7 @@ def write_loss_curve(out: Path, records: dict[str, dict[str, Any]], path: Path, 
     fig = new_figure((12.0, 3.0))
     history = read_json(out / "stream" / "train" / "history.json")
     panels = [("stream", [r["step"] for r in history], [r.get("loss", np.nan) for r in history])]
-    panels += [(p, list(range(len(records[p]["losses"]))), records[p]["losses"]) for p in PHASES[1:]]
+    panels += [(p, list(range(len(records[p]["losses"]))), records[p]["losses"]) for p in list(records)[1:]]
     for i, (phase, steps, values) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         values = np.asarray(values, dtype=float)
@@ -349,6 +356,41 @@ def write_loss_curve(out: Path, records: dict[str, dict[str, Any]], path: Path, 
     save_figure(fig, path)
 
 
+def phase_lines(card: dict[str, Any]) -> str:
+    """The card's numbered list of phases: what each did, how long it took, where its own held-out
+    clips ended (the fourth only when the recipe ran it)."""
+    r, phases = card["recipe"], card["phases"]
+    took = {p: f"{phases[p]['train_seconds'] / 60:.0f} min" for p in phases}
+    rig, mono = phases["rig"]["final"], phases["mono"]["final"]
+    rig_clips = phases["rig"]["config"]["heldout_clips"]
+    lines = f"""1. **stream** ({r["stream_steps"]} steps, {took["stream"]}): `tiny-stream`'s recipe (a new
+   generated scene every step; camera + depth + point losses, everything trains, AdamW lr 1e-3,
+   cosine to 2e-5);
+2. **rig** ({r["rig_steps"]} steps, {took["rig"]}): 8 two-view rigs a step, gaps widened from 5 to 175
+   degrees over {r["ramp_steps"]} steps; the camera loss with its rotation term x10, depth and points
+   every 4th step. At its end, on its own {rig_clips} held-out rigs: median error
+   {rig["rot_deg_median"]:.1f} deg against the identity's {rig["identity_floor_deg"]:.1f} (turn slope
+   {rig["turn_slope"]:.2f});
+3. **rigs+mono** ({r["mono_steps"]} steps, {took["mono"]}): the card's rigs of 2-4 cameras and its
+   monocular moves on alternate steps, the same losses. At its end (error / identity floor, degrees):
+   held-out rigs {mono["rot_deg_median"]:.1f} / {mono["identity_floor_deg"]:.1f},
+   moves {mono["mono_rot_deg_median"]:.2f} / {mono["mono_identity_floor_deg"]:.2f};"""
+    if "recur" not in phases:
+        return lines.rstrip(";") + "."
+    recur = phases["recur"]["final"]
+    return (
+        lines
+        + f"""
+4. **recur** ({r["recur_steps"]} steps, {took["recur"]}): `rigs+mono` again, each training rig shown at
+   {r["rig_times"]} time steps (a static rig's frames recur, as in the stream: frame V is frame 0 again,
+   unturned). At its end: held-out rigs {recur["rot_deg_median"]:.1f} / {recur["identity_floor_deg"]:.1f},
+   moves {recur["mono_rot_deg_median"]:.2f} / {recur["mono_identity_floor_deg"]:.2f}."""
+    )
+
+
+_COUNT = {3: "three", 4: "four"}
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The human-readable card (a test checks the shipped `.md` is this rendering of its `.json`)."""
     r, phases, name = card["recipe"], card["phases"], card["name"]
@@ -359,10 +401,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{b['floor_deg']:.1f} |"
         for b in card["rig_view_pairs_by_gap"]
     )
-    took = {p: f"{phases[p]['train_seconds'] / 60:.0f} min" for p in PHASES}
-    rig, mono, recur = phases["rig"]["final"], phases["mono"]["final"], phases["recur"]["final"]
-    rig_clips = phases["rig"]["config"]["heldout_clips"]
     sha, where = card["weights_sha256"][:16], f"`{card['command']}` at commit `{card['commit']}`"
+    count = _COUNT[len(phases)]
     return f"""# {name}: a tiny backbone whose cameras read the images
 
 Weights: `{name}.pt` (float16, {card["parameters"]:,} parameters, sha256 {sha}...).
@@ -373,24 +413,10 @@ attention bias was off throughout (as PAGE-4D's `checkpoint_nomask`): the head i
 
 ## Recipe
 {where}, torch {card["torch"]},
-{card["threads"]} CPU thread(s) ({card["cpu_capability"]}), seed {r["seed"]}; four phases, each from the
+{card["threads"]} CPU thread(s) ({card["cpu_capability"]}), seed {r["seed"]}; {count} phases, each from the
 last one's weights:
 
-1. **stream** ({r["stream_steps"]} steps, {took["stream"]}): `tiny-stream`'s recipe (a new generated scene
-   every step; camera + depth + point losses, everything trains, AdamW lr 1e-3, cosine to 2e-5);
-2. **rig** ({r["rig_steps"]} steps, {took["rig"]}): 8 two-view rigs a step, gaps widened from 5 to 175
-   degrees over {r["ramp_steps"]} steps; the camera loss with its rotation term x10, depth and points
-   every 4th step. At its end, on its own {rig_clips} held-out rigs: median error
-   {rig["rot_deg_median"]:.1f} deg against the identity's {rig["identity_floor_deg"]:.1f} (turn slope
-   {rig["turn_slope"]:.2f});
-3. **rigs+mono** ({r["mono_steps"]} steps, {took["mono"]}): the card's rigs of 2-4 cameras and its
-   monocular moves on alternate steps, the same losses. At its end (error / identity floor, degrees):
-   held-out rigs {mono["rot_deg_median"]:.1f} / {mono["identity_floor_deg"]:.1f},
-   moves {mono["mono_rot_deg_median"]:.2f} / {mono["mono_identity_floor_deg"]:.2f};
-4. **recur** ({r["recur_steps"]} steps, {took["recur"]}): `rigs+mono` again, each training rig shown at
-   {r["rig_times"]} time steps (a static rig's frames recur, as in the stream: frame V is frame 0 again,
-   unturned). At its end: held-out rigs {recur["rot_deg_median"]:.1f} / {recur["identity_floor_deg"]:.1f},
-   moves {recur["mono_rot_deg_median"]:.2f} / {recur["mono_identity_floor_deg"]:.2f}.
+{phase_lines(card)}
 
 Training: {card["train_seconds"] / 60:.0f} minutes in all (each phase's own held-out scoring included; the
 card's scenes then took {card["card_seconds"]:.0f} s more). {budget_text(card)}{reused_text(card)}
