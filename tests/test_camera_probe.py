@@ -498,3 +498,31 @@ def test_an_interrupted_probe_resumes_from_its_last_evaluation_as_if_never_stopp
     a = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
     b = torch.load(cut / "weights.pt", weights_only=True)
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
+def test_a_probe_recorded_before_rig_times_existed_still_resumes_and_another_value_is_refused(
+    tmp_path, monkeypatch
+):
+    """A run stopped before `rig_times` was a knob has no such key in its record; resuming it with the
+    default (1, what the code did then) goes on, asking for 2 is refused naming the knob."""
+    from page4d.experiments import camera_probe
+
+    cfg = ProbeConfig(task="rigs", steps=2, batch=1, heldout_clips=2, eval_every=1)
+    real = camera_probe.training_loss
+
+    def stop_at_step_1(model, batch, cfg_, step, geometry_cfg):
+        if step == 1:
+            raise KeyboardInterrupt
+        return real(model, batch, cfg_, step, geometry_cfg)
+
+    monkeypatch.setattr(camera_probe, "training_loss", stop_at_step_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(cfg, tmp_path / "old", progress=False)
+    monkeypatch.setattr(camera_probe, "training_loss", real)
+    state = torch.load(tmp_path / "old" / "state.pt", weights_only=True)
+    del state["record"]["config"]["rig_times"]  # as recorded before the knob existed
+    torch.save(state, tmp_path / "old" / "state.pt")
+    with pytest.raises(ParametersChanged, match="rig_times"):
+        run_probe(dataclasses.replace(cfg, rig_times=2), tmp_path / "old", progress=False, resume=True)
+    resumed = run_probe(cfg, tmp_path / "old", progress=False, resume=True)
+    assert [e["step"] for e in resumed["evaluations"]] == [0, 1, 2] and len(resumed["losses"]) == 2
