@@ -304,7 +304,8 @@ def test_reconstruction_notebook_writes_an_offline_viewer_point_clouds_and_a_pic
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["points_per_time"] == [2 * 56 * 70] * 2 and metrics["points"] == 2 * 2 * 56 * 70
-    assert "all keys matched" in metrics["model"]  # the shipped tiny-synthetic weights, not a random init
+    assert "all keys matched" in metrics["model"]  # the shipped tiny-pos weights, not a random init
+    assert "tiny-pos" in metrics["model"] and "conv_pos" in metrics["model"]  # embedding from its keys
     for t, count in enumerate(metrics["points_per_time"]):
         assert plyfile.PlyData.read(str(run / f"points_t{t:02d}.ply"))["vertex"].count == count
     static = plyfile.PlyData.read(str(run / "static_map.ply"))["vertex"]
