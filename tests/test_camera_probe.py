@@ -464,6 +464,17 @@ def test_a_time_budget_stops_the_run_at_the_first_evaluation_past_it(tmp_path, m
         ProbeConfig(minutes=-1.0)
 
 
+def _stopping_at(real, stop_step: int):
+    """`training_loss` that stops the run (as Ctrl-C does) when it reaches step `stop_step`."""
+
+    def loss(model, batch, cfg_, step, geometry_cfg):
+        if step == stop_step:
+            raise KeyboardInterrupt
+        return real(model, batch, cfg_, step, geometry_cfg)
+
+    return loss
+
+
 def test_an_interrupted_probe_resumes_from_its_last_evaluation_as_if_never_stopped(tmp_path, monkeypatch):
     """A step's clips depend on the step alone, and `state.pt` holds the weights, the optimiser and the
     record of the last evaluation: a run stopped after it goes on to the same losses and weights; the
@@ -473,13 +484,7 @@ def test_an_interrupted_probe_resumes_from_its_last_evaluation_as_if_never_stopp
     cfg = ProbeConfig(steps=4, batch=1, heldout_clips=2, eval_every=2, save_weights=True)
     whole = run_probe(cfg, tmp_path / "whole", progress=False)
     real = camera_probe.training_loss
-
-    def stop_at_step_3(model, batch, cfg_, step, geometry_cfg):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real(model, batch, cfg_, step, geometry_cfg)
-
-    monkeypatch.setattr(camera_probe, "training_loss", stop_at_step_3)
+    monkeypatch.setattr(camera_probe, "training_loss", _stopping_at(real, 3))
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         run_probe(cfg, cut, progress=False)
@@ -509,13 +514,7 @@ def test_a_probe_recorded_before_rig_times_existed_still_resumes_and_another_val
 
     cfg = ProbeConfig(task="rigs", steps=2, batch=1, heldout_clips=2, eval_every=1)
     real = camera_probe.training_loss
-
-    def stop_at_step_1(model, batch, cfg_, step, geometry_cfg):
-        if step == 1:
-            raise KeyboardInterrupt
-        return real(model, batch, cfg_, step, geometry_cfg)
-
-    monkeypatch.setattr(camera_probe, "training_loss", stop_at_step_1)
+    monkeypatch.setattr(camera_probe, "training_loss", _stopping_at(real, 1))
     with pytest.raises(KeyboardInterrupt):
         run_probe(cfg, tmp_path / "old", progress=False)
     monkeypatch.setattr(camera_probe, "training_loss", real)

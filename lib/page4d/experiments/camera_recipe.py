@@ -183,6 +183,11 @@ def wanted_config(recipe: CameraRecipe, phase: str, root: Path) -> tuple[dict[st
     return dataclasses.asdict(recipe.probe(phase, root)), field_defaults(ProbeConfig)
 
 
+def reused_phases(out: Path) -> dict[str, str]:
+    """{phase: the folder it was copied from} of the recipe folder `out` (none copied: empty)."""
+    return read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
+
+
 def reuse_phases(recipe: CameraRecipe, source: Path, out: Path) -> dict[str, str]:
     """Copy into `out` the finished phases of the recipe folder `source` that this recipe runs the same
     way, in order, up to the first one that differs (each phase starts from the last one's weights, so
@@ -191,7 +196,7 @@ def reuse_phases(recipe: CameraRecipe, source: Path, out: Path) -> dict[str, str
     Why: a change to the last phase (say `recur_steps`) need not train the first three again, some 110
     minutes on one CPU thread. The copies are the records as their runs wrote them (a probe phase's
     config names `source`'s paths, which the checks then expect); the card lists what was reused."""
-    reused: dict[str, str] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
+    reused = reused_phases(out)
     for phase in recipe.phases():
         there = source / phase
         if (out / phase).exists() or not is_finished(there):
@@ -211,7 +216,7 @@ def reuse_phases(recipe: CameraRecipe, source: Path, out: Path) -> dict[str, str
 def run_phases(recipe: CameraRecipe, out: Path, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Run (or adopt, when finished with this recipe's config) each phase; returns each one's record."""
     records: dict[str, dict[str, Any]] = {}
-    reused: dict[str, str] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
+    reused = reused_phases(out)
     for phase in recipe.phases():
         folder = out / phase
         root = Path(reused[phase]).parent if phase in reused else out
@@ -325,7 +330,7 @@ def run_recipe(
     weights = atomic_torch_save({"model": state}, out / f"{recipe.name}.pt")
     t0 = time.perf_counter()
     card = build_card(recipe, records, weights, commit)  # scores exactly the float16 weights it ships
-    card["reused"] = read_json(out / REUSED_FILE) if (out / REUSED_FILE).is_file() else {}
+    card["reused"] = reused_phases(out)
     card["card_seconds"] = time.perf_counter() - t0  # scoring the card's scenes, after the training
     write_loss_curve(out, records, out / f"{recipe.name}_loss.png", recipe.name)
     atomic_write_text(out / f"{recipe.name}.md", card_markdown(card))
